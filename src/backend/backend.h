@@ -1,0 +1,151 @@
+// defines: Backend (the compute interface), GemmDesc, make_backend()
+// Every numeric kernel the model and optimizer run goes through this interface; the CPU backend
+// (fp32, OpenBLAS + OpenMP) is the reference, the CUDA backend implements the same contract.
+// Conventions, shared by every op:
+//   - row-major, contiguous unless a leading dimension is given; pointers are backend memory;
+//   - backward ops OVERWRITE input gradients (dx, dq, ...) and ACCUMULATE (+=) parameter
+//     gradients (dw, dtable), so gradient accumulation over micro-batches needs no extra pass;
+//   - int32 index arrays; a negative index means "absent" (ignored target, dropped slot).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace origami {
+
+// One GEMM of a batch: C[M,N] = alpha * op(A) * op(B) + beta * C, op = transpose if flagged.
+// A is [M,K] (or [K,M] if trans_a), B is [K,N] (or [N,K] if trans_b).
+struct GemmDesc {
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.f;
+  const float* a = nullptr;
+  int64_t lda = 0;
+  const float* b = nullptr;
+  int64_t ldb = 0;
+  float beta = 0.f;
+  float* c = nullptr;
+  int64_t ldc = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory (bytes; zero-initialised) --------------------------------------------------
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* p) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+  virtual size_t bytes_in_use() const = 0;
+  virtual size_t peak_bytes() const = 0;
+
+  // ---- dense linear algebra ---------------------------------------------------------------
+  virtual void gemm(const GemmDesc& g) = 0;
+  // A batch of independent GEMMs of different shapes (the experts' per-group GEMMs): one call,
+  // so a device backend can issue one grouped kernel. Zero-sized entries are allowed.
+  virtual void gemm_batched(std::span<const GemmDesc> gs) = 0;
+
+  // ---- elementwise / reductions ------------------------------------------------------------
+  virtual void fill(float* x, float value, int64_t n) = 0;
+  virtual void add(const float* a, const float* b, float* out, int64_t n) = 0;  // out = a + b
+  virtual void axpy(float alpha, const float* x, float* y, int64_t n) = 0;     // y += alpha*x
+  virtual void scale(float* x, float alpha, int64_t n) = 0;                    // x *= alpha
+  virtual double sum_squares(const float* x, int64_t n) = 0;                  // fp64 accumulate
+  virtual double sum(const float* x, int64_t n) = 0;
+
+  // ---- embedding: out[i,:] = table[ids[i],:]; dtable[ids[i],:] += dout[i,:] ----------------
+  virtual void embedding_forward(const int32_t* ids, const float* table, float* out, int64_t n,
+                                 int64_t dim) = 0;
+  virtual void embedding_backward(const float* dout, const int32_t* ids, float* dtable,
+                                  int64_t n, int64_t dim) = 0;
+
+  // ---- RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps), per row -------------------
+  virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd,
+                               int64_t rows, int64_t dim, float eps) = 0;
+  virtual void rmsnorm_backward(const float* dy, const float* x, const float* w,
+                                const float* rstd, float* dx, float* dw, int64_t rows,
+                                int64_t dim) = 0;
+
+  // ---- rotary embedding, in place, Llama/HF half-split convention --------------------------
+  // x is [rows, heads, head_dim]; row r has position positions[r]; angle for pair i is
+  // pos * theta^(-2i/head_dim), pairs are (i, i + head_dim/2). backward rotates by -angle.
+  virtual void rope_forward(float* x, const int32_t* positions, int64_t rows, int64_t heads,
+                            int64_t head_dim, float theta) = 0;
+  virtual void rope_backward(float* dx, const int32_t* positions, int64_t rows, int64_t heads,
+                             int64_t head_dim, float theta) = 0;
+
+  // ---- causal grouped-query attention --------------------------------------------------------
+  // q [B,T,nh,hd], k/v [B,T,nkv,hd], out [B,T,nh,hd], lse [B,nh,T] (log-sum-exp of the scaled
+  // scores, saved for backward). Query head h uses kv head h / (nh/nkv). scale = 1/sqrt(hd).
+  virtual void attention_forward(const float* q, const float* k, const float* v, float* out,
+                                 float* lse, int64_t B, int64_t T, int64_t nh, int64_t nkv,
+                                 int64_t hd) = 0;
+  virtual void attention_backward(const float* dout, const float* q, const float* k,
+                                  const float* v, const float* out, const float* lse, float* dq,
+                                  float* dk, float* dv, int64_t B, int64_t T, int64_t nh,
+                                  int64_t nkv, int64_t hd) = 0;
+
+  // ---- SwiGLU on a fused [rows, 2F] input: gate = h[:, :F], up = h[:, F:] ------------------
+  // out[rows, F] = silu(gate) * up; backward writes dh [rows, 2F].
+  virtual void swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) = 0;
+  virtual void swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
+                               int64_t F) = 0;
+
+  // ---- router: softmax scores, top-k, gate weights, log-sum-exp (fp32 always) --------------
+  // logits [N,E] -> probs [N,E] = softmax, idx [N,k] (descending prob; ties -> lower index),
+  // weights [N,k] = probs at idx, divided by their sum if renormalize; lse [N] = logsumexp.
+  virtual void router_forward(const float* logits, float* probs, int32_t* idx, float* weights,
+                              float* lse, int64_t N, int64_t E, int64_t k, bool renormalize) = 0;
+  // dlogits [N,E] (overwritten) from: dweights [N,k] (combine), dprobs [N,E] (balance loss, may
+  // be null), dlse [N] (z-loss, may be null). The top-k selection itself has no gradient.
+  virtual void router_backward(const float* dweights, const float* dprobs, const float* dlse,
+                               const float* probs, const int32_t* idx, const float* weights,
+                               float* dlogits, int64_t N, int64_t E, int64_t k,
+                               bool renormalize) = 0;
+
+  // ---- token permutation by expert (counting sort, stable in token order) -------------------
+  // idx [N,k] expert of each (token, slot), -1 = not routed. Writes counts [E] (host-readable
+  // int64 in backend memory) and row [N,k]: the row of (token, slot) in the expert-sorted buffer
+  // (-1 for unrouted slots). Rows of expert e are contiguous, experts in order 0..E-1.
+  virtual void moe_permute_indices(const int32_t* idx, int64_t N, int64_t k, int64_t E,
+                                   int64_t* counts, int32_t* row) = 0;
+  // out[row[t,s], :] = x[t, :]
+  virtual void moe_permute(const float* x, const int32_t* row, float* out, int64_t N, int64_t k,
+                           int64_t dim) = 0;
+  // dx[t, :] = sum_s dout_perm[row[t,s], :]  (overwrites dx)
+  virtual void moe_permute_backward(const float* dout_perm, const int32_t* row, float* dx,
+                                    int64_t N, int64_t k, int64_t dim) = 0;
+  // out[t, :] = sum_s weights[t,s] * y[row[t,s], :]  (overwrites out)
+  virtual void moe_unpermute(const float* y, const int32_t* row, const float* weights, float* out,
+                             int64_t N, int64_t k, int64_t dim) = 0;
+  // dy[row[t,s], :] = weights[t,s] * dout[t, :]; dweights[t,s] = <dout[t,:], y[row[t,s],:]>
+  // (both overwritten; dweights 0 for unrouted slots)
+  virtual void moe_unpermute_backward(const float* dout, const float* y, const int32_t* row,
+                                      const float* weights, float* dy, float* dweights, int64_t N,
+                                      int64_t k, int64_t dim) = 0;
+
+  // ---- softmax cross-entropy over the vocabulary ----------------------------------------------
+  // logits [N,V], targets [N] (-1 = no loss). losses [N] = lse - logit[target] (0 if ignored),
+  // lse [N] saved for backward.
+  virtual void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses,
+                                     float* lse, int64_t N, int64_t V) = 0;
+  // dlogits = scale * (softmax(logits) - onehot(target)), 0 rows for ignored targets.
+  virtual void cross_entropy_backward(const float* logits, const int32_t* targets,
+                                      const float* lse, float scale, float* dlogits, int64_t N,
+                                      int64_t V) = 0;
+
+  // ---- AdamW (decoupled weight decay), bias-corrected with step t >= 1 -----------------------
+  virtual void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                     float beta1, float beta2, float eps, float weight_decay, int64_t t) = 0;
+};
+
+// "cpu" or "cuda"; an Error naming the allowed values otherwise (or if CUDA was not built).
+std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank = 0);
+
+}  // namespace origami

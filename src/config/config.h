@@ -1,0 +1,159 @@
+// defines: Config and its typed sections; load_config(), apply_override(), to_yaml()
+// One struct per YAML section, one field per key, each with its default and a comment. The
+// loader (config_loader.cpp) rejects unknown keys, wrong types and out-of-range values naming
+// file:line and key; validate() checks cross-field rules (world-size divisibility etc.) before
+// any large allocation. docs/configuration.md documents every key.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace origami {
+
+struct ModelConfig {
+  int64_t vocab_size = 8192;
+  int64_t hidden_size = 128;
+  int64_t num_layers = 4;
+  int64_t num_attention_heads = 4;
+  int64_t num_query_groups = 2;        // key/value heads (GQA); = heads for MHA
+  int64_t ffn_hidden_size = 512;       // dense MLP layers (those layer_freq makes dense)
+  int64_t max_seq_length = 256;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  bool tie_embeddings = false;
+  double init_std = 0.02;              // normal init std; output projections scaled by 1/sqrt(2L)
+  friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
+};
+
+struct RouterConfig {
+  std::string score = "softmax";       // softmax (sigmoid arrives with the router issue)
+  bool renormalize = true;             // divide the top-k weights by their sum (Mixtral)
+  std::string load_balance = "micro_batch";  // none | micro_batch
+  double aux_loss_coeff = 1e-2;
+  double z_loss_coeff = 1e-3;
+  friend bool operator==(const RouterConfig&, const RouterConfig&) = default;
+};
+
+struct MoeConfig {
+  int64_t num_experts = 8;
+  int64_t top_k = 2;
+  int64_t expert_ffn_hidden_size = 256;
+  int64_t shared_expert_ffn_hidden_size = 0;  // 0 = no shared expert
+  int64_t layer_freq = 1;              // every layer_freq-th layer is MoE (1 = all), others dense
+  std::optional<double> capacity_factor;  // null = dropless (capacity mode: expert-parallel issue)
+  RouterConfig router;
+  friend bool operator==(const MoeConfig&, const MoeConfig&) = default;
+};
+
+struct ParallelConfig {
+  int64_t tensor = 1;
+  int64_t context = 1;
+  int64_t pipeline = 1;
+  int64_t virtual_pipeline = 1;
+  int64_t expert = 1;
+  int64_t expert_tensor = 1;
+  bool sequence_parallel = false;
+  friend bool operator==(const ParallelConfig&, const ParallelConfig&) = default;
+};
+
+struct TrainingConfig {
+  std::string backend = "cpu";         // cpu | cuda
+  int64_t micro_batch_size = 2;
+  int64_t global_batch_size = 16;
+  int64_t seq_length = 128;
+  int64_t train_steps = 300;
+  uint64_t seed = 1234;
+  std::string precision = "fp32";      // fp32 | bf16 (cuda)
+  std::string recompute = "none";      // none (selective/full: tensor-parallel issue)
+  int64_t eval_interval = 0;           // 0 = no evaluation
+  int64_t eval_steps = 10;
+  friend bool operator==(const TrainingConfig&, const TrainingConfig&) = default;
+};
+
+struct OptimizerConfig {
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  int64_t warmup_steps = 30;
+  std::string decay = "cosine";        // cosine | linear | constant
+  int64_t decay_steps = 0;             // 0 = training.train_steps
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;              // 0 = no clipping
+  bool distributed = false;            // ZeRO-1 (expert-parallel issue)
+  friend bool operator==(const OptimizerConfig&, const OptimizerConfig&) = default;
+};
+
+struct BlendEntry {
+  std::string path;                    // dataset prefix, without .bin/.idx
+  double weight = 1.0;
+  friend bool operator==(const BlendEntry&, const BlendEntry&) = default;
+};
+
+struct TokenizerConfig {
+  std::string kind = "sentencepiece";  // sentencepiece | byte
+  std::string model;                   // .model path for sentencepiece
+  friend bool operator==(const TokenizerConfig&, const TokenizerConfig&) = default;
+};
+
+struct DataConfig {
+  std::vector<BlendEntry> blend;
+  TokenizerConfig tokenizer;
+  std::vector<double> split = {98, 2, 0};   // train, valid, test weights, by documents
+  std::string cache_dir;               // "" = next to each dataset
+  bool eod_mask_loss = false;
+  friend bool operator==(const DataConfig&, const DataConfig&) = default;
+};
+
+struct CheckpointConfig {
+  std::string dir;                     // "" = <logging.dir>/checkpoints
+  int64_t save_interval = 0;           // 0 = never
+  int64_t keep_last = 3;
+  std::string load;                    // path to resume from ("" = fresh start)
+  friend bool operator==(const CheckpointConfig&, const CheckpointConfig&) = default;
+};
+
+struct LoggingConfig {
+  std::string dir = "runs/default";    // run directory: config.yaml, metrics.jsonl
+  int64_t interval = 1;
+  std::string level = "info";
+  int64_t expert_load_interval = 50;   // per-layer expert load every N iterations (0 = never)
+  friend bool operator==(const LoggingConfig&, const LoggingConfig&) = default;
+};
+
+struct Config {
+  ModelConfig model;
+  MoeConfig moe;
+  ParallelConfig parallel;
+  TrainingConfig training;
+  OptimizerConfig optimizer;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+  std::string source;                  // file it was loaded from ("<embedded default>" else)
+  // Where each explicitly set key came from ("configs/x.yaml:12" or "--set moe.top_k=1"), so
+  // validate() can point at the lines behind a cross-field error. Keys left at their default
+  // are absent.
+  std::map<std::string, std::string> origin;
+};
+
+// Equal settings: compares every section, not `source` or `origin` (where they came from).
+bool operator==(const Config& a, const Config& b);
+
+// Parses YAML text; `source` names it in errors ("configs/x.yaml"). Throws Error on unknown
+// keys, wrong types, out-of-range values, naming source:line, the key and what is allowed.
+Config parse_config(const std::string& yaml_text, const std::string& source);
+Config load_config(const std::string& path);
+// "section.key=value" (value parsed as YAML, e.g. "moe.top_k=1", "data.split=[90,10,0]").
+void apply_override(Config& cfg, const std::string& assignment);
+// Cross-field checks that need the world size (parallel sizes dividing it, batch divisibility).
+void validate(const Config& cfg, int world_size);
+// The effective config, as YAML that parse_config accepts back.
+std::string to_yaml(const Config& cfg);
+// Every full key ("moe.router.aux_loss_coeff") in to_yaml order; docs/configuration.md lists them.
+std::vector<std::string> config_keys();
+
+}  // namespace origami

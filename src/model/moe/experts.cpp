@@ -1,0 +1,75 @@
+#include "model/moe/experts.h"
+
+#include <cmath>
+
+#include "model/linear.h"
+
+namespace origami {
+
+GroupedExperts::GroupedExperts(ModelContext& ctx, ParamStore& store, const std::string& prefix,
+                               int num_layers)
+    : ctx_(ctx), store_(store) {
+  H_ = ctx.config.model.hidden_size;
+  F_ = ctx.config.moe.expert_ffn_hidden_size;
+  E_ = ctx.config.moe.num_experts;
+  const double std = ctx.config.model.init_std;
+  const ShardSpec by_expert{.split_dim = 0, .split_group = "ep", .offset = 0};
+  fc1_ = store.declare({.name = prefix + ".fc1.weight", .global_shape = {E_, 2 * F_, H_},
+                        .shard = by_expert, .grad_group = GradGroup::expert, .init_std = std});
+  fc2_ = store.declare({.name = prefix + ".fc2.weight", .global_shape = {E_, H_, F_},
+                        .shard = by_expert, .grad_group = GradGroup::expert,
+                        .init_std = std / std::sqrt(2.0 * num_layers)});
+  // Dropless: at most N k rows reach the experts.
+  const int64_t M = ctx.shape.tokens() * ctx.config.moe.top_k;
+  h_ = Tensor::zeros(ctx.backend, {M, 2 * F_});
+  act_ = Tensor::zeros(ctx.backend, {M, F_});
+  dact_ = Tensor::zeros(ctx.backend, {M, F_});
+  dh_ = Tensor::zeros(ctx.backend, {M, 2 * F_});
+}
+
+void GroupedExperts::forward(const float* x, const std::vector<int64_t>& counts, float* y) {
+  auto& be = ctx_.backend;
+  const float* w1 = store_[fc1_].value.data();
+  const float* w2 = store_[fc2_].value.data();
+  std::vector<GemmDesc> g1, g2;
+  int64_t row = 0;
+  for (int64_t e = 0; e < E_; ++e) {
+    const int64_t m = counts[size_t(e)];
+    g1.push_back(linear_fwd_desc(x + row * H_, w1 + e * 2 * F_ * H_, h_.data() + row * 2 * F_, m,
+                                 H_, 2 * F_));
+    g2.push_back(linear_fwd_desc(act_.data() + row * F_, w2 + e * H_ * F_, y + row * H_, m, F_,
+                                 H_));
+    row += m;
+  }
+  be.gemm_batched(g1);
+  be.swiglu_forward(h_.data(), act_.data(), row, F_);
+  be.gemm_batched(g2);
+}
+
+void GroupedExperts::backward(const float* dy, const float* x, const std::vector<int64_t>& counts,
+                              float* dx) {
+  auto& be = ctx_.backend;
+  const float* w1 = store_[fc1_].value.data();
+  const float* w2 = store_[fc2_].value.data();
+  float* dw1 = store_[fc1_].grad.data();
+  float* dw2 = store_[fc2_].grad.data();
+  std::vector<GemmDesc> dact, dw2s, dxs, dw1s;
+  int64_t row = 0;
+  for (int64_t e = 0; e < E_; ++e) {
+    const int64_t m = counts[size_t(e)];
+    const float* dy_e = dy + row * H_;
+    dact.push_back(linear_dx_desc(dy_e, w2 + e * H_ * F_, dact_.data() + row * F_, m, F_, H_));
+    dw2s.push_back(linear_dw_desc(dy_e, act_.data() + row * F_, dw2 + e * H_ * F_, m, F_, H_));
+    const float* dh_e = dh_.data() + row * 2 * F_;
+    dxs.push_back(linear_dx_desc(dh_e, w1 + e * 2 * F_ * H_, dx + row * H_, m, H_, 2 * F_));
+    dw1s.push_back(linear_dw_desc(dh_e, x + row * H_, dw1 + e * 2 * F_ * H_, m, H_, 2 * F_));
+    row += m;
+  }
+  be.gemm_batched(dact);
+  be.gemm_batched(dw2s);
+  be.swiglu_backward(dact_.data(), h_.data(), dh_.data(), row, F_);
+  be.gemm_batched(dxs);
+  be.gemm_batched(dw1s);
+}
+
+}  // namespace origami

@@ -1,0 +1,49 @@
+// defines: MoeLayer, RouterLossScales, MoeLayerStats
+// The MoE block as Megatron-Core's named stages: route -> dispatch -> experts -> combine, plus an
+// optional always-on shared expert. Auxiliary losses (load balance, z-loss) are evaluated in
+// forward and their gradients injected in backward with the scale the trainer passes, so the
+// loss normalisation over micro-batches and ranks is decided in one place (the trainer).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/mlp.h"
+#include "model/moe/experts.h"
+#include "model/moe/router.h"
+#include "model/moe/token_dispatcher.h"
+
+namespace origami {
+
+// Gradient scale of each per-layer auxiliary loss value (coefficient x normalisation).
+struct RouterLossScales {
+  float balance = 0.f;
+  float z = 0.f;
+};
+
+struct MoeLayerStats {
+  double balance_loss = 0.0;           // E sum f_i P_i of this micro-batch (unscaled)
+  double z_loss = 0.0;                 // mean logsumexp^2 (unscaled)
+  std::vector<int64_t> expert_counts;  // (token, slot) assignments per expert
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
+  void forward(const float* x, float* out, const RouterLossScales& scales);
+  // dx [N,H] overwritten.
+  void backward(const float* dout, const float* x, float* dx);
+  const MoeLayerStats& stats() const { return stats_; }
+
+ private:
+  ModelContext& ctx_;
+  Router router_;
+  TokenDispatcher dispatcher_;
+  GroupedExperts experts_;
+  std::unique_ptr<SwigluMlp> shared_expert_;
+  Tensor expert_out_, dexpert_out_, dpermuted_, dweights_, dprobs_, dlse_;
+  bool has_balance_grad_ = false, has_z_grad_ = false;
+  MoeLayerStats stats_;
+};
+
+}  // namespace origami

@@ -1,0 +1,48 @@
+// defines: MoeTransformer, ForwardStats
+// The whole decoder: embedding -> L blocks (MoE every moe.layer_freq-th layer, dense otherwise)
+// -> final RMSNorm -> LM head (tied to the embedding or not) -> softmax cross-entropy.
+// forward() runs one micro-batch and keeps its activations; backward() consumes them. Loss
+// normalisation is the caller's: forward returns the SUM of token losses, backward takes the
+// scale (1 / loss tokens of the global batch) so any split into ranks and micro-batches agrees.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "model/transformer_block.h"
+
+namespace origami {
+
+struct ForwardStats {
+  double lm_loss_sum = 0.0;    // sum of token losses (targets >= 0)
+  int64_t loss_tokens = 0;
+  double balance_loss = 0.0;   // sum over MoE layers of the unscaled per-layer value
+  double z_loss = 0.0;         // likewise
+  std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert]
+};
+
+class MoeTransformer {
+ public:
+  MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape, uint64_t seed);
+
+  // tokens / targets: host arrays [B*T]; target -1 = no loss at that position.
+  ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s);
+  void backward(float lm_grad_scale);
+
+  ParamStore& params() { return store_; }
+  const ParamStore& params() const { return store_; }
+  int num_moe_layers() const { return num_moe_layers_; }
+  static bool is_moe_layer(const Config& cfg, int layer);
+  const MicroBatchShape& shape() const { return ctx_.shape; }
+
+ private:
+  ModelContext ctx_;
+  ParamStore store_;
+  size_t embedding_, final_norm_, lm_head_;
+  std::vector<std::unique_ptr<TransformerBlock>> blocks_;
+  int num_moe_layers_ = 0;
+  IndexTensor tokens_, targets_, positions_;
+  std::vector<Tensor> residual_;   // [L+1] x [N,H]: block inputs, then the last block's output
+  Tensor normed_, rstd_, logits_, losses_, lse_, dlogits_, dnormed_, dres_a_, dres_b_;
+};
+
+}  // namespace origami

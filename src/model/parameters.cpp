@@ -1,0 +1,81 @@
+#include "model/parameters.h"
+
+#include "base/error.h"
+#include "base/rng.h"
+
+namespace origami {
+
+size_t ParamStore::declare(ParamSpec spec) {
+  check(values_.empty(), "ParamStore: parameter '{}' declared after finalize()", spec.name);
+  if (spec.local_shape.empty()) spec.local_shape = spec.global_shape;
+  for (auto& p : params_)
+    check(p.spec.name != spec.name, "ParamStore: parameter '{}' declared twice", spec.name);
+  params_.push_back(Param{std::move(spec), {}, {}});
+  return params_.size() - 1;
+}
+
+void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>& local) {
+  const int64_t n = numel_of(spec.local_shape);
+  local.assign(size_t(n), 0.f);
+  if (spec.init == InitKind::ones) std::fill(local.begin(), local.end(), 1.f);
+  if (spec.init != InitKind::normal) return;
+  // Map each local index to its global flat index so any shard draws the same numbers.
+  const auto& gs = spec.global_shape;
+  const auto& ls = spec.local_shape;
+  const int nd = int(gs.size());
+  Rng rng(seed, hash_name(spec.name));
+  std::vector<int64_t> idx(size_t(nd), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, global = 0;
+    for (int d = nd - 1; d >= 0; --d) {
+      idx[size_t(d)] = rem % ls[size_t(d)];
+      rem /= ls[size_t(d)];
+    }
+    for (int d = 0; d < nd; ++d) {
+      int64_t g = idx[size_t(d)] + (d == spec.shard.split_dim ? spec.shard.offset : 0);
+      global = global * gs[size_t(d)] + g;
+    }
+    local[size_t(i)] = float(spec.init_std * rng.normal(uint64_t(global)));
+  }
+}
+
+void ParamStore::finalize(Backend& backend, uint64_t seed) {
+  dense_count_ = expert_count_ = 0;
+  for (auto& p : params_)
+    (p.spec.grad_group == GradGroup::dense ? dense_count_ : expert_count_) +=
+        numel_of(p.spec.local_shape);
+  values_ = Tensor::zeros(backend, {dense_count_ + expert_count_});
+  grads_ = Tensor::zeros(backend, {dense_count_ + expert_count_});
+  int64_t dense_off = 0, expert_off = dense_count_;
+  std::vector<float> host;
+  for (auto& p : params_) {
+    int64_t& off = p.spec.grad_group == GradGroup::dense ? dense_off : expert_off;
+    p.value = values_.view(off, p.spec.local_shape);
+    p.grad = grads_.view(off, p.spec.local_shape);
+    off += p.value.numel();
+    init_param_values(p.spec, seed, host);
+    backend.copy_from_host(p.value.data(), host.data(), p.value.bytes());
+  }
+}
+
+const Param& ParamStore::find(const std::string& name) const {
+  for (auto& p : params_)
+    if (p.spec.name == name) return p;
+  fail("no parameter named '{}'", name);
+}
+
+Tensor ParamStore::values(GradGroup g) const {
+  return g == GradGroup::dense ? values_.view(0, {dense_count_})
+                               : values_.view(dense_count_, {expert_count_});
+}
+
+Tensor ParamStore::grads(GradGroup g) const {
+  return g == GradGroup::dense ? grads_.view(0, {dense_count_})
+                               : grads_.view(dense_count_, {expert_count_});
+}
+
+int64_t ParamStore::count(GradGroup g) const {
+  return g == GradGroup::dense ? dense_count_ : expert_count_;
+}
+
+}  // namespace origami

@@ -1,0 +1,76 @@
+// defines: ShardSpec, ParamSpec, Param, ParamStore
+// Every parameter has a global name, a global shape and a sharding spec; the optimizer, the
+// gradient reduction, checkpoints and conversion tools all read the same spec. Values and
+// gradients of all parameters live in two flat buffers, grouped by the process group their
+// gradients reduce over ("dense": DP x CP; "expert": EDP), so each group's gradients are one
+// contiguous range: one all-reduce per group, no packing.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "tensor/tensor.h"
+
+namespace origami {
+
+enum class InitKind { normal, ones, zeros };
+enum class GradGroup { dense, expert };  // dense: reduce over DP x CP; expert: over EDP
+
+// How the global tensor is split across ranks. split_dim < 0: replicated in `group`.
+struct ShardSpec {
+  int split_dim = -1;
+  std::string split_group;   // e.g. "ep" (experts along dim 0), "tp" (later)
+  int64_t offset = 0;        // first global index along split_dim held locally
+};
+
+struct ParamSpec {
+  std::string name;                  // global name, e.g. "layers.0.moe.experts.fc1.weight"
+  std::vector<int64_t> global_shape;
+  std::vector<int64_t> local_shape;  // = global_shape when not split
+  ShardSpec shard;
+  GradGroup grad_group = GradGroup::dense;
+  InitKind init = InitKind::normal;
+  double init_std = 0.02;
+  bool weight_decay = true;          // false for norms (Megatron's default)
+};
+
+struct Param {
+  ParamSpec spec;
+  Tensor value;  // view into ParamStore's value buffer
+  Tensor grad;   // view into ParamStore's gradient buffer
+};
+
+class ParamStore {
+ public:
+  // Declare before finalize(); returns an index, stable for the store's lifetime.
+  size_t declare(ParamSpec spec);
+  // Allocates the flat buffers (dense params first, then expert) and initialises every value
+  // from the counter-based RNG keyed by (seed, name, global index): layout independent.
+  void finalize(Backend& backend, uint64_t seed);
+
+  Param& operator[](size_t i) { return params_.at(i); }
+  const Param& operator[](size_t i) const { return params_.at(i); }
+  std::vector<Param>& all() { return params_; }
+  const std::vector<Param>& all() const { return params_; }
+  const Param& find(const std::string& name) const;
+
+  // Contiguous ranges of one gradient group (for reductions).
+  Tensor values(GradGroup g) const;
+  Tensor grads(GradGroup g) const;
+  Tensor all_values() const { return values_; }
+  Tensor all_grads() const { return grads_; }
+  int64_t count() const { return values_.numel(); }
+  int64_t count(GradGroup g) const;
+
+ private:
+  std::vector<Param> params_;
+  Tensor values_, grads_;
+  int64_t dense_count_ = 0, expert_count_ = 0;
+};
+
+// Fills `local` (shaped spec.local_shape) with the values the global tensor has at the locally
+// held indices. Exposed for tests and the checkpoint code.
+void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>& local);
+
+}  // namespace origami

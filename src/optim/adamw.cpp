@@ -1,0 +1,37 @@
+#include "optim/adamw.h"
+
+#include <cmath>
+
+namespace origami {
+
+AdamW::AdamW(Backend& backend, const ParamStore& store, const OptimizerConfig& cfg)
+    : be_(backend), cfg_(cfg) {
+  m_ = Tensor::zeros(backend, {store.count()});
+  v_ = Tensor::zeros(backend, {store.count()});
+}
+
+void AdamW::step(ParamStore& store, double lr) {
+  ++t_;
+  const float* base = store.all_values().data();
+  for (auto& p : store.all()) {
+    const int64_t off = p.value.data() - base;
+    const float wd = p.spec.weight_decay ? float(cfg_.weight_decay) : 0.f;
+    be_.adamw(p.value.data(), p.grad.data(), m_.data() + off, v_.data() + off, p.value.numel(),
+              float(lr), float(cfg_.beta1), float(cfg_.beta2), float(cfg_.eps), wd, t_);
+  }
+}
+
+double global_grad_norm(Backend& be, const ParamStore& store) {
+  const Tensor g = store.all_grads();
+  return std::sqrt(be.sum_squares(g.data(), g.numel()));
+}
+
+double clip_gradients(Backend& be, ParamStore& store, double norm, double clip) {
+  if (clip <= 0.0 || norm <= clip || !std::isfinite(norm)) return 1.0;
+  const double factor = clip / (norm + 1e-6);
+  Tensor g = store.all_grads();
+  be.scale(g.data(), float(factor), g.numel());
+  return factor;
+}
+
+}  // namespace origami

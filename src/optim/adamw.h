@@ -1,0 +1,36 @@
+// defines: AdamW
+// Adam with decoupled weight decay over a ParamStore: fp32 moments (one flat buffer each, laid
+// out like the parameters), weight decay only where the parameter's spec asks for it (not on
+// norms), bias correction by the optimizer step count. The gradient norm and clipping are
+// computed over all parameters before the update (global_grad_norm / clip_gradients).
+#pragma once
+#include <cstdint>
+
+#include "config/config.h"
+#include "model/parameters.h"
+
+namespace origami {
+
+class AdamW {
+ public:
+  AdamW(Backend& backend, const ParamStore& store, const OptimizerConfig& cfg);
+  // One update with learning rate lr; increments the step count first (t >= 1).
+  void step(ParamStore& store, double lr);
+  int64_t steps() const { return t_; }
+  Tensor& exp_avg() { return m_; }
+  Tensor& exp_avg_sq() { return v_; }
+
+ private:
+  Backend& be_;
+  OptimizerConfig cfg_;
+  Tensor m_, v_;
+  int64_t t_ = 0;
+};
+
+// sqrt(sum of squared gradients) of every parameter held on this rank (replicated gradients:
+// every rank holds them all, so this is already the global norm for data parallelism).
+double global_grad_norm(Backend& be, const ParamStore& store);
+// Scales all gradients by clip / norm when norm > clip (clip > 0). Returns the factor applied.
+double clip_gradients(Backend& be, ParamStore& store, double norm, double clip);
+
+}  // namespace origami

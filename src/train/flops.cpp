@@ -1,0 +1,29 @@
+#include "train/flops.h"
+
+#include "model/moe_transformer.h"
+
+namespace origami {
+
+double training_flops_per_token(const Config& cfg) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  const double H = double(m.hidden_size), hd = H / double(m.num_attention_heads);
+  const double nh = double(m.num_attention_heads), nkv = double(m.num_query_groups);
+  const double T = double(cfg.training.seq_length);
+  double fwd = 0.0;
+  for (int l = 0; l < int(m.num_layers); ++l) {
+    fwd += 2.0 * H * (nh + 2.0 * nkv) * hd + 2.0 * nh * hd * H;  // QKV and output projection
+    fwd += 4.0 * T * nh * hd;                                      // scores and weighted values
+    if (MoeTransformer::is_moe_layer(cfg, l)) {
+      fwd += 2.0 * H * double(moe.num_experts);                                   // router
+      fwd += double(moe.top_k) * 6.0 * H * double(moe.expert_ffn_hidden_size);     // SwiGLU experts
+      fwd += 6.0 * H * double(moe.shared_expert_ffn_hidden_size);
+    } else {
+      fwd += 6.0 * H * double(m.ffn_hidden_size);
+    }
+  }
+  fwd += 2.0 * H * double(m.vocab_size);  // LM head
+  return 3.0 * fwd;
+}
+
+}  // namespace origami

@@ -1,0 +1,57 @@
+#include "train/metrics.h"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/logging.h"
+
+namespace origami {
+
+MetricsSink::MetricsSink(const std::string& run_dir) {
+  if (run_dir.empty()) return;
+  const std::string path = run_dir + "/metrics.jsonl";
+  jsonl_.open(path, std::ios::app);
+  check(jsonl_.good(), "cannot open metrics file '{}' for writing", path);
+}
+
+void MetricsSink::log(const IterationMetrics& m) {
+  std::string mfu = m.mfu ? fmt::format("{:.2f}%", 100.0 * *m.mfu) : "n/a";
+  spdlog::info(
+      "iteration {:>6}/{:>6} | consumed samples: {:>9} | elapsed time per iteration (ms): {:.1f} "
+      "| tokens/s: {:.0f} | TFLOP/s/device: {:.3f} | MFU: {} | learning rate: {:.6E} | global "
+      "batch size: {:>5} | lm loss: {:.6E} | load balancing loss: {:.4f} | z loss: {:.4f} | "
+      "grad norm: {:.3f} | skipped iterations: {:>3} |",
+      m.iteration, m.train_steps, m.consumed_samples, m.ms_per_iter, m.tokens_per_s,
+      m.tflops_per_device, mfu, m.lr, m.global_batch, m.lm_loss, m.balance_loss, m.z_loss,
+      m.grad_norm, m.skipped_iterations);
+  if (!m.expert_load_imbalance.empty()) {
+    std::string loads;
+    for (size_t l = 0; l < m.expert_load_imbalance.size(); ++l)
+      loads += fmt::format("{}L{} {:.2f}", l ? " " : "", l, m.expert_load_imbalance[l]);
+    spdlog::info("expert load (max/mean per MoE layer): {}", loads);
+  }
+  if (!jsonl_.is_open()) return;
+  nlohmann::json j = {{"iteration", m.iteration},       {"consumed_samples", m.consumed_samples},
+                      {"lm_loss", m.lm_loss},           {"balance_loss", m.balance_loss},
+                      {"z_loss", m.z_loss},             {"grad_norm", m.grad_norm},
+                      {"lr", m.lr},                     {"tokens_per_s", m.tokens_per_s},
+                      {"ms_per_iter", m.ms_per_iter},   {"tflops_per_device", m.tflops_per_device},
+                      {"skipped_iterations", m.skipped_iterations},
+                      {"global_batch_size", m.global_batch}};
+  j["mfu"] = m.mfu ? nlohmann::json(*m.mfu) : nlohmann::json(nullptr);
+  if (!m.expert_load_imbalance.empty()) j["expert_load_imbalance"] = m.expert_load_imbalance;
+  jsonl_ << j.dump() << "\n";
+  jsonl_.flush();
+}
+
+void MetricsSink::log_eval(int64_t iteration, double loss) {
+  spdlog::info("validation at iteration {} | lm loss: {:.6E} | perplexity: {:.3f}", iteration, loss,
+               std::exp(loss));
+  if (!jsonl_.is_open()) return;
+  jsonl_ << nlohmann::json{{"iteration", iteration}, {"valid_lm_loss", loss}}.dump() << "\n";
+  jsonl_.flush();
+}
+
+}  // namespace origami

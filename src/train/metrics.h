@@ -1,0 +1,34 @@
+// defines: IterationMetrics, MetricsSink
+// What one logged iteration reports, formatted twice: a Megatron-style log line on rank 0 and a
+// JSON object per line in <run dir>/metrics.jsonl (keys fixed by DESIGN.md, plots read them).
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace origami {
+
+struct IterationMetrics {
+  int64_t iteration = 0, train_steps = 0, consumed_samples = 0, global_batch = 0;
+  double ms_per_iter = 0, tokens_per_s = 0, tflops_per_device = 0;
+  std::optional<double> mfu;  // only where the device peak is known
+  double lr = 0, lm_loss = 0, balance_loss = 0, z_loss = 0, grad_norm = 0;
+  int64_t skipped_iterations = 0;
+  // Per MoE layer: max / mean expert load over the global batch (1 = perfectly balanced).
+  std::vector<double> expert_load_imbalance;
+};
+
+class MetricsSink {
+ public:
+  // Opens <run_dir>/metrics.jsonl for appending (rank 0 only; others pass an empty dir).
+  explicit MetricsSink(const std::string& run_dir);
+  void log(const IterationMetrics& m);
+  void log_eval(int64_t iteration, double loss);
+
+ private:
+  std::ofstream jsonl_;
+};
+
+}  // namespace origami

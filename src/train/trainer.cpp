@@ -1,0 +1,249 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "comm/mpi_runtime.h"
+#include "data/tokenizer.h"
+#include "optim/lr_schedule.h"
+#include "train/flops.h"
+
+namespace origami {
+
+namespace {
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) b /= 1024.0, ++u;
+  return fmt::format("{:.2f} {}", b, units[u]);
+}
+
+}  // namespace
+
+Trainer::Trainer(const Config& cfg, const Communicator& world)
+    : cfg_(cfg),
+      world_(world),
+      layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
+      groups_(ProcessGroups::create(world, layout_)) {
+  const auto& t = cfg_.training;
+  check(cfg_.checkpoint.save_interval == 0 && cfg_.checkpoint.load.empty(),
+        "{}: checkpoint.save_interval / checkpoint.load: checkpointing is not implemented yet "
+        "(it arrives with the checkpoint issue); allowed: save_interval 0 and load \"\"",
+        cfg_.source);
+  const int dp = layout_.dp();
+  micro_batches_ = t.global_batch_size / (t.micro_batch_size * dp);
+
+  // Run directory and effective config (rank 0).
+  std::string run_dir;
+  if (world_.rank() == 0) {
+    run_dir = cfg_.logging.dir;
+    std::error_code ec;
+    std::filesystem::create_directories(run_dir, ec);
+    check(!ec, "logging.dir: cannot create run directory '{}': {}", run_dir, ec.message());
+    std::ofstream(run_dir + "/config.yaml") << to_yaml(cfg_);
+  }
+  metrics_ = std::make_unique<MetricsSink>(run_dir);
+  spdlog::info("parallel layout over {} ranks: {}", world_.size(), layout_.describe());
+
+  // Tokenizer and data: every file is checked before the model is allocated.
+  auto tokenizer = make_tokenizer(cfg_.data.tokenizer);
+  check(tokenizer->vocab_size() <= cfg_.model.vocab_size,
+        "{}: model.vocab_size = {} is smaller than the tokenizer's vocabulary ({}, from {})",
+        cfg_.source, cfg_.model.vocab_size, tokenizer->vocab_size(),
+        cfg_.data.tokenizer.kind == "byte" ? "byte tokenizer" : cfg_.data.tokenizer.model);
+  eod_id_ = tokenizer->eod_id();
+  train_data_ = open_dataset(cfg_.data,
+                             {.seq_length = t.seq_length, .seed = t.seed,
+                              .num_samples = t.train_steps * t.global_batch_size, .split = 0},
+                             world_);
+  if (t.eval_interval > 0) {
+    const int64_t evals = t.train_steps / t.eval_interval + 1;
+    valid_data_ = open_dataset(cfg_.data,
+                               {.seq_length = t.seq_length, .seed = t.seed,
+                                .num_samples = evals * t.eval_steps * t.global_batch_size,
+                                .split = 1},
+                               world_);
+  }
+
+  // Model and optimizer: all parameters, gradients, moments and activations allocated once.
+  backend_ = make_backend(t.backend, node_local_rank());
+  model_ = std::make_unique<MoeTransformer>(
+      *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed);
+  optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
+  const auto& ps = model_->params();
+  spdlog::info("model: {} parameters ({} dense, {} expert) on this rank, {} MoE layers of {}",
+               ps.count(), ps.count(GradGroup::dense), ps.count(GradGroup::expert),
+               model_->num_moe_layers(), cfg_.model.num_layers);
+  spdlog::info("memory on this rank: {} allocated at start-up (parameters, gradients, Adam "
+               "moments, activations for micro-batch {}x{})",
+               human_bytes(double(backend_->peak_bytes())), t.micro_batch_size, t.seq_length);
+  tokens_.assign(size_t(micro_batches_), std::vector<int32_t>(size_t(t.micro_batch_size * t.seq_length)));
+  targets_ = tokens_;
+}
+
+Trainer::~Trainer() = default;
+
+// This data-parallel rank's contiguous slice of the global batch starting at first_sample, cut
+// into micro-batches; targets are the inputs shifted by one, -1 where no loss is taken.
+void Trainer::load_micro_batches(const SampleSource& source, int64_t first_sample) {
+  const auto& t = cfg_.training;
+  const auto coord = layout_.coord(world_.rank());
+  const auto ids = dp_batch_slice(first_sample, t.global_batch_size, coord.dp, layout_.dp());
+  std::vector<int32_t> sample(size_t(t.seq_length + 1));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    source.get(ids[i], sample);
+    auto& tok = tokens_[i / size_t(t.micro_batch_size)];
+    auto& tgt = targets_[i / size_t(t.micro_batch_size)];
+    const size_t row = (i % size_t(t.micro_batch_size)) * size_t(t.seq_length);
+    for (int64_t p = 0; p < t.seq_length; ++p) {
+      tok[row + size_t(p)] = sample[size_t(p)];
+      tgt[row + size_t(p)] = sample[size_t(p) + 1];
+      // Megatron's eod_mask_loss: no loss for predicting across a document boundary.
+      if (cfg_.data.eod_mask_loss && sample[size_t(p)] == eod_id_) tgt[row + size_t(p)] = -1;
+    }
+  }
+}
+
+// Dense gradients are summed over the ranks that hold replicas of dense parameters (DP x CP),
+// expert gradients over the expert-data-parallel group. The losses were already normalised over
+// the global batch, so a sum (not a mean) is the gradient of the global loss.
+void Trainer::reduce_gradients() {
+  auto& ps = model_->params();
+  Tensor dense = ps.grads(GradGroup::dense), expert = ps.grads(GradGroup::expert);
+  if (groups_.dp_cp->size() > 1 && dense.numel() > 0)
+    groups_.dp_cp->allreduce(dense.data(), dense.data(), dense.numel(), CommDType::f32, ReduceOp::sum);
+  if (groups_.edp->size() > 1 && expert.numel() > 0)
+    groups_.edp->allreduce(expert.data(), expert.data(), expert.numel(), CommDType::f32, ReduceOp::sum);
+}
+
+StepResult Trainer::train_step() {
+  const auto& t = cfg_.training;
+  const auto& router = cfg_.moe.router;
+  auto& be = *backend_;
+  auto& ps = model_->params();
+  const int dp = layout_.dp();
+  StepResult r;
+  r.lr = learning_rate(cfg_.optimizer, step_, t.train_steps);
+
+  // 1. Data: this rank's micro-batches of global batch `step_`.
+  load_micro_batches(*train_data_, consumed_samples_);
+
+  // 2. Loss normalisation over the global batch, whatever the layout.
+  int64_t local_tokens = 0;
+  for (const auto& tgt : targets_)
+    local_tokens += std::count_if(tgt.begin(), tgt.end(), [](int32_t x) { return x >= 0; });
+  const int64_t global_tokens = std::max<int64_t>(groups_.dp->allreduce_scalar(local_tokens), 1);
+  const float lm_scale = 1.f / float(global_tokens);
+  // Per-micro-batch router losses are averaged over all micro-batches of the global batch.
+  const float per_mb = 1.f / float(micro_batches_ * dp);
+  const RouterLossScales aux{float(router.aux_loss_coeff) * per_mb,
+                             float(router.z_loss_coeff) * per_mb};
+
+  // 3. Forward and backward, micro-batch by micro-batch; parameter gradients accumulate.
+  Tensor grads = ps.all_grads();
+  be.fill(grads.data(), 0.f, grads.numel());
+  const int L = model_->num_moe_layers();
+  const int64_t E = cfg_.moe.num_experts;
+  std::vector<double> sums(size_t(3 + L * E), 0.0);  // lm sum, balance, z, counts[layer][expert]
+  for (int64_t mb = 0; mb < micro_batches_; ++mb) {
+    ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux);
+    model_->backward(lm_scale);
+    sums[0] += st.lm_loss_sum;
+    sums[1] += st.balance_loss;
+    sums[2] += st.z_loss;
+    for (int l = 0; l < L; ++l)
+      for (int64_t e = 0; e < E; ++e) sums[size_t(3 + l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
+  }
+
+  // 4. Gradient reduction across data-parallel replicas.
+  reduce_gradients();
+
+  // 5. Global gradient norm, clipping, AdamW (an iteration with a non-finite norm is skipped).
+  r.grad_norm = global_grad_norm(be, ps);
+  if (!std::isfinite(r.grad_norm)) {
+    r.skipped = true;
+    ++skipped_;
+    spdlog::warn("iteration {}: gradient norm is {}; update skipped", step_ + 1, r.grad_norm);
+  } else {
+    clip_gradients(be, ps, r.grad_norm, cfg_.optimizer.grad_clip);
+    optimizer_->step(ps, r.lr);
+  }
+
+  // 6. Metrics of the whole global batch.
+  groups_.dp->allreduce(std::span<double>(sums));
+  r.lm_loss = sums[0] / double(global_tokens);
+  const double router_terms = double(micro_batches_ * dp) * std::max(L, 1);
+  r.balance_loss = sums[1] / router_terms;
+  r.z_loss = sums[2] / router_terms;
+  r.expert_counts.assign(size_t(L), std::vector<int64_t>(size_t(E)));
+  for (int l = 0; l < L; ++l)
+    for (int64_t e = 0; e < E; ++e)
+      r.expert_counts[size_t(l)][size_t(e)] = int64_t(sums[size_t(3 + l * E + e)]);
+
+  ++step_;
+  consumed_samples_ += t.global_batch_size;
+  return r;
+}
+
+double Trainer::evaluate() {
+  const auto& t = cfg_.training;
+  check(valid_data_ != nullptr, "evaluate(): training.eval_interval is 0, no validation data");
+  const int64_t evals_done = step_ / std::max<int64_t>(t.eval_interval, 1);
+  double sums[2] = {0.0, 0.0};
+  for (int64_t b = 0; b < t.eval_steps; ++b) {
+    load_micro_batches(*valid_data_, (evals_done * t.eval_steps + b) * t.global_batch_size);
+    for (int64_t mb = 0; mb < micro_batches_; ++mb) {
+      ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), {});
+      sums[0] += st.lm_loss_sum;
+      sums[1] += double(st.loss_tokens);
+    }
+  }
+  groups_.dp->allreduce(std::span<double>(sums, 2));
+  return sums[0] / std::max(sums[1], 1.0);
+}
+
+std::vector<double> Trainer::train() {
+  const auto& t = cfg_.training;
+  const double flops_per_step =
+      training_flops_per_token(cfg_) * double(t.global_batch_size * t.seq_length);
+  std::vector<double> losses;
+  spdlog::info("training {} steps of {} samples x {} tokens ({:.3f} GFLOP per step)",
+               t.train_steps, t.global_batch_size, t.seq_length, flops_per_step / 1e9);
+  while (step_ < t.train_steps) {
+    const auto start = std::chrono::steady_clock::now();
+    StepResult r = train_step();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    losses.push_back(r.lm_loss);
+    if (step_ % cfg_.logging.interval == 0 || step_ == t.train_steps) {
+      IterationMetrics m{.iteration = step_, .train_steps = t.train_steps,
+                         .consumed_samples = consumed_samples_,
+                         .global_batch = t.global_batch_size, .ms_per_iter = 1e3 * secs,
+                         .tokens_per_s = double(t.global_batch_size * t.seq_length) / secs,
+                         .tflops_per_device = flops_per_step / secs / 1e12 / world_.size(),
+                         .lr = r.lr, .lm_loss = r.lm_loss, .balance_loss = r.balance_loss,
+                         .z_loss = r.z_loss, .grad_norm = r.grad_norm,
+                         .skipped_iterations = skipped_};
+      const int64_t every = cfg_.logging.expert_load_interval;
+      if (every > 0 && (step_ % every == 0 || step_ == 1)) {
+        for (const auto& counts : r.expert_counts) {
+          const double total = double(std::accumulate(counts.begin(), counts.end(), int64_t{0}));
+          const double max = double(*std::max_element(counts.begin(), counts.end()));
+          m.expert_load_imbalance.push_back(total > 0 ? max * double(counts.size()) / total : 0.0);
+        }
+      }
+      metrics_->log(m);
+    }
+    if (t.eval_interval > 0 && step_ % t.eval_interval == 0) metrics_->log_eval(step_, evaluate());
+  }
+  return losses;
+}
+
+}  // namespace origami

@@ -1,0 +1,60 @@
+// defines: Trainer
+// Owns one run: layout and process groups, backend, data, model, optimizer, metrics. The
+// constructor validates and allocates (every input error surfaces here, before training);
+// train() runs the loop; train_step() is the whole step, readable top to bottom:
+//   data -> forward/backward per micro-batch -> gradient reduction -> clip -> AdamW -> metrics.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/parallel_layout.h"
+#include "config/config.h"
+#include "data/sample_source.h"
+#include "model/moe_transformer.h"
+#include "optim/adamw.h"
+#include "train/metrics.h"
+
+namespace origami {
+
+struct StepResult {
+  double lm_loss = 0, balance_loss = 0, z_loss = 0, grad_norm = 0, lr = 0;
+  bool skipped = false;
+  std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert], global batch
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& cfg, const Communicator& world);
+  ~Trainer();
+  // Runs training.train_steps steps (from the current step); returns the per-step LM losses.
+  std::vector<double> train();
+  StepResult train_step();
+  double evaluate();  // mean LM loss over training.eval_steps global batches of the valid split
+
+  MoeTransformer& model() { return *model_; }
+  const ParallelLayout& layout() const { return layout_; }
+  int64_t step() const { return step_; }
+
+ private:
+  void load_micro_batches(const SampleSource& source, int64_t first_sample);
+  void reduce_gradients();
+
+  Config cfg_;
+  const Communicator& world_;
+  ParallelLayout layout_;
+  ProcessGroups groups_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<SampleSource> train_data_, valid_data_;
+  std::unique_ptr<MoeTransformer> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<MetricsSink> metrics_;
+  int32_t eod_id_ = -1;
+  int64_t step_ = 0, consumed_samples_ = 0, skipped_ = 0;
+  int64_t micro_batches_ = 0;  // per rank per step
+  // Host staging of this rank's micro-batches: [micro][mbs * seq]
+  std::vector<std::vector<int32_t>> tokens_, targets_;
+};
+
+}  // namespace origami

@@ -1,0 +1,27 @@
+# Multi-rank training tests and command-line error tests of origami-train.
+origami_mpi_test(train data_parallel 2 "DataParallel.*")
+origami_mpi_test(train data_parallel 4 "DataParallel.*")
+
+# Each broken input must fail on every rank with a message naming the file/key (expect_error.sh
+# checks the exit status and the message).
+set(bad ${CMAKE_CURRENT_SOURCE_DIR}/train/configs)
+set(expect ${CMAKE_CURRENT_SOURCE_DIR}/train/expect_error.sh)
+set(runner ${ORIGAMI_MPIRUN} -np 2 $<TARGET_FILE:origami-train>)
+foreach(case
+    "unknown_key|bad_unknown_key.yaml:6|moe.num_expert"
+    "wrong_type|bad_wrong_type.yaml:4|model.hidden_size"
+    "not_dividing|bad_parallel.yaml|parallel.pipeline")
+  string(REPLACE "|" ";" parts "${case}")
+  list(GET parts 0 name)
+  list(GET parts 1 where)
+  list(GET parts 2 key)
+  string(REGEX REPLACE ":.*" "" file "${where}")
+  add_test(NAME cli.config_error.${name}
+    COMMAND ${expect} "${where}" "${key}" ${runner} ${bad}/${file})
+  set_tests_properties(cli.config_error.${name} PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
+    LABELS cli TIMEOUT 120)
+endforeach()
+add_test(NAME cli.override_error
+  COMMAND ${expect} "--set model.hidden_size=abc" "model.hidden_size" ${runner}
+          --set model.hidden_size=abc)
+set_tests_properties(cli.override_error PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}" LABELS cli)
