@@ -15,13 +15,13 @@ size_t ParamStore::declare(ParamSpec spec) {
 }
 
 void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>& local) {
-  const int64_t n = numel_of(spec.local_shape);
+  const auto& gs = spec.global_shape;
+  const auto& ls = spec.local_shape.empty() ? gs : spec.local_shape;  // unsplit when not given
+  const int64_t n = numel_of(ls);
   local.assign(size_t(n), 0.f);
   if (spec.init == InitKind::ones) std::fill(local.begin(), local.end(), 1.f);
   if (spec.init != InitKind::normal) return;
   // Map each local index to its global flat index so any shard draws the same numbers.
-  const auto& gs = spec.global_shape;
-  const auto& ls = spec.local_shape;
   const int nd = int(gs.size());
   Rng rng(seed, hash_name(spec.name));
   std::vector<int64_t> idx(size_t(nd), 0);
