@@ -1,0 +1,70 @@
+// defines: CpuBackend cross-entropy forward/backward and the AdamW update
+// Cross-entropy keeps lse per row so backward needs no second reduction over the vocabulary;
+// rows whose target is negative are padding: zero loss, zero gradient. AdamW's bias corrections
+// are computed in double once per call (1 - beta^t underflows nothing but loses digits in fp32).
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.h"
+#include "base/error.h"
+
+namespace origami {
+
+namespace {
+void check_targets(const int32_t* targets, int64_t N, int64_t V, const char* op) {
+  for (int64_t i = 0; i < N; ++i) {
+    check(targets[i] < V, "{}: target {} of row {} out of range [0, {}) (negative = ignored)", op,
+          targets[i], i, V);
+  }
+}
+}  // namespace
+
+void CpuBackend::cross_entropy_forward(const float* logits, const int32_t* targets,
+                                       float* losses, float* lse, int64_t N, int64_t V) {
+  check_targets(targets, N, V, "cross_entropy_forward");
+#pragma omp parallel for schedule(static) if (N * V > 65536)
+  for (int64_t i = 0; i < N; ++i) {
+    const float* z = logits + i * V;
+    const float mx = *std::max_element(z, z + V);
+    double denom = 0.0;
+    for (int64_t j = 0; j < V; ++j) denom += std::exp(double(z[j] - mx));
+    const double l = double(mx) + std::log(denom);
+    lse[i] = float(l);
+    losses[i] = targets[i] < 0 ? 0.f : float(l - double(z[targets[i]]));
+  }
+}
+
+void CpuBackend::cross_entropy_backward(const float* logits, const int32_t* targets,
+                                        const float* lse, float scale, float* dlogits, int64_t N,
+                                        int64_t V) {
+  check_targets(targets, N, V, "cross_entropy_backward");
+#pragma omp parallel for schedule(static) if (N * V > 65536)
+  for (int64_t i = 0; i < N; ++i) {
+    float* d = dlogits + i * V;
+    if (targets[i] < 0) {
+      std::fill(d, d + V, 0.f);
+      continue;
+    }
+    const float* z = logits + i * V;
+    const float l = lse[i];
+    for (int64_t j = 0; j < V; ++j) d[j] = scale * std::exp(z[j] - l);
+    d[targets[i]] -= scale;
+  }
+}
+
+void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, int64_t t) {
+  check(t >= 1, "adamw: step t must be >= 1 for bias correction (got {})", t);
+  const float c1 = float(1.0 / (1.0 - std::pow(double(beta1), double(t))));
+  const float c2 = float(1.0 / (1.0 - std::pow(double(beta2), double(t))));
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    m[i] = beta1 * m[i] + (1.f - beta1) * g;
+    v[i] = beta2 * v[i] + (1.f - beta2) * g * g;
+    const float mhat = m[i] * c1, vhat = v[i] * c2;
+    param[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + weight_decay * param[i]);
+  }
+}
+
+}  // namespace origami
