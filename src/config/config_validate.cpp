@@ -1,0 +1,168 @@
+// validate(): the cross-field rules that one key alone cannot check, run once the world size is
+// known and before any allocation. All problems are reported together, one per line, each naming
+// the keys involved with the file line (or --set) they came from, and what would be allowed.
+// Features whose issue has not landed yet are refused here with a message saying so.
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <initializer_list>
+
+#include "base/error.h"
+#include "config/config.h"
+
+namespace origami {
+namespace {
+
+// "parallel.tensor=2 (configs/x.yaml:12)", or "(default)" for keys the config left unset.
+std::string ref(const Config& cfg, const std::string& key, const auto& value) {
+  auto it = cfg.origin.find(key);
+  return fmt::format("{}={} ({})", key, value, it == cfg.origin.end() ? "default" : it->second);
+}
+
+// a × b × ..., saturating: absurd sizes (2^40 each) must give "does not divide", not overflow.
+int64_t product(std::initializer_list<int64_t> factors) {
+  int64_t out = 1;
+  for (int64_t f : factors)
+    if (__builtin_mul_overflow(out, f, &out)) return INT64_MAX;
+  return out;
+}
+
+}  // namespace
+
+void validate(const Config& cfg, int world_size) {
+  std::vector<std::string> problems;
+  auto require = [&](bool ok, std::string msg) {
+    if (!ok) problems.push_back(std::move(msg));
+  };
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  const auto& p = cfg.parallel;
+  const auto& t = cfg.training;
+  const auto& o = cfg.optimizer;
+  check(world_size >= 1, "{}: world size {} is invalid; need at least 1 rank", cfg.source,
+        world_size);
+
+  // Layout: TP×CP×PP tiles the world, ETP×EP tiles each pipeline stage (DESIGN.md, folding).
+  const int64_t model_parallel = product({p.tensor, p.context, p.pipeline});
+  const bool dense_fits = world_size % model_parallel == 0;
+  require(dense_fits,
+          fmt::format(
+              "{} × {} × {} = {} does not divide the world size {} (mpirun -np); "
+              "allowed: a product that divides {}",
+              ref(cfg, "parallel.tensor", p.tensor), ref(cfg, "parallel.context", p.context),
+              ref(cfg, "parallel.pipeline", p.pipeline), model_parallel, world_size, world_size));
+  if (world_size % p.pipeline == 0) {
+    const int64_t stage = world_size / p.pipeline;
+    require(stage % product({p.expert_tensor, p.expert}) == 0,
+            fmt::format("{} × {} = {} does not divide the {} ranks of a pipeline stage "
+                        "(world {} / pipeline {}); allowed: a product that divides {}",
+                        ref(cfg, "parallel.expert_tensor", p.expert_tensor),
+                        ref(cfg, "parallel.expert", p.expert), product({p.expert_tensor, p.expert}),
+                        stage, world_size, p.pipeline, stage));
+  }
+  require(moe.num_experts % p.expert == 0,
+          fmt::format("{} is not divisible by {}; each expert-parallel rank needs the same number "
+                      "of experts",
+                      ref(cfg, "moe.num_experts", moe.num_experts),
+                      ref(cfg, "parallel.expert", p.expert)));
+  require(m.num_layers % product({p.pipeline, p.virtual_pipeline}) == 0,
+          fmt::format("{} is not divisible by {} × {}; every pipeline chunk needs the same number "
+                      "of layers",
+                      ref(cfg, "model.num_layers", m.num_layers),
+                      ref(cfg, "parallel.pipeline", p.pipeline),
+                      ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline)));
+  if (dense_fits) {
+    const int64_t dp = world_size / model_parallel;
+    require(
+        t.global_batch_size % product({t.micro_batch_size, dp}) == 0,
+        fmt::format("{} is not divisible by {} × data-parallel size {} (world {} / (tensor {} × "
+                    "context {} × pipeline {})); allowed: a multiple of {}",
+                    ref(cfg, "training.global_batch_size", t.global_batch_size),
+                    ref(cfg, "training.micro_batch_size", t.micro_batch_size), dp, world_size,
+                    p.tensor, p.context, p.pipeline, product({t.micro_batch_size, dp})));
+  }
+
+  // Model shapes.
+  require(m.hidden_size % m.num_attention_heads == 0,
+          fmt::format("{} is not divisible by {}", ref(cfg, "model.hidden_size", m.hidden_size),
+                      ref(cfg, "model.num_attention_heads", m.num_attention_heads)));
+  require(m.num_attention_heads % m.num_query_groups == 0,
+          fmt::format("{} is not divisible by {} (each key/value head serves the same number of "
+                      "query heads)",
+                      ref(cfg, "model.num_attention_heads", m.num_attention_heads),
+                      ref(cfg, "model.num_query_groups", m.num_query_groups)));
+  if (m.hidden_size % m.num_attention_heads == 0)
+    require(
+        (m.hidden_size / m.num_attention_heads) % 2 == 0,
+        fmt::format("head dimension {} / {} = {} is odd; RoPE rotates pairs, so it must be even",
+                    ref(cfg, "model.hidden_size", m.hidden_size),
+                    ref(cfg, "model.num_attention_heads", m.num_attention_heads),
+                    m.hidden_size / m.num_attention_heads));
+  require(
+      t.seq_length <= m.max_seq_length,
+      fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "training.seq_length", t.seq_length),
+                  ref(cfg, "model.max_seq_length", m.max_seq_length), m.max_seq_length));
+  require(moe.top_k <= moe.num_experts,
+          fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "moe.top_k", moe.top_k),
+                      ref(cfg, "moe.num_experts", moe.num_experts), moe.num_experts));
+  if (p.tensor > 1) {
+    for (auto [key, value] : {std::pair{"model.num_attention_heads", m.num_attention_heads},
+                              std::pair{"model.num_query_groups", m.num_query_groups},
+                              std::pair{"model.ffn_hidden_size", m.ffn_hidden_size}})
+      require(value % p.tensor == 0, fmt::format("{} is not divisible by {}", ref(cfg, key, value),
+                                                 ref(cfg, "parallel.tensor", p.tensor)));
+  }
+  require(moe.expert_ffn_hidden_size % p.expert_tensor == 0,
+          fmt::format("{} is not divisible by {}",
+                      ref(cfg, "moe.expert_ffn_hidden_size", moe.expert_ffn_hidden_size),
+                      ref(cfg, "parallel.expert_tensor", p.expert_tensor)));
+  if (p.context > 1)  // each CP rank takes two mirrored chunks of every sequence (causal balance)
+    require(
+        t.seq_length % product({2, p.context}) == 0,
+        fmt::format("{} is not divisible by 2 × {}", ref(cfg, "training.seq_length", t.seq_length),
+                    ref(cfg, "parallel.context", p.context)));
+
+  // Training and optimizer.
+  require(o.min_lr <= o.lr,
+          fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "optimizer.min_lr", o.min_lr),
+                      ref(cfg, "optimizer.lr", o.lr), o.lr));
+  require(t.eval_interval == 0 || (cfg.data.split.size() == 3 && cfg.data.split[1] > 0),
+          fmt::format("{} needs a validation split, but data.split[1] is 0 ({}); set a positive "
+                      "valid weight or eval_interval: 0",
+                      ref(cfg, "training.eval_interval", t.eval_interval),
+                      cfg.origin.contains("data.split") ? cfg.origin.at("data.split") : "default"));
+  require(t.precision != "bf16" || t.backend == "cuda",
+          fmt::format("{} needs training.backend=cuda, found {}; allowed with cpu: fp32",
+                      ref(cfg, "training.precision", t.precision),
+                      ref(cfg, "training.backend", t.backend)));
+
+  // Features whose issue has not landed: refused by name instead of silently ignored.
+  auto not_yet = [&](bool used, const std::string& r, const char* feature, const char* allowed) {
+    require(!used, fmt::format("{}: {} is not implemented yet; allowed: {}", r, feature, allowed));
+  };
+  not_yet(p.tensor > 1, ref(cfg, "parallel.tensor", p.tensor), "tensor parallelism", "1");
+  not_yet(p.context > 1, ref(cfg, "parallel.context", p.context), "context parallelism", "1");
+  not_yet(p.pipeline > 1, ref(cfg, "parallel.pipeline", p.pipeline), "pipeline parallelism", "1");
+  not_yet(p.virtual_pipeline > 1, ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline),
+          "the interleaved pipeline schedule", "1");
+  not_yet(p.expert > 1, ref(cfg, "parallel.expert", p.expert), "expert parallelism", "1");
+  not_yet(p.expert_tensor > 1, ref(cfg, "parallel.expert_tensor", p.expert_tensor),
+          "expert-tensor parallelism", "1");
+  not_yet(p.sequence_parallel, ref(cfg, "parallel.sequence_parallel", "true"),
+          "sequence parallelism (needs tensor parallelism)", "false");
+  not_yet(moe.capacity_factor.has_value(),
+          ref(cfg, "moe.capacity_factor", moe.capacity_factor.value_or(0)),
+          "capacity-based routing (token dropping)", "null (dropless)");
+  not_yet(o.distributed, ref(cfg, "optimizer.distributed", "true"),
+          "the distributed (ZeRO-1) optimizer", "false");
+  not_yet(t.recompute != "none", ref(cfg, "training.recompute", t.recompute),
+          "activation recomputation", "none");
+
+  if (problems.empty()) return;
+  std::string msg = fmt::format("{}: config is not valid for {} rank(s):",
+                                cfg.source.empty() ? "<embedded default>" : cfg.source, world_size);
+  for (const auto& problem : problems) msg += "\n  - " + problem;
+  throw Error(msg);
+}
+
+}  // namespace origami

@@ -1,0 +1,122 @@
+// Tests of validate(): cross-field rules against the world size. Each message names the config
+// file, the keys involved with the line (or --set) each came from, and what would be allowed;
+// features not built yet are refused by name.
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+#include "error_matchers.h"
+
+namespace origami {
+namespace {
+
+Config parse(const std::string& text) { return parse_config(text, "runs/cfg.yaml"); }
+
+TEST(ConfigValidate, DefaultsAreValidOnEveryDataParallelWorld) {
+  for (int world : {1, 2, 4, 8}) EXPECT_NO_THROW(validate(Config{}, world)) << world;
+  EXPECT_NO_THROW(validate(parse("training:\n  backend: cuda\n"), 1));  // checked by the backend
+}
+
+TEST(ConfigValidate, ModelParallelProductMustDivideWorld) {
+  Config c = parse("parallel:\n  tensor: 2\n  context: 1\n  pipeline: 2\n");
+  EXPECT_ERROR_HAS(
+      validate(c, 6),
+      {"runs/cfg.yaml: config is not valid for 6 rank(s)", "parallel.tensor=2 (runs/cfg.yaml:2)",
+       "parallel.context=1 (runs/cfg.yaml:3)", "parallel.pipeline=2 (runs/cfg.yaml:4)",
+       "= 4 does not divide the world size 6"});
+}
+
+TEST(ConfigValidate, HugeSizesDoNotOverflow) {
+  Config c = parse("parallel:\n  tensor: 1099511627776\n  context: 1099511627776\n");
+  EXPECT_ERROR_HAS(validate(c, 8), {"parallel.tensor=1099511627776 (runs/cfg.yaml:2)",
+                                    "does not divide the world size 8"});
+}
+
+TEST(ConfigValidate, ExpertGridMustDivideStage) {
+  Config c = parse("moe:\n  num_experts: 6\nparallel:\n  expert: 3\n");
+  EXPECT_ERROR_HAS(validate(c, 4),
+                   {"parallel.expert=3 (runs/cfg.yaml:4)", "parallel.expert_tensor=1 (default)",
+                    "does not divide the 4 ranks of a pipeline stage"});
+  Config odd = parse("moe:\n  num_experts: 6\nparallel:\n  expert: 4\n");
+  EXPECT_ERROR_HAS(validate(odd, 4), {"moe.num_experts=6 (runs/cfg.yaml:2)",
+                                      "is not divisible by parallel.expert=4 (runs/cfg.yaml:4)"});
+}
+
+TEST(ConfigValidate, GlobalBatchMustSplitIntoMicroBatchesPerDataRank) {
+  Config c = parse("training:\n  micro_batch_size: 2\n  global_batch_size: 12\n");
+  EXPECT_NO_THROW(validate(c, 2));
+  EXPECT_ERROR_HAS(validate(c, 4),
+                   {"runs/cfg.yaml", "training.global_batch_size=12 (runs/cfg.yaml:3)",
+                    "training.micro_batch_size=2 (runs/cfg.yaml:2)", "data-parallel size 4",
+                    "allowed: a multiple of 8"});
+}
+
+TEST(ConfigValidate, ModelShapes) {
+  EXPECT_ERROR_HAS(validate(parse("model:\n  hidden_size: 100\n  num_attention_heads: 3\n"), 1),
+                   {"model.hidden_size=100 (runs/cfg.yaml:2)", "not divisible by",
+                    "model.num_attention_heads=3 (runs/cfg.yaml:3)"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_attention_heads: 4\n  num_query_groups: 3\n"), 1),
+                   {"model.num_attention_heads=4", "model.num_query_groups=3 (runs/cfg.yaml:3)"});
+  EXPECT_ERROR_HAS(
+      validate(parse("model:\n  hidden_size: 12\n  num_attention_heads: 4\n"), 1),
+      {"head dimension", "= 3 is odd", "RoPE", "model.hidden_size=12 (runs/cfg.yaml:2)"});
+  EXPECT_ERROR_HAS(validate(parse("training:\n  seq_length: 512\n"), 1),
+                   {"training.seq_length=512 (runs/cfg.yaml:2)",
+                    "model.max_seq_length=256 (default)", "allowed: <= 256"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  num_experts: 2\n  top_k: 3\n"), 1),
+                   {"moe.top_k=3 (runs/cfg.yaml:3)", "moe.num_experts=2 (runs/cfg.yaml:2)"});
+  EXPECT_ERROR_HAS(
+      validate(parse("model:\n  num_layers: 3\nparallel:\n  pipeline: 2\n"), 2),
+      {"model.num_layers=3 (runs/cfg.yaml:2)", "parallel.pipeline=2 (runs/cfg.yaml:4)"});
+}
+
+TEST(ConfigValidate, TrainingAndOptimizerRules) {
+  EXPECT_ERROR_HAS(
+      validate(parse("optimizer:\n  lr: 1e-4\n  min_lr: 1e-3\n"), 1),
+      {"optimizer.min_lr=0.001 (runs/cfg.yaml:3)", "optimizer.lr=0.0001 (runs/cfg.yaml:2)"});
+  EXPECT_ERROR_HAS(
+      validate(parse("training:\n  eval_interval: 10\ndata:\n  split: [1, 0, 0]\n"), 1),
+      {"training.eval_interval=10 (runs/cfg.yaml:2)", "validation split", "runs/cfg.yaml:4"});
+  EXPECT_ERROR_HAS(validate(parse("training:\n  precision: bf16\n"), 1),
+                   {"training.precision=bf16 (runs/cfg.yaml:2)", "training.backend=cpu (default)"});
+}
+
+TEST(ConfigValidate, FeaturesNotBuiltYetAreRefusedByName) {
+  struct Case {
+    std::string yaml, key, feature;
+  };
+  for (const Case& k : std::vector<Case>{
+           {"parallel:\n  tensor: 2\n", "parallel.tensor=2",
+            "tensor parallelism is not implemented yet; allowed: 1"},
+           {"parallel:\n  context: 2\n", "parallel.context=2", "context parallelism"},
+           {"parallel:\n  pipeline: 2\n", "parallel.pipeline=2", "pipeline parallelism"},
+           {"parallel:\n  virtual_pipeline: 2\n", "parallel.virtual_pipeline=2", "interleaved"},
+           {"parallel:\n  expert: 2\n", "parallel.expert=2", "expert parallelism"},
+           {"parallel:\n  expert_tensor: 2\n", "parallel.expert_tensor=2", "expert-tensor"},
+           {"parallel:\n  sequence_parallel: true\n", "parallel.sequence_parallel=true",
+            "sequence"},
+           {"moe:\n  capacity_factor: 1.5\n", "moe.capacity_factor=1.5", "capacity-based"},
+           {"optimizer:\n  distributed: true\n", "optimizer.distributed=true", "distributed"},
+           {"training:\n  recompute: full\n", "training.recompute=full", "recomputation"}}) {
+    EXPECT_ERROR_HAS(validate(parse(k.yaml), 4), {"runs/cfg.yaml", k.key + " (runs/cfg.yaml:2)",
+                                                  k.feature, "not implemented yet"});
+  }
+}
+
+TEST(ConfigValidate, OverridesAreNamedAsTheSourceOfAKey) {
+  Config c = parse("moe:\n  top_k: 2\n");
+  apply_override(c, "parallel.tensor=3");
+  EXPECT_ERROR_HAS(validate(c, 4), {"parallel.tensor=3 (--set parallel.tensor=3)",
+                                    "does not divide the world size 4"});
+}
+
+TEST(ConfigValidate, ReportsEveryProblemAtOnce) {
+  Config c = parse("parallel:\n  tensor: 3\ntraining:\n  global_batch_size: 3\n");
+  std::string msg = testing::error_of([&] { validate(c, 2); });
+  EXPECT_TRUE(testing::has_all(
+      msg, {"does not divide the world size 2", "tensor parallelism is not implemented yet"}));
+  Config batch = parse("training:\n  global_batch_size: 3\n");
+  EXPECT_ERROR_HAS(validate(batch, 2), {"training.global_batch_size=3 (runs/cfg.yaml:2)"});
+}
+
+}  // namespace
+}  // namespace origami
