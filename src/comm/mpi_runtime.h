@@ -13,7 +13,8 @@ class MpiRuntime {
 };
 
 // This process's index among the ranks on its node (MPI_COMM_TYPE_SHARED), used to pick its
-// device; equals OMPI_COMM_WORLD_LOCAL_RANK under mpirun.
+// device; equals OMPI_COMM_WORLD_LOCAL_RANK under mpirun. Computed once by MpiRuntime's
+// constructor (a collective); without MpiRuntime, read from OMPI_COMM_WORLD_LOCAL_RANK.
 int node_local_rank();
 
 // Ends every rank of the job with `code` (MPI_Abort on the world): used when one rank hits an

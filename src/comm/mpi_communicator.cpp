@@ -1,0 +1,208 @@
+// MpiCommunicator: the Communicator interface on MPI (see mpi_communicator.h). Each call checks
+// its arguments (counts fit an int, span lengths equal the group size, peers in range) and turns
+// a failing MPI return code into an Error naming the call, the group and MPI's own message.
+#include "comm/mpi_communicator.h"
+
+#include <fmt/format.h>
+
+#include <climits>
+
+#include "base/error.h"
+
+namespace origami {
+namespace {
+
+MPI_Datatype mpi_type(CommDType t) {
+  switch (t) {
+    case CommDType::f32:
+      return MPI_FLOAT;
+    case CommDType::f64:
+      return MPI_DOUBLE;
+    case CommDType::i32:
+      return MPI_INT32_T;
+    case CommDType::i64:
+      return MPI_INT64_T;
+    case CommDType::u8:
+      return MPI_UINT8_T;
+  }
+  fail("unknown CommDType {}", int(t));
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum:
+      return MPI_SUM;
+    case ReduceOp::max:
+      return MPI_MAX;
+    case ReduceOp::min:
+      return MPI_MIN;
+  }
+  fail("unknown ReduceOp {}", int(op));
+}
+
+void mpi_check(int rc, const char* call, const std::string& group) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  fail("{} on communicator '{}' failed: {}", call, group, std::string(text, len));
+}
+
+int to_int(int64_t count, const char* what, const char* call, const std::string& group) {
+  check(count >= 0 && count <= INT_MAX,
+        "{} on communicator '{}': {} = {} does not fit MPI's int counts (0..{}); split the "
+        "transfer",
+        call, group, what, count, INT_MAX);
+  return int(count);
+}
+
+std::vector<int> to_ints(std::span<const int64_t> v, int size, const char* what, const char* call,
+                         const std::string& group) {
+  check(int64_t(v.size()) == size,
+        "{} on communicator '{}': {} has {} entries, need one per rank ({})", call, group, what,
+        v.size(), size);
+  std::vector<int> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = to_int(v[i], what, call, group);
+  return out;
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
+    : comm_(comm), name_(std::move(name)) {
+  mpi_check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler", name_);
+  mpi_check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank", name_);
+  mpi_check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size", name_);
+  // Members as MPI_COMM_WORLD ranks, in group-rank order.
+  MPI_Group group, world_group;
+  MPI_Comm_group(comm_, &group);
+  MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+  std::vector<int> local(size_);
+  for (int i = 0; i < size_; ++i) local[i] = i;
+  world_ranks_.resize(size_);
+  mpi_check(MPI_Group_translate_ranks(group, size_, local.data(), world_group, world_ranks_.data()),
+            "MPI_Group_translate_ranks", name_);
+  MPI_Group_free(&group);
+  MPI_Group_free(&world_group);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key,
+                                                     const std::string& name) const {
+  check(color >= 0, "split of communicator '{}' into '{}': color {} must be >= 0", name_, name,
+        color);
+  MPI_Comm out = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_split(comm_, color, key, &out), "MPI_Comm_split", name_);
+  return std::make_unique<MpiCommunicator>(out, name);
+}
+
+void MpiCommunicator::barrier() const { mpi_check(MPI_Barrier(comm_), "MPI_Barrier", name_); }
+
+void MpiCommunicator::allreduce(const void* send, void* recv, int64_t count, CommDType t,
+                                ReduceOp op) const {
+  const int n = to_int(count, "count", "allreduce", name_);
+  mpi_check(
+      MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(op), comm_),
+      "MPI_Allreduce", name_);
+}
+
+void MpiCommunicator::broadcast(void* buf, int64_t count, CommDType t, int root) const {
+  check(root >= 0 && root < size_,
+        "broadcast on communicator '{}': root {} is not a rank of "
+        "this group (size {})",
+        name_, root, size_);
+  mpi_check(MPI_Bcast(buf, to_int(count, "count", "broadcast", name_), mpi_type(t), root, comm_),
+            "MPI_Bcast", name_);
+}
+
+void MpiCommunicator::allgather(const void* send, void* recv, int64_t count, CommDType t) const {
+  const int n = to_int(count, "count", "allgather", name_);
+  to_int(count * size_, "count x size", "allgather", name_);
+  mpi_check(MPI_Allgather(send, n, mpi_type(t), recv, n, mpi_type(t), comm_), "MPI_Allgather",
+            name_);
+}
+
+void MpiCommunicator::allgatherv(const void* send, int64_t send_count, void* recv,
+                                 std::span<const int64_t> recv_counts,
+                                 std::span<const int64_t> displs, CommDType t) const {
+  const int n = to_int(send_count, "send_count", "allgatherv", name_);
+  auto counts = to_ints(recv_counts, size_, "recv_counts", "allgatherv", name_);
+  auto offsets = to_ints(displs, size_, "displs", "allgatherv", name_);
+  check(counts[rank_] == n,
+        "allgatherv on communicator '{}': send_count {} differs from "
+        "recv_counts[{}] = {}",
+        name_, n, rank_, counts[rank_]);
+  mpi_check(
+      MPI_Allgatherv(send, n, mpi_type(t), recv, counts.data(), offsets.data(), mpi_type(t), comm_),
+      "MPI_Allgatherv", name_);
+}
+
+void MpiCommunicator::reduce_scatter(const void* send, void* recv, int64_t recv_count, CommDType t,
+                                     ReduceOp op) const {
+  const int n = to_int(recv_count, "recv_count", "reduce_scatter", name_);
+  to_int(recv_count * size_, "recv_count x size", "reduce_scatter", name_);
+  mpi_check(MPI_Reduce_scatter_block(send, recv, n, mpi_type(t), mpi_op(op), comm_),
+            "MPI_Reduce_scatter_block", name_);
+}
+
+void MpiCommunicator::alltoall(const void* send, void* recv, int64_t count, CommDType t) const {
+  const int n = to_int(count, "count", "alltoall", name_);
+  to_int(count * size_, "count x size", "alltoall", name_);
+  mpi_check(MPI_Alltoall(send, n, mpi_type(t), recv, n, mpi_type(t), comm_), "MPI_Alltoall", name_);
+}
+
+void MpiCommunicator::alltoallv(const void* send, std::span<const int64_t> send_counts,
+                                std::span<const int64_t> send_displs, void* recv,
+                                std::span<const int64_t> recv_counts,
+                                std::span<const int64_t> recv_displs, CommDType t) const {
+  auto sc = to_ints(send_counts, size_, "send_counts", "alltoallv", name_);
+  auto sd = to_ints(send_displs, size_, "send_displs", "alltoallv", name_);
+  auto rc = to_ints(recv_counts, size_, "recv_counts", "alltoallv", name_);
+  auto rd = to_ints(recv_displs, size_, "recv_displs", "alltoallv", name_);
+  mpi_check(MPI_Alltoallv(send, sc.data(), sd.data(), mpi_type(t), recv, rc.data(), rd.data(),
+                          mpi_type(t), comm_),
+            "MPI_Alltoallv", name_);
+}
+
+void MpiCommunicator::send(const void* buf, int64_t count, CommDType t, int dst, int tag) const {
+  check(dst >= 0 && dst < size_,
+        "send on communicator '{}': destination {} is not a rank of "
+        "this group (size {})",
+        name_, dst, size_);
+  mpi_check(MPI_Send(buf, to_int(count, "count", "send", name_), mpi_type(t), dst, tag, comm_),
+            "MPI_Send", name_);
+}
+
+void MpiCommunicator::recv(void* buf, int64_t count, CommDType t, int src, int tag) const {
+  check(src >= 0 && src < size_,
+        "recv on communicator '{}': source {} is not a rank of this "
+        "group (size {})",
+        name_, src, size_);
+  MPI_Status status;
+  mpi_check(
+      MPI_Recv(buf, to_int(count, "count", "recv", name_), mpi_type(t), src, tag, comm_, &status),
+      "MPI_Recv", name_);
+  int got = 0;
+  MPI_Get_count(&status, mpi_type(t), &got);
+  check(got == count,
+        "recv on communicator '{}' from rank {} (tag {}): expected {} elements, "
+        "got {}",
+        name_, src, tag, count, got);
+}
+
+std::unique_ptr<Communicator> make_mpi_world() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  check(initialized, "make_mpi_world: MPI is not initialised (call MPI_Init first)");
+  // A duplicate keeps our traffic apart from any other user of MPI_COMM_WORLD.
+  MPI_Comm dup = MPI_COMM_NULL;
+  mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &dup), "MPI_Comm_dup", "world");
+  return std::make_unique<MpiCommunicator>(dup, "world");
+}
+
+}  // namespace origami
