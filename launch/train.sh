@@ -32,7 +32,8 @@ if [ -n "$hostfile" ]; then
   cmd+=(--hostfile "$hostfile" --map-by slot)
 else
   # One host: allow more ranks than cores, shared-memory transport only.
-  cmd+=(--oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none)
+  cmd+=(--oversubscribe --mca mpi_yield_when_idle 1 --mca btl self,vader
+        --mca btl_vader_single_copy_mechanism none)
 fi
 cmd+=("$bin" "${args[@]}" "${extra[@]}")
 echo "+ ${cmd[*]}"
