@@ -45,6 +45,10 @@ class Communicator {
   // send holds size()*recv_count elements; rank i receives the reduced block i.
   virtual void reduce_scatter(const void* send, void* recv, int64_t recv_count, CommDType t,
                               ReduceOp op) const = 0;
+  // Uneven blocks: send holds sum(recv_counts) elements, block i (recv_counts[i] elements, blocks
+  // back to back in rank order) is reduced into rank i's recv.
+  virtual void reduce_scatterv(const void* send, void* recv, std::span<const int64_t> recv_counts,
+                               CommDType t, ReduceOp op) const = 0;
   virtual void alltoall(const void* send, void* recv, int64_t count, CommDType t) const = 0;
   virtual void alltoallv(const void* send, std::span<const int64_t> send_counts,
                          std::span<const int64_t> send_displs, void* recv,

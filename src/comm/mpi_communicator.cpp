@@ -150,6 +150,14 @@ void MpiCommunicator::reduce_scatter(const void* send, void* recv, int64_t recv_
             "MPI_Reduce_scatter_block", name_);
 }
 
+void MpiCommunicator::reduce_scatterv(const void* send, void* recv,
+                                      std::span<const int64_t> recv_counts, CommDType t,
+                                      ReduceOp op) const {
+  auto rc = to_ints(recv_counts, size_, "recv_counts", "reduce_scatterv", name_);
+  mpi_check(MPI_Reduce_scatter(send, recv, rc.data(), mpi_type(t), mpi_op(op), comm_),
+            "MPI_Reduce_scatter", name_);
+}
+
 void MpiCommunicator::alltoall(const void* send, void* recv, int64_t count, CommDType t) const {
   const int n = to_int(count, "count", "alltoall", name_);
   to_int(count * size_, "count x size", "alltoall", name_);

@@ -36,6 +36,8 @@ class MpiCommunicator final : public Communicator {
                   CommDType t) const override;
   void reduce_scatter(const void* send, void* recv, int64_t recv_count, CommDType t,
                       ReduceOp op) const override;
+  void reduce_scatterv(const void* send, void* recv, std::span<const int64_t> recv_counts,
+                       CommDType t, ReduceOp op) const override;
   void alltoall(const void* send, void* recv, int64_t count, CommDType t) const override;
   void alltoallv(const void* send, std::span<const int64_t> send_counts,
                  std::span<const int64_t> send_displs, void* recv,

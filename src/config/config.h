@@ -42,7 +42,11 @@ struct MoeConfig {
   int64_t expert_ffn_hidden_size = 256;
   int64_t shared_expert_ffn_hidden_size = 0;  // 0 = no shared expert
   int64_t layer_freq = 1;              // every layer_freq-th layer is MoE (1 = all), others dense
-  std::optional<double> capacity_factor;  // null = dropless (capacity mode: expert-parallel issue)
+  std::optional<double> capacity_factor;  // null = dropless; else C = ceil(N k / E * factor) per
+                                          // expert per rank (N = the rank's micro-batch tokens)
+  std::string drop_policy = "probs";   // probs: keep each expert's C highest-probability slots;
+                                       // position: keep the first C in token order
+  bool pad_to_capacity = false;        // pad every expert's rows to C (static expert shapes)
   RouterConfig router;
   friend bool operator==(const MoeConfig&, const MoeConfig&) = default;
 };

@@ -252,6 +252,8 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(int_field, moe.shared_expert_ffn_hidden_size, non_negative),
       ORIGAMI_KEY(int_field, moe.layer_freq, positive_int),
       ORIGAMI_KEY(optional_number_field, moe.capacity_factor, positive),
+      ORIGAMI_KEY(enum_field, moe.drop_policy, {"probs", "position"}),
+      ORIGAMI_KEY(bool_field, moe.pad_to_capacity),
       ORIGAMI_KEY(enum_field, moe.router.score, {"softmax"}, {"sigmoid"}),
       ORIGAMI_KEY(bool_field, moe.router.renormalize),
       ORIGAMI_KEY(enum_field, moe.router.load_balance, {"none", "micro_batch"},

@@ -145,16 +145,8 @@ void validate(const Config& cfg, int world_size) {
   not_yet(p.pipeline > 1, ref(cfg, "parallel.pipeline", p.pipeline), "pipeline parallelism", "1");
   not_yet(p.virtual_pipeline > 1, ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline),
           "the interleaved pipeline schedule", "1");
-  not_yet(p.expert > 1, ref(cfg, "parallel.expert", p.expert), "expert parallelism", "1");
-  not_yet(p.expert_tensor > 1, ref(cfg, "parallel.expert_tensor", p.expert_tensor),
-          "expert-tensor parallelism", "1");
   not_yet(p.sequence_parallel, ref(cfg, "parallel.sequence_parallel", "true"),
           "sequence parallelism (needs tensor parallelism)", "false");
-  not_yet(moe.capacity_factor.has_value(),
-          ref(cfg, "moe.capacity_factor", moe.capacity_factor.value_or(0)),
-          "capacity-based routing (token dropping)", "null (dropless)");
-  not_yet(o.distributed, ref(cfg, "optimizer.distributed", "true"),
-          "the distributed (ZeRO-1) optimizer", "false");
   not_yet(t.recompute != "none", ref(cfg, "training.recompute", t.recompute),
           "activation recomputation", "none");
 

@@ -11,8 +11,8 @@ bool MoeTransformer::is_moe_layer(const Config& cfg, int layer) {
 }
 
 MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape,
-                               uint64_t seed)
-    : ctx_{backend, config, shape} {
+                               uint64_t seed, ModelGroups groups)
+    : ctx_{backend, config, shape, groups} {
   const auto& m = config.model;
   const int64_t V = m.vocab_size, H = m.hidden_size, N = shape.tokens();
   embedding_ = store_.declare({.name = "embedding.weight", .global_shape = {V, H},
@@ -65,6 +65,7 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
       st.balance_loss += moe->stats().balance_loss;
       st.z_loss += moe->stats().z_loss;
       st.expert_counts.push_back(moe->stats().expert_counts);
+      st.dropped_slots += moe->stats().dropped_slots;
     }
   }
   be.rmsnorm_forward(residual_.back().data(), store_[final_norm_].value.data(), normed_.data(),

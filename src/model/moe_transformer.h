@@ -18,11 +18,14 @@ struct ForwardStats {
   double balance_loss = 0.0;   // sum over MoE layers of the unscaled per-layer value
   double z_loss = 0.0;         // likewise
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert]
+  int64_t dropped_slots = 0;   // capacity mode, summed over MoE layers
 };
 
 class MoeTransformer {
  public:
-  MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape, uint64_t seed);
+  // groups: the expert-parallel groups this rank's MoE layers exchange tokens over ({} = alone).
+  MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape, uint64_t seed,
+                 ModelGroups groups = {});
 
   // tokens / targets: host arrays [B*T]; target -1 = no loss at that position.
   ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s);

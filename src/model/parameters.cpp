@@ -32,7 +32,7 @@ void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>&
       rem /= ls[size_t(d)];
     }
     for (int d = 0; d < nd; ++d) {
-      int64_t g = idx[size_t(d)] + (d == spec.shard.split_dim ? spec.shard.offset : 0);
+      int64_t g = idx[size_t(d)] + spec.shard.offset_along(d);
       global = global * gs[size_t(d)] + g;
     }
     local[size_t(i)] = float(spec.init_std * rng.normal(uint64_t(global)));

@@ -17,11 +17,22 @@ namespace origami {
 enum class InitKind { normal, ones, zeros };
 enum class GradGroup { dense, expert };  // dense: reduce over DP x CP; expert: over EDP
 
-// How the global tensor is split across ranks. split_dim < 0: replicated in `group`.
+// One dimension of a parameter split over a process group: this rank holds global indices
+// [offset, offset + local size) along `dim`.
+struct ShardDim {
+  int dim = 0;
+  std::string group;         // e.g. "ep" (experts along dim 0), "etp" (expert FFN columns)
+  int64_t offset = 0;
+};
+
+// How the global tensor is split across ranks; no dims: every rank holds all of it.
 struct ShardSpec {
-  int split_dim = -1;
-  std::string split_group;   // e.g. "ep" (experts along dim 0), "tp" (later)
-  int64_t offset = 0;        // first global index along split_dim held locally
+  std::vector<ShardDim> dims;
+  int64_t offset_along(int dim) const {
+    for (const auto& d : dims)
+      if (d.dim == dim) return d.offset;
+    return 0;
+  }
 };
 
 struct ParamSpec {

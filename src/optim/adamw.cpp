@@ -21,9 +21,11 @@ void AdamW::step(ParamStore& store, double lr) {
   }
 }
 
-double global_grad_norm(Backend& be, const ParamStore& store) {
-  const Tensor g = store.all_grads();
-  return std::sqrt(be.sum_squares(g.data(), g.numel()));
+double global_grad_norm(Backend& be, const ParamStore& store, const Communicator& expert_shards) {
+  const Tensor dense = store.grads(GradGroup::dense), expert = store.grads(GradGroup::expert);
+  double expert2 = be.sum_squares(expert.data(), expert.numel());
+  if (expert_shards.size() > 1) expert2 = expert_shards.allreduce_scalar(expert2);
+  return std::sqrt(be.sum_squares(dense.data(), dense.numel()) + expert2);
 }
 
 double clip_gradients(Backend& be, ParamStore& store, double norm, double clip) {

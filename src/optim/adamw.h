@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "comm/communicator.h"
 #include "config/config.h"
 #include "model/parameters.h"
 
@@ -27,9 +28,10 @@ class AdamW {
   int64_t t_ = 0;
 };
 
-// sqrt(sum of squared gradients) of every parameter held on this rank (replicated gradients:
-// every rank holds them all, so this is already the global norm for data parallelism).
-double global_grad_norm(Backend& be, const ParamStore& store);
+// sqrt(sum of squared gradients) of the whole model. Dense gradients are replicated on every rank
+// of a stage (after reduction); expert gradients are split over the ranks holding different
+// experts or expert slices (`expert_shards`, the ETP x EP group), whose squares are summed.
+double global_grad_norm(Backend& be, const ParamStore& store, const Communicator& expert_shards);
 // Scales all gradients by clip / norm when norm > clip (clip > 0). Returns the factor applied.
 double clip_gradients(Backend& be, ParamStore& store, double norm, double clip);
 

@@ -26,6 +26,8 @@ void MetricsSink::log(const IterationMetrics& m) {
       m.iteration, m.train_steps, m.consumed_samples, m.ms_per_iter, m.tokens_per_s,
       m.tflops_per_device, mfu, m.lr, m.global_batch, m.lm_loss, m.balance_loss, m.z_loss,
       m.grad_norm, m.skipped_iterations);
+  if (m.dropped_fraction)
+    spdlog::info("capacity: {:.3f}% of routed (token, slot)s dropped", 100.0 * *m.dropped_fraction);
   if (!m.expert_load_imbalance.empty()) {
     std::string loads;
     for (size_t l = 0; l < m.expert_load_imbalance.size(); ++l)
@@ -41,6 +43,7 @@ void MetricsSink::log(const IterationMetrics& m) {
                       {"skipped_iterations", m.skipped_iterations},
                       {"global_batch_size", m.global_batch}};
   j["mfu"] = m.mfu ? nlohmann::json(*m.mfu) : nlohmann::json(nullptr);
+  if (m.dropped_fraction) j["dropped_fraction"] = *m.dropped_fraction;
   if (!m.expert_load_imbalance.empty()) j["expert_load_imbalance"] = m.expert_load_imbalance;
   jsonl_ << j.dump() << "\n";
   jsonl_.flush();

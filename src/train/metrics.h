@@ -16,6 +16,7 @@ struct IterationMetrics {
   std::optional<double> mfu;  // only where the device peak is known
   double lr = 0, lm_loss = 0, balance_loss = 0, z_loss = 0, grad_norm = 0;
   int64_t skipped_iterations = 0;
+  std::optional<double> dropped_fraction;  // capacity mode only
   // Per MoE layer: max / mean expert load over the global batch (1 = perfectly balanced).
   std::vector<double> expert_load_imbalance;
 };

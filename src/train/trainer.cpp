@@ -75,7 +75,8 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   // Model and optimizer: all parameters, gradients, moments and activations allocated once.
   backend_ = make_backend(t.backend, node_local_rank());
   model_ = std::make_unique<MoeTransformer>(
-      *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed);
+      *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
+      ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get()});
   optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
   const auto& ps = model_->params();
   spdlog::info("model: {} parameters ({} dense, {} expert) on this rank, {} MoE layers of {}",
@@ -151,22 +152,25 @@ StepResult Trainer::train_step() {
   be.fill(grads.data(), 0.f, grads.numel());
   const int L = model_->num_moe_layers();
   const int64_t E = cfg_.moe.num_experts;
-  std::vector<double> sums(size_t(3 + L * E), 0.0);  // lm sum, balance, z, counts[layer][expert]
+  // lm sum, balance, z, dropped slots, counts[layer][expert]
+  std::vector<double> sums(size_t(4 + L * E), 0.0);
   for (int64_t mb = 0; mb < micro_batches_; ++mb) {
     ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux);
     model_->backward(lm_scale);
     sums[0] += st.lm_loss_sum;
     sums[1] += st.balance_loss;
     sums[2] += st.z_loss;
+    sums[3] += double(st.dropped_slots);
     for (int l = 0; l < L; ++l)
-      for (int64_t e = 0; e < E; ++e) sums[size_t(3 + l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
+      for (int64_t e = 0; e < E; ++e)
+        sums[size_t(4 + l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
   }
 
   // 4. Gradient reduction across data-parallel replicas.
   reduce_gradients();
 
   // 5. Global gradient norm, clipping, AdamW (an iteration with a non-finite norm is skipped).
-  r.grad_norm = global_grad_norm(be, ps);
+  r.grad_norm = global_grad_norm(be, ps, *groups_.etp_ep);
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     ++skipped_;
@@ -185,7 +189,9 @@ StepResult Trainer::train_step() {
   r.expert_counts.assign(size_t(L), std::vector<int64_t>(size_t(E)));
   for (int l = 0; l < L; ++l)
     for (int64_t e = 0; e < E; ++e)
-      r.expert_counts[size_t(l)][size_t(e)] = int64_t(sums[size_t(3 + l * E + e)]);
+      r.expert_counts[size_t(l)][size_t(e)] = int64_t(sums[size_t(4 + l * E + e)]);
+  const double slots = double(t.global_batch_size * t.seq_length * cfg_.moe.top_k) * std::max(L, 1);
+  r.dropped_fraction = sums[3] / slots;
 
   ++step_;
   consumed_samples_ += t.global_batch_size;
@@ -231,6 +237,7 @@ std::vector<double> Trainer::train() {
                          .lr = r.lr, .lm_loss = r.lm_loss, .balance_loss = r.balance_loss,
                          .z_loss = r.z_loss, .grad_norm = r.grad_norm,
                          .skipped_iterations = skipped_};
+      if (cfg_.moe.capacity_factor) m.dropped_fraction = r.dropped_fraction;
       const int64_t every = cfg_.logging.expert_load_interval;
       if (every > 0 && (step_ % every == 0 || step_ == 1)) {
         for (const auto& counts : r.expert_counts) {

@@ -21,6 +21,7 @@ namespace origami {
 struct StepResult {
   double lm_loss = 0, balance_loss = 0, z_loss = 0, grad_norm = 0, lr = 0;
   bool skipped = false;
+  double dropped_fraction = 0;  // capacity mode: dropped (token, slot)s / all, over the batch
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert], global batch
 };
 

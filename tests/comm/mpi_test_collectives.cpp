@@ -112,6 +112,22 @@ TEST_F(Collectives, ReduceScatter) {
   for (int j = 0; j < k; ++j) EXPECT_EQ(recv[j], size - 1 + 10.0 * rank + j) << j;
 }
 
+TEST_F(Collectives, ReduceScatterUnevenBlocks) {
+  // Rank q receives block q of q % 3 elements (zeros included), summed over all ranks.
+  std::vector<int64_t> counts(size);
+  int64_t total = 0;
+  for (int q = 0; q < size; ++q) total += counts[q] = q % 3;
+  std::vector<float> send(total);
+  for (int64_t i = 0; i < total; ++i) send[i] = float(rank + 1) * float(i + 1);
+  std::vector<float> recv(counts[rank] + 1, -1.f);
+  world->reduce_scatterv(send.data(), recv.data(), counts, CommDType::f32, ReduceOp::sum);
+  int64_t first = 0;
+  for (int q = 0; q < rank; ++q) first += counts[q];
+  const float ranks_sum = float(size * (size + 1) / 2);
+  for (int64_t j = 0; j < counts[rank]; ++j) EXPECT_EQ(recv[j], ranks_sum * float(first + j + 1));
+  EXPECT_EQ(recv[counts[rank]], -1.f) << "wrote past its block";
+}
+
 TEST_F(Collectives, Alltoall) {
   const int k = 2;
   std::vector<int32_t> send(size * k), recv(size * k, -1);

@@ -39,6 +39,8 @@ class LocalComm final : public Communicator {
     copy(s, static_cast<char*>(r) + d[0] * int64_t(dtype_bytes(t)), n, t);
   }
   void reduce_scatter(const void* s, void* r, int64_t n, CommDType t, ReduceOp) const override { copy(s, r, n, t); }
+  void reduce_scatterv(const void* s, void* r, std::span<const int64_t> n, CommDType t,
+                       ReduceOp) const override { copy(s, r, n[0], t); }
   void alltoall(const void* s, void* r, int64_t n, CommDType t) const override { copy(s, r, n, t); }
   void alltoallv(const void* s, std::span<const int64_t> sc, std::span<const int64_t> sd, void* r,
                  std::span<const int64_t>, std::span<const int64_t> rd, CommDType t) const override {

@@ -109,17 +109,27 @@ TEST(ModelGradcheck, TiedEmbeddings) { gradcheck(true); }
 TEST(ParamInit, ShardsConcatenateToTheUnshardedTensor) {
   // Layout independence of initialisation: two halves along dim 0 (as expert parallelism holds
   // them) draw exactly the values the whole tensor has at those global indices.
-  ParamSpec whole{.name = "layers.0.moe.experts.fc1.weight", .global_shape = {4, 6, 5}};
+  ParamSpec whole{.name = "layers.0.moe.experts.fc2.weight", .global_shape = {4, 6, 5}};
   std::vector<float> full, lo, hi;
   init_param_values(whole, 99, full);
   ParamSpec a = whole, b = whole;
   a.local_shape = b.local_shape = {2, 6, 5};
-  a.shard = {.split_dim = 0, .split_group = "ep", .offset = 0};
-  b.shard = {.split_dim = 0, .split_group = "ep", .offset = 2};
+  a.shard.dims = {{.dim = 0, .group = "ep", .offset = 0}};
+  b.shard.dims = {{.dim = 0, .group = "ep", .offset = 2}};
   init_param_values(a, 99, lo);
   init_param_values(b, 99, hi);
   lo.insert(lo.end(), hi.begin(), hi.end());
   EXPECT_EQ(lo, full);
+  // Two split dims (EP on experts, ETP on the FFN dimension): element (e, h, f) of any shard.
+  ParamSpec c = whole;
+  c.local_shape = {2, 6, 2};
+  c.shard.dims = {{.dim = 0, .group = "ep", .offset = 2}, {.dim = 2, .group = "etp", .offset = 3}};
+  std::vector<float> corner;
+  init_param_values(c, 99, corner);
+  for (int e = 0; e < 2; ++e)
+    for (int h = 0; h < 6; ++h)
+      for (int f = 0; f < 2; ++f)
+        EXPECT_EQ(corner[size_t((e * 6 + h) * 2 + f)], full[size_t(((e + 2) * 6 + h) * 5 + f + 3)]);
   std::vector<float> other;
   init_param_values(whole, 100, other);
   EXPECT_NE(other, full);

@@ -25,3 +25,8 @@ add_test(NAME cli.override_error
   COMMAND ${expect} "--set model.hidden_size=abc" "model.hidden_size" ${runner}
           --set model.hidden_size=abc)
 set_tests_properties(cli.override_error PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}" LABELS cli)
+
+# Expert parallelism with folding (the issue's layout matrix) and capacity mode.
+origami_mpi_test(train expert_parallel 2 "ExpertParallel.*:Capacity.*")
+origami_mpi_test(train expert_parallel 4 "ExpertParallel.*:Capacity.*")
+origami_mpi_test(train expert_parallel 8 "ExpertParallel.*")

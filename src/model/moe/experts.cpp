@@ -10,21 +10,19 @@ GroupedExperts::GroupedExperts(ModelContext& ctx, ParamStore& store, const std::
                                int num_layers)
     : ctx_(ctx), store_(store) {
   H_ = ctx.config.model.hidden_size;
-  F_ = ctx.config.moe.expert_ffn_hidden_size;
-  E_ = ctx.config.moe.num_experts;
+  const int64_t E = ctx.config.moe.num_experts, F = ctx.config.moe.expert_ffn_hidden_size;
+  E_ = E / ctx.ep_size();
+  F_ = F / ctx.etp_size();
   const double std = ctx.config.model.init_std;
-  const ShardSpec by_expert{.split_dim = 0, .split_group = "ep", .offset = 0};
-  fc1_ = store.declare({.name = prefix + ".fc1.weight", .global_shape = {E_, 2 * F_, H_},
-                        .shard = by_expert, .grad_group = GradGroup::expert, .init_std = std});
-  fc2_ = store.declare({.name = prefix + ".fc2.weight", .global_shape = {E_, H_, F_},
-                        .shard = by_expert, .grad_group = GradGroup::expert,
+  const ShardSpec shard{.dims = {{.dim = 0, .group = "ep", .offset = ctx.ep_rank() * E_},
+                                 {.dim = 2, .group = "etp", .offset = ctx.etp_rank() * F_}}};
+  fc1_ = store.declare({.name = prefix + ".fc1.weight", .global_shape = {E, 2, F, H_},
+                        .local_shape = {E_, 2, F_, H_}, .shard = shard,
+                        .grad_group = GradGroup::expert, .init_std = std});
+  fc2_ = store.declare({.name = prefix + ".fc2.weight", .global_shape = {E, H_, F},
+                        .local_shape = {E_, H_, F_}, .shard = shard,
+                        .grad_group = GradGroup::expert,
                         .init_std = std / std::sqrt(2.0 * num_layers)});
-  // Dropless: at most N k rows reach the experts.
-  const int64_t M = ctx.shape.tokens() * ctx.config.moe.top_k;
-  h_ = Tensor::zeros(ctx.backend, {M, 2 * F_});
-  act_ = Tensor::zeros(ctx.backend, {M, F_});
-  dact_ = Tensor::zeros(ctx.backend, {M, F_});
-  dh_ = Tensor::zeros(ctx.backend, {M, 2 * F_});
 }
 
 void GroupedExperts::forward(const float* x, const std::vector<int64_t>& counts, float* y) {
@@ -32,6 +30,10 @@ void GroupedExperts::forward(const float* x, const std::vector<int64_t>& counts,
   const float* w1 = store_[fc1_].value.data();
   const float* w2 = store_[fc2_].value.data();
   std::vector<GemmDesc> g1, g2;
+  int64_t rows = 0;
+  for (int64_t c : counts) rows += c;
+  grow_rows(be, h_, rows, 2 * F_);
+  grow_rows(be, act_, rows, F_);
   int64_t row = 0;
   for (int64_t e = 0; e < E_; ++e) {
     const int64_t m = counts[size_t(e)];
@@ -54,6 +56,10 @@ void GroupedExperts::backward(const float* dy, const float* x, const std::vector
   float* dw1 = store_[fc1_].grad.data();
   float* dw2 = store_[fc2_].grad.data();
   std::vector<GemmDesc> dact, dw2s, dxs, dw1s;
+  int64_t rows = 0;
+  for (int64_t c : counts) rows += c;
+  grow_rows(be, dact_, rows, F_);
+  grow_rows(be, dh_, rows, 2 * F_);
   int64_t row = 0;
   for (int64_t e = 0; e < E_; ++e) {
     const int64_t m = counts[size_t(e)];

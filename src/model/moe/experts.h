@@ -1,8 +1,9 @@
-// defines: GroupedExperts (E SwiGLU experts computed over variable-sized token groups)
-// Weights are stacked per expert: fc1 [E, 2F, H] (gate rows, then up rows), fc2 [E, H, F].
-// Each GEMM of a pass is issued as one batched call over the experts' row groups (sizes from the
-// dispatcher's counts), so a device backend can run one grouped kernel instead of a host loop.
-// Expert gradients reduce over the expert-data-parallel group (GradGroup::expert).
+// defines: GroupedExperts (this rank's SwiGLU experts over variable-sized token groups)
+// Global weights: fc1 [E, 2, F, H] (gate rows, then up rows, per expert) and fc2 [E, H, F]. Expert
+// parallelism gives each EP rank E/EP whole experts (dim 0); expert tensor parallelism splits each
+// expert's F over ETP ranks (dim 2 of both: fc1 column-parallel, fc2 row-parallel, so the fc2
+// outputs are partial sums the dispatcher reduces over ETP). Each GEMM of a pass is one batched
+// call over the local experts' row groups. Expert gradients reduce over EDP (GradGroup::expert).
 #pragma once
 #include <string>
 #include <vector>
@@ -15,16 +16,17 @@ namespace origami {
 class GroupedExperts {
  public:
   GroupedExperts(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
-  // x [M,H] expert-major rows, counts[e] rows per expert (sum = M) -> y [M,H] (overwritten).
+  // x [M,H] rows grouped by local expert, counts[e] rows of local expert e -> y [M,H].
   void forward(const float* x, const std::vector<int64_t>& counts, float* y);
   // dy [M,H] -> dx [M,H] (overwritten); weight grads accumulated.
   void backward(const float* dy, const float* x, const std::vector<int64_t>& counts, float* dx);
+  int64_t local_experts() const { return E_; }
 
  private:
   ModelContext& ctx_;
   ParamStore& store_;
   size_t fc1_, fc2_;
-  int64_t H_, F_, E_;
+  int64_t H_, F_, E_;  // F_ and E_ are this rank's shares
   Tensor h_, act_, dact_, dh_;
 };
 

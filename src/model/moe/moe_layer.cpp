@@ -1,6 +1,7 @@
 #include "model/moe/moe_layer.h"
 
 #include "model/moe/balance_loss.h"
+#include "model/moe/capacity.h"
 
 namespace origami {
 
@@ -14,50 +15,75 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
   if (moe.shared_expert_ffn_hidden_size > 0)
     shared_expert_ = std::make_unique<SwigluMlp>(ctx, store, prefix + ".shared_expert",
                                                  moe.shared_expert_ffn_hidden_size, num_layers);
-  const int64_t N = ctx.shape.tokens(), H = ctx.config.model.hidden_size;
+  const int64_t N = ctx.shape.tokens();
   const int64_t E = moe.num_experts, k = moe.top_k;
   auto& be = ctx.backend;
-  expert_out_ = Tensor::zeros(be, {N * k, H});
-  dexpert_out_ = Tensor::zeros(be, {N * k, H});
-  dpermuted_ = Tensor::zeros(be, {N * k, H});
+  dispatch_experts_ = IndexTensor::zeros(be, {N, k});
   dweights_ = Tensor::zeros(be, {N, k});
   dprobs_ = Tensor::zeros(be, {N, E});
   dlse_ = Tensor::zeros(be, {N});
 }
 
+int64_t MoeLayer::apply_capacity() {
+  const auto& moe = ctx_.config.moe;
+  auto& be = ctx_.backend;
+  const int64_t N = ctx_.shape.tokens(), k = moe.top_k, E = moe.num_experts;
+  stats_.dropped_slots = 0;
+  if (!moe.capacity_factor) {
+    be.copy(dispatch_experts_.data(), router_.experts(), size_t(N * k) * sizeof(int32_t));
+    return 0;
+  }
+  const int64_t C = expert_capacity(N, k, E, *moe.capacity_factor);
+  std::vector<int32_t> experts(size_t(N * k));
+  std::vector<float> weights(size_t(N * k));
+  be.copy_to_host(experts.data(), router_.experts(), experts.size() * sizeof(int32_t));
+  be.copy_to_host(weights.data(), router_.weights(), weights.size() * sizeof(float));
+  stats_.dropped_slots = drop_over_capacity(experts, weights, N, k, E, C, moe.drop_policy);
+  be.copy_from_host(dispatch_experts_.data(), experts.data(), experts.size() * sizeof(int32_t));
+  return C;
+}
+
 void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scales) {
   auto& be = ctx_.backend;
   const auto& moe = ctx_.config.moe;
-  const int64_t N = ctx_.shape.tokens();
+  const int64_t N = ctx_.shape.tokens(), H = ctx_.config.model.hidden_size;
   // route
   router_.forward(x);
+  const int64_t capacity = apply_capacity();
   // dispatch
-  dispatcher_.dispatch(x, router_.experts());
+  dispatcher_.dispatch(x, dispatch_experts_.data(), moe.pad_to_capacity ? capacity : 0);
   // experts
-  experts_.forward(dispatcher_.permuted(), dispatcher_.counts(), expert_out_.data());
+  grow_rows(be, expert_out_, dispatcher_.rows(), H);
+  experts_.forward(dispatcher_.expert_input(), dispatcher_.expert_counts(), expert_out_.data());
   // combine
   dispatcher_.combine(expert_out_.data(), router_.weights(), out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
 
-  stats_.expert_counts = dispatcher_.counts();
+  // Router losses see the router's own choice (before any dropping), as in Megatron.
+  std::vector<int32_t> routed(size_t(N * moe.top_k));
+  be.copy_to_host(routed.data(), router_.experts(), routed.size() * sizeof(int32_t));
+  stats_.expert_counts.assign(size_t(moe.num_experts), 0);
+  for (int32_t e : routed) stats_.expert_counts[size_t(e)]++;
   has_balance_grad_ = moe.router.load_balance == "micro_batch";
   stats_.balance_loss =
       has_balance_grad_
-          ? micro_batch_balance_loss(be, dispatcher_.counts_device(), router_.probs(), N,
+          ? micro_batch_balance_loss(be, stats_.expert_counts.data(), router_.probs(), N,
                                      moe.num_experts, moe.top_k, scales.balance, dprobs_.data())
           : 0.0;
-  has_z_grad_ = true;  // z-loss is always reported; coefficient 0 makes its gradient 0
   stats_.z_loss = router_z_loss(be, router_.lse(), N, scales.z, dlse_.data());
 }
 
 void MoeLayer::backward(const float* dout, const float* x, float* dx) {
-  dispatcher_.combine_backward(dout, expert_out_.data(), router_.weights(), dexpert_out_.data(),
-                               dweights_.data());
-  experts_.backward(dexpert_out_.data(), dispatcher_.permuted(), dispatcher_.counts(),
-                    dpermuted_.data());
-  dispatcher_.dispatch_backward(dpermuted_.data(), dx);
-  router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr,
-                   has_z_grad_ ? dlse_.data() : nullptr, x, dx);
+  auto& be = ctx_.backend;
+  const int64_t H = ctx_.config.model.hidden_size;
+  grow_rows(be, dexpert_out_, dispatcher_.rows(), H);
+  grow_rows(be, dexpert_in_, dispatcher_.rows(), H);
+  dispatcher_.combine_backward(dout, router_.weights(), dexpert_out_.data(), dweights_.data());
+  experts_.backward(dexpert_out_.data(), dispatcher_.expert_input(), dispatcher_.expert_counts(),
+                    dexpert_in_.data());
+  dispatcher_.dispatch_backward(dexpert_in_.data(), dx);
+  router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr, dlse_.data(),
+                   x, dx);
   if (shared_expert_) shared_expert_->backward(dout, x, dx, /*accumulate=*/true);
 }
 

@@ -1,8 +1,8 @@
 // defines: MoeLayer, RouterLossScales, MoeLayerStats
-// The MoE block as Megatron-Core's named stages: route -> dispatch -> experts -> combine, plus an
-// optional always-on shared expert. Auxiliary losses (load balance, z-loss) are evaluated in
-// forward and their gradients injected in backward with the scale the trainer passes, so the
-// loss normalisation over micro-batches and ranks is decided in one place (the trainer).
+// The MoE block as Megatron-Core's named stages: route -> (capacity) -> dispatch -> experts ->
+// combine, plus an optional always-on shared expert. Auxiliary losses (load balance, z-loss) are
+// evaluated in forward and their gradients injected in backward with the scale the trainer
+// passes, so loss normalisation over micro-batches and ranks is decided in one place.
 #pragma once
 #include <memory>
 #include <string>
@@ -24,7 +24,8 @@ struct RouterLossScales {
 struct MoeLayerStats {
   double balance_loss = 0.0;           // E sum f_i P_i of this micro-batch (unscaled)
   double z_loss = 0.0;                 // mean logsumexp^2 (unscaled)
-  std::vector<int64_t> expert_counts;  // (token, slot) assignments per expert
+  std::vector<int64_t> expert_counts;  // this rank's routed (token, slot)s per expert
+  int64_t dropped_slots = 0;           // capacity mode: slots over capacity on this rank
 };
 
 class MoeLayer {
@@ -36,13 +37,17 @@ class MoeLayer {
   const MoeLayerStats& stats() const { return stats_; }
 
  private:
+  // Capacity mode: drops slots over capacity into dispatch_experts_; returns C (0 = dropless).
+  int64_t apply_capacity();
+
   ModelContext& ctx_;
   Router router_;
   TokenDispatcher dispatcher_;
   GroupedExperts experts_;
   std::unique_ptr<SwigluMlp> shared_expert_;
-  Tensor expert_out_, dexpert_out_, dpermuted_, dweights_, dprobs_, dlse_;
-  bool has_balance_grad_ = false, has_z_grad_ = false;
+  IndexTensor dispatch_experts_;  // the router's choice minus dropped slots
+  Tensor expert_out_, dexpert_out_, dexpert_in_, dweights_, dprobs_, dlse_;
+  bool has_balance_grad_ = false;
   MoeLayerStats stats_;
 };
 
