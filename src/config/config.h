@@ -30,7 +30,7 @@ struct ModelConfig {
 struct RouterConfig {
   std::string score = "softmax";       // softmax (sigmoid arrives with the router issue)
   bool renormalize = true;             // divide the top-k weights by their sum (Mixtral)
-  std::string load_balance = "micro_batch";  // none | micro_batch
+  std::string load_balance = "micro_batch";  // none | micro_batch | sequence | global_batch
   double aux_loss_coeff = 1e-2;
   double z_loss_coeff = 1e-3;
   friend bool operator==(const RouterConfig&, const RouterConfig&) = default;
@@ -125,6 +125,9 @@ struct LoggingConfig {
   int64_t interval = 1;
   std::string level = "info";
   int64_t expert_load_interval = 50;   // per-layer expert load every N iterations (0 = never)
+  // Expert-specialisation report every N iterations and at the end (0 = never): each layer's
+  // expert-selection frequency on each data.blend dataset, to <dir>/expert_report.{json,csv}.
+  int64_t expert_report_interval = 0;
   friend bool operator==(const LoggingConfig&, const LoggingConfig&) = default;
 };
 

@@ -256,8 +256,8 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(bool_field, moe.pad_to_capacity),
       ORIGAMI_KEY(enum_field, moe.router.score, {"softmax"}, {"sigmoid"}),
       ORIGAMI_KEY(bool_field, moe.router.renormalize),
-      ORIGAMI_KEY(enum_field, moe.router.load_balance, {"none", "micro_batch"},
-                  {"sequence", "global_batch"}),
+      ORIGAMI_KEY(enum_field, moe.router.load_balance,
+                  {"none", "micro_batch", "sequence", "global_batch"}),
       ORIGAMI_KEY(number_field, moe.router.aux_loss_coeff, non_negative),
       ORIGAMI_KEY(number_field, moe.router.z_loss_coeff, non_negative),
 
@@ -308,6 +308,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(int_field, logging.interval, positive_int),
       ORIGAMI_KEY(enum_field, logging.level, {"trace", "debug", "info", "warn", "error"}),
       ORIGAMI_KEY(int_field, logging.expert_load_interval, non_negative),
+      ORIGAMI_KEY(int_field, logging.expert_report_interval, non_negative),
   };
 }
 #undef ORIGAMI_KEY

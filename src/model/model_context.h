@@ -23,6 +23,8 @@ struct MicroBatchShape {
 struct ModelGroups {
   const Communicator* ep = nullptr;   // expert parallel: ranks holding different experts
   const Communicator* etp = nullptr;  // expert tensor parallel: ranks splitting one expert's FFN
+  // Ranks whose tokens are balanced together in global_batch mode (the stage's TP x DP x CP).
+  const Communicator* balance = nullptr;
 };
 
 struct ModelContext {

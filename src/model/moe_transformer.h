@@ -30,6 +30,11 @@ class MoeTransformer {
   // tokens / targets: host arrays [B*T]; target -1 = no loss at that position.
   ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s);
   void backward(float lm_grad_scale);
+  // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
+  void begin_step() {
+    for (auto& b : blocks_)
+      if (MoeLayer* m = b->moe()) m->begin_step();
+  }
 
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }

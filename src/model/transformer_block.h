@@ -20,6 +20,7 @@ class TransformerBlock {
   // dy [N,H] -> dx [N,H] (overwritten).
   void backward(const float* dy, const float* x, float* dx, const int32_t* positions);
   const MoeLayer* moe() const { return moe_.get(); }
+  MoeLayer* moe() { return moe_.get(); }
 
  private:
   ModelContext& ctx_;

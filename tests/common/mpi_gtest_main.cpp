@@ -6,6 +6,9 @@
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
+  // An exception on one rank must end the job (mpirun then stops every rank), not be turned into
+  // a failure while the other ranks wait forever in a collective this rank will never join.
+  GTEST_FLAG_SET(catch_exceptions, false);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank != 0) {

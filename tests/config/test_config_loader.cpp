@@ -132,9 +132,13 @@ TEST(ConfigLoader, OutOfRange) {
   EXPECT_ERROR_HAS(
       parse("optimizer:\n  decay: cosin\n"),
       {"optimizer.decay", "did you mean 'cosine'", "allowed: cosine, linear, constant"});
-  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    load_balance: global_batch\n"),
-                   {"configs/test.yaml:3", "moe.router.load_balance", "not implemented yet",
-                    "allowed: none, micro_batch"});
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    load_balance: global\n"),
+                   {"configs/test.yaml:3", "moe.router.load_balance", "'global'",
+                    "allowed: none, micro_batch, sequence, global_batch"});
+  EXPECT_EQ(parse("moe:\n  router:\n    load_balance: global_batch\n").moe.router.load_balance,
+            "global_batch");
+  EXPECT_ERROR_HAS(parse("moe:\n  drop_policy: random\n"),
+                   {"configs/test.yaml:2", "moe.drop_policy", "allowed: probs, position"});
   EXPECT_ERROR_HAS(parse("data:\n  tokenizer:\n    kind: bpe\n"),
                    {"configs/test.yaml:3", "data.tokenizer.kind", "allowed: sentencepiece, byte"});
   EXPECT_ERROR_HAS(parse("parallel:\n  expert: -2\n"),

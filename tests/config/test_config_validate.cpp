@@ -90,16 +90,22 @@ TEST(ConfigValidate, FeaturesNotBuiltYetAreRefusedByName) {
            {"parallel:\n  context: 2\n", "parallel.context=2", "context parallelism"},
            {"parallel:\n  pipeline: 2\n", "parallel.pipeline=2", "pipeline parallelism"},
            {"parallel:\n  virtual_pipeline: 2\n", "parallel.virtual_pipeline=2", "interleaved"},
-           {"parallel:\n  expert: 2\n", "parallel.expert=2", "expert parallelism"},
-           {"parallel:\n  expert_tensor: 2\n", "parallel.expert_tensor=2", "expert-tensor"},
            {"parallel:\n  sequence_parallel: true\n", "parallel.sequence_parallel=true",
             "sequence"},
-           {"moe:\n  capacity_factor: 1.5\n", "moe.capacity_factor=1.5", "capacity-based"},
            {"optimizer:\n  distributed: true\n", "optimizer.distributed=true", "distributed"},
            {"training:\n  recompute: full\n", "training.recompute=full", "recomputation"}}) {
     EXPECT_ERROR_HAS(validate(parse(k.yaml), 4), {"runs/cfg.yaml", k.key + " (runs/cfg.yaml:2)",
                                                   k.feature, "not implemented yet"});
   }
+}
+
+TEST(ConfigValidate, ExpertParallelLayoutsAndCapacityAreAccepted) {
+  // 8 ranks: EP4 x ETP2 over 8 experts with capacity routing.
+  Config c = parse("moe:\n  num_experts: 8\n  capacity_factor: 1.25\nparallel:\n  expert: 4\n"
+                   "  expert_tensor: 2\n");
+  EXPECT_NO_THROW(validate(c, 8));
+  c.parallel.expert = 3;  // 8 experts do not split over 3 ranks, nor 3 x 2 over 8
+  EXPECT_ERROR_HAS(validate(c, 8), {"parallel.expert"});
 }
 
 TEST(ConfigValidate, OverridesAreNamedAsTheSourceOfAKey) {

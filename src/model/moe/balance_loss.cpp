@@ -1,30 +1,138 @@
+// BalanceLoss and router_z_loss: host-side arithmetic in double on small [N,E] / [N] arrays. It is
+// O(N E) next to the experts' O(N H F) and keeps each formula readable and deterministic; a fused
+// device kernel can replace it behind the same interface.
 #include "model/moe/balance_loss.h"
 
-#include <vector>
+#include <algorithm>
+#include <span>
+
+#include "base/error.h"
 
 namespace origami {
+namespace {
 
-// Host-side arithmetic on small [N,E] / [N] arrays: it is O(N E) next to the experts' O(N H F),
-// and keeps the formula readable; a fused device kernel can replace it behind the same signature.
-double micro_batch_balance_loss(Backend& be, const int64_t* counts, const float* probs, int64_t N,
-                                int64_t E, int64_t k, float grad_scale, float* dprobs) {
-  std::vector<float> p(static_cast<size_t>(N * E));
-  be.copy_to_host(p.data(), probs, p.size() * sizeof(float));
-  std::vector<int64_t> c(static_cast<size_t>(E));
-  be.copy_to_host(c.data(), counts, c.size() * sizeof(int64_t));
-  std::vector<double> mean_p(static_cast<size_t>(E), 0.0);
-  for (int64_t t = 0; t < N; ++t)
-    for (int64_t i = 0; i < E; ++i) mean_p[size_t(i)] += p[size_t(t * E + i)];
+constexpr const char* kModeNames[] = {"none", "micro_batch", "sequence", "global_batch"};
+
+// E * sum_i f_i P_i over one block of n tokens (p: [n,E] host), P_i = mean_t p[t,i]; writes the
+// gradient rows scale * E * f_i / n into g [n,E]. The operation order is the one the original
+// micro-batch loss used, so micro_batch results stay bit-identical.
+double balance_block(const float* p, const double* f, int64_t n, int64_t E, double scale,
+                     float* g) {
+  std::vector<double> sum_p(size_t(E), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < E; ++i) sum_p[size_t(i)] += p[t * E + i];
   double loss = 0.0;
-  std::vector<float> row(static_cast<size_t>(E));
   for (int64_t i = 0; i < E; ++i) {
-    const double f = double(c[size_t(i)]) / double(k * N);
-    loss += f * mean_p[size_t(i)] / double(N);
-    // d/dprobs[t,i] of grad_scale * E * sum_i f_i * (1/N) sum_t probs[t,i]
-    row[size_t(i)] = float(grad_scale * double(E) * f / double(N));
+    loss += f[i] * sum_p[size_t(i)] / double(n);
+    g[i] = float(scale * double(E) * f[i] / double(n));
   }
-  for (int64_t t = 0; t < N; ++t) be.copy_from_host(dprobs + t * E, row.data(), size_t(E) * 4);
+  for (int64_t t = 1; t < n; ++t) std::copy(g, g + E, g + t * E);
   return double(E) * loss;
+}
+
+}  // namespace
+
+BalanceMode parse_balance_mode(const std::string& name) {
+  for (int m = 0; m < 4; ++m)
+    if (name == kModeNames[m]) return BalanceMode(m);
+  fail("moe.router.load_balance: '{}' is not a balance-loss mode; allowed: none, micro_batch, "
+       "sequence, global_batch",
+       name);
+}
+
+const char* balance_mode_name(BalanceMode mode) { return kModeNames[int(mode)]; }
+
+BalanceLoss::BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync)
+    : mode_(mode), E_(E), k_(k), sync_(sync) {
+  check(E >= 1 && k >= 1 && k <= E, "BalanceLoss: top-k {} with {} experts; allowed: 1 <= k <= E",
+        k, E);
+  check(mode != BalanceMode::global_batch || sync != nullptr,
+        "BalanceLoss: moe.router.load_balance=global_batch needs the communicator of the ranks "
+        "balanced together (got none)");
+  begin_step();
+}
+
+void BalanceLoss::begin_step() {
+  step_counts_.assign(size_t(E_), 0);
+  step_tokens_ = 0;
+  step_micro_batches_ = 0;
+}
+
+double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* idx,
+                            const float* probs, int64_t B, int64_t S, float grad_scale,
+                            float* dprobs) {
+  check(B >= 1 && S >= 1, "BalanceLoss::forward: micro-batch of {} sequences x {} tokens; "
+        "allowed: both >= 1", B, S);
+  const int64_t N = B * S, E = E_, k = k_;
+  if (mode_ == BalanceMode::none) {
+    f_.clear();
+    be.fill(dprobs, 0.f, N * E);
+    return 0.0;
+  }
+  probs_host_.resize(size_t(N * E));
+  dprobs_host_.resize(size_t(N * E));
+  be.copy_to_host(probs_host_.data(), probs, probs_host_.size() * sizeof(float));
+  const float* p = probs_host_.data();
+  float* g = dprobs_host_.data();
+  double loss = 0.0;
+
+  switch (mode_) {
+    case BalanceMode::micro_batch: {
+      f_.resize(size_t(E));
+      for (int64_t i = 0; i < E; ++i) f_[size_t(i)] = double(counts[i]) / double(k * N);
+      loss = balance_block(p, f_.data(), N, E, double(grad_scale), g);
+      break;
+    }
+    case BalanceMode::sequence: {
+      // Per-sequence counts come from the slots; together they must be this micro-batch's counts.
+      idx_host_.resize(size_t(N * k));
+      be.copy_to_host(idx_host_.data(), idx, idx_host_.size() * sizeof(int32_t));
+      std::vector<int64_t> c(size_t(B * E), 0);
+      for (int64_t t = 0; t < N; ++t)
+        for (int64_t s = 0; s < k; ++s) {
+          const int32_t e = idx_host_[size_t(t * k + s)];
+          check(e >= -1 && e < E, "BalanceLoss: router slot ({}, {}) holds expert {}; allowed: -1 "
+                "(dropped) or 0..{}", t, s, e, E - 1);
+          if (e >= 0) ++c[size_t((t / S) * E + e)];
+        }
+      for (int64_t i = 0; i < E; ++i) {
+        int64_t total = 0;
+        for (int64_t b = 0; b < B; ++b) total += c[size_t(b * E + i)];
+        check(total == counts[i], "BalanceLoss: expert {} has {} slots in the router indices but "
+              "{} in the counts given", i, total, counts[i]);
+      }
+      f_.resize(size_t(B * E));
+      for (size_t j = 0; j < f_.size(); ++j) f_[j] = double(c[j]) / double(k * S);
+      // mean over sequences: each block's gradient carries the 1/B too
+      for (int64_t b = 0; b < B; ++b)
+        loss += balance_block(p + b * S * E, f_.data() + b * E, S, E,
+                              double(grad_scale) / double(B), g + b * S * E);
+      loss /= double(B);
+      break;
+    }
+    case BalanceMode::global_batch: {
+      // One all-reduce of [counts..., tokens]: the group's token total is summed rather than
+      // assumed to be N x |sync|, which it equals while every rank holds a full micro-batch.
+      std::vector<int64_t> c(counts, counts + E);
+      c.push_back(N);
+      sync_->allreduce(std::span<int64_t>(c));
+      for (int64_t i = 0; i < E; ++i) step_counts_[size_t(i)] += c[size_t(i)];
+      step_tokens_ += c[size_t(E)];
+      ++step_micro_batches_;
+      // Running mean over this step's micro-batches: f_i = (B_i / n) / (k T_group), sum_i f_i = 1.
+      const double n = double(step_micro_batches_);
+      const double group_tokens = double(step_tokens_) / n;
+      f_.resize(size_t(E));
+      for (int64_t i = 0; i < E; ++i)
+        f_[size_t(i)] = (double(step_counts_[size_t(i)]) / n) / (double(k) * group_tokens);
+      loss = balance_block(p, f_.data(), N, E, double(grad_scale), g);
+      break;
+    }
+    case BalanceMode::none:
+      break;
+  }
+  be.copy_from_host(dprobs, g, dprobs_host_.size() * sizeof(float));
+  return loss;
 }
 
 double router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, float* dlse) {

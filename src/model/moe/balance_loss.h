@@ -1,21 +1,74 @@
-// defines: micro_batch_balance_loss(), router_z_loss()
-// Auxiliary router losses of one MoE layer on one micro-batch (../shared/reference/algorithms.md):
-//   balance (Switch/GShard, Megatron scaling): L = E * sum_i f_i P_i, f_i = c_i / (k N) detached,
-//     P_i = mean_t probs[t, i]; 1 at perfect balance.
-//   z-loss (ST-MoE): Z = mean_t logsumexp(z_t)^2.
-// Each returns the unscaled value and writes the gradient of grad_scale * value into the backend
-// buffer given (dprobs [N,E] / dlse [N], overwritten). The global-batch variant (f_i synchronised
-// across ranks and micro-batches) arrives with the expert-parallelism issue.
+// defines: BalanceMode, parse_balance_mode(), balance_mode_name(), BalanceLoss, router_z_loss()
+// Auxiliary router losses of one MoE layer (../shared/reference/algorithms.md §1, §4). Balance:
+// L = E * sum_i f_i P_i with f detached and P_i the mean full-softmax probability, 1 at perfect
+// balance; the modes differ only in which tokens f and P are taken over (see BalanceMode). z-loss
+// (ST-MoE): Z = mean_t logsumexp(z_t)^2. Each returns the unscaled value and overwrites the
+// gradient of grad_scale * value into the backend buffer given (dprobs [N,E] / dlse [N]).
+// global_batch keeps a per-step running sum of counts: activation recomputation (checkpointing)
+// must NOT call forward() a second time for the same micro-batch, or its counts enter f twice.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "backend/backend.h"
+#include "comm/communicator.h"
 
 namespace origami {
 
-double micro_batch_balance_loss(Backend& be, const int64_t* counts, const float* probs, int64_t N,
-                                int64_t E, int64_t k, float grad_scale, float* dprobs);
+enum class BalanceMode {
+  none,          // no balance loss
+  micro_batch,   // f, P over this rank's micro-batch (Switch/GShard, Megatron aux_loss)
+  sequence,      // f, P per sequence, averaged over sequences (DeepSeek-V2/V3)
+  global_batch,  // f over the sync group and all micro-batches so far this step (Qwen); P local
+};
+
+// The config spelling (moe.router.load_balance); throws Error naming the allowed values.
+BalanceMode parse_balance_mode(const std::string& name);
+const char* balance_mode_name(BalanceMode mode);
+
+class BalanceLoss {
+ public:
+  // E experts, top-k. sync: the ranks whose tokens are balanced together in global_batch mode
+  // (the pipeline stage's data x context x tensor group); required there, unused otherwise.
+  BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync);
+
+  // Starts a new optimizer step: empties the global_batch running sum. Call before the first
+  // micro-batch of every step (and of every evaluation pass).
+  void begin_step();
+
+  // One micro-batch of N = B*S tokens (B sequences of S) on this rank.
+  //   counts [E] host: (token, slot) assignments per expert, i.e. the slots of idx >= 0;
+  //   idx [N,k] backend: expert of each slot, -1 = dropped (read in sequence mode only, where
+  //     it must add up to counts);
+  //   probs [N,E] backend: full softmax scores.
+  // Returns this rank's unscaled loss and overwrites dprobs [N,E] (backend) with
+  // d(grad_scale * value)/dprobs; f is treated as a constant. In global_batch mode this is a
+  // collective over `sync`: every member must call it once per micro-batch, in the same order.
+  double forward(Backend& be, const int64_t* counts, const int32_t* idx, const float* probs,
+                 int64_t B, int64_t S, float grad_scale, float* dprobs);
+
+  BalanceMode mode() const { return mode_; }
+  // f used by the last forward(): [E], or [B,E] (one row per sequence) in sequence mode; empty
+  // in none mode. Sums to 1 per row when no slot was dropped.
+  const std::vector<double>& last_f() const { return f_; }
+  // global_batch running state: summed counts over sync and micro-batches, and their number.
+  const std::vector<int64_t>& step_counts() const { return step_counts_; }
+  int64_t step_micro_batches() const { return step_micro_batches_; }
+
+ private:
+  BalanceMode mode_;
+  int64_t E_, k_;
+  const Communicator* sync_;
+  std::vector<int64_t> step_counts_;  // [E] sum over sync ranks and this step's micro-batches
+  int64_t step_tokens_ = 0;           // tokens of the sync group summed likewise
+  int64_t step_micro_batches_ = 0;
+  std::vector<double> f_;
+  std::vector<float> probs_host_, dprobs_host_;
+  std::vector<int32_t> idx_host_;
+};
 
 double router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, float* dlse);
+
 
 }  // namespace origami

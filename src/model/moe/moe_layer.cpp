@@ -8,6 +8,8 @@ namespace origami {
 MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& prefix,
                    int num_layers)
     : ctx_(ctx),
+      balance_(parse_balance_mode(ctx.config.moe.router.load_balance), ctx.config.moe.num_experts,
+               ctx.config.moe.top_k, ctx.groups.balance),
       router_(ctx, store, prefix + ".router"),
       dispatcher_(ctx),
       experts_(ctx, store, prefix + ".experts", num_layers) {
@@ -64,12 +66,12 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   be.copy_to_host(routed.data(), router_.experts(), routed.size() * sizeof(int32_t));
   stats_.expert_counts.assign(size_t(moe.num_experts), 0);
   for (int32_t e : routed) stats_.expert_counts[size_t(e)]++;
-  has_balance_grad_ = moe.router.load_balance == "micro_batch";
+  has_balance_grad_ = balance_.mode() != BalanceMode::none;
   stats_.balance_loss =
-      has_balance_grad_
-          ? micro_batch_balance_loss(be, stats_.expert_counts.data(), router_.probs(), N,
-                                     moe.num_experts, moe.top_k, scales.balance, dprobs_.data())
-          : 0.0;
+      has_balance_grad_ ? balance_.forward(be, stats_.expert_counts.data(), router_.experts(),
+                                           router_.probs(), ctx_.shape.batch, ctx_.shape.seq,
+                                           scales.balance, dprobs_.data())
+                        : 0.0;
   stats_.z_loss = router_z_loss(be, router_.lse(), N, scales.z, dlse_.data());
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/mlp.h"
+#include "model/moe/balance_loss.h"
 #include "model/moe/experts.h"
 #include "model/moe/router.h"
 #include "model/moe/token_dispatcher.h"
@@ -35,12 +36,15 @@ class MoeLayer {
   // dx [N,H] overwritten.
   void backward(const float* dout, const float* x, float* dx);
   const MoeLayerStats& stats() const { return stats_; }
+  // Start of an optimizer step: resets the global-batch balance statistics.
+  void begin_step() { balance_.begin_step(); }
 
  private:
   // Capacity mode: drops slots over capacity into dispatch_experts_; returns C (0 = dropless).
   int64_t apply_capacity();
 
   ModelContext& ctx_;
+  BalanceLoss balance_;
   Router router_;
   TokenDispatcher dispatcher_;
   GroupedExperts experts_;
