@@ -50,6 +50,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     std::ofstream(run_dir + "/config.yaml") << to_yaml(cfg_);
   }
   metrics_ = std::make_unique<MetricsSink>(run_dir);
+  run_dir_ = run_dir;
   spdlog::info("parallel layout over {} ranks: {}", world_.size(), layout_.describe());
 
   // Tokenizer and data: every file is checked before the model is allocated.
@@ -72,11 +73,25 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
                                world_);
   }
 
+  if (cfg_.logging.expert_report_interval > 0) {
+    // Each dataset alone, on its validation split when there is one.
+    for (const auto& entry : cfg_.data.blend) {
+      DataConfig one = cfg_.data;
+      one.blend = {{entry.path, 1.0}};
+      report_data_.push_back(open_dataset(
+          one,
+          {.seq_length = t.seq_length, .seed = t.seed,
+           .num_samples = t.eval_steps * t.global_batch_size, .split = cfg_.data.split[1] > 0 ? 1 : 0},
+          world_));
+    }
+  }
+
   // Model and optimizer: all parameters, gradients, moments and activations allocated once.
   backend_ = make_backend(t.backend, node_local_rank());
   model_ = std::make_unique<MoeTransformer>(
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
-      ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get()});
+      ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get(),
+                  .balance = groups_.tp_dp_cp.get()});
   optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
   const auto& ps = model_->params();
   spdlog::info("model: {} parameters ({} dense, {} expert) on this rank, {} MoE layers of {}",
@@ -150,6 +165,7 @@ StepResult Trainer::train_step() {
   // 3. Forward and backward, micro-batch by micro-batch; parameter gradients accumulate.
   Tensor grads = ps.all_grads();
   be.fill(grads.data(), 0.f, grads.numel());
+  model_->begin_step();
   const int L = model_->num_moe_layers();
   const int64_t E = cfg_.moe.num_experts;
   // lm sum, balance, z, dropped slots, counts[layer][expert]
@@ -205,6 +221,7 @@ double Trainer::evaluate() {
   double sums[2] = {0.0, 0.0};
   for (int64_t b = 0; b < t.eval_steps; ++b) {
     load_micro_batches(*valid_data_, (evals_done * t.eval_steps + b) * t.global_batch_size);
+    model_->begin_step();
     for (int64_t mb = 0; mb < micro_batches_; ++mb) {
       ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), {});
       sums[0] += st.lm_loss_sum;
@@ -213,6 +230,33 @@ double Trainer::evaluate() {
   }
   groups_.dp->allreduce(std::span<double>(sums, 2));
   return sums[0] / std::max(sums[1], 1.0);
+}
+
+ExpertReport Trainer::expert_report() {
+  const auto& t = cfg_.training;
+  const int L = model_->num_moe_layers();
+  const int64_t E = cfg_.moe.num_experts;
+  ExpertReport r{.iteration = step_};
+  for (size_t d = 0; d < report_data_.size(); ++d) {
+    std::vector<double> counts(size_t(L * E), 0.0);
+    for (int64_t b = 0; b < t.eval_steps; ++b) {
+      load_micro_batches(*report_data_[d], b * t.global_batch_size);
+      model_->begin_step();
+      for (int64_t mb = 0; mb < micro_batches_; ++mb) {
+        ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), {});
+        for (int l = 0; l < L; ++l)
+          for (int64_t e = 0; e < E; ++e) counts[size_t(l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
+      }
+    }
+    groups_.dp->allreduce(std::span<double>(counts));
+    const double slots = double(t.eval_steps * t.global_batch_size * t.seq_length * cfg_.moe.top_k);
+    r.datasets.push_back(cfg_.data.blend[d].path);
+    r.tokens.push_back(t.eval_steps * t.global_batch_size * t.seq_length);
+    r.freq.emplace_back(size_t(L), std::vector<double>(size_t(E)));
+    for (int l = 0; l < L; ++l)
+      for (int64_t e = 0; e < E; ++e) r.freq.back()[size_t(l)][size_t(e)] = counts[size_t(l * E + e)] / slots;
+  }
+  return r;
 }
 
 std::vector<double> Trainer::train() {
@@ -249,6 +293,15 @@ std::vector<double> Trainer::train() {
       metrics_->log(m);
     }
     if (t.eval_interval > 0 && step_ % t.eval_interval == 0) metrics_->log_eval(step_, evaluate());
+    const int64_t report_every = cfg_.logging.expert_report_interval;
+    if (report_every > 0 && (step_ % report_every == 0 || step_ == t.train_steps)) {
+      ExpertReport report = expert_report();
+      if (world_.rank() == 0) {
+        write_expert_report(run_dir_, report);
+        spdlog::info("expert-specialisation report for {} datasets written to {}/expert_report.json",
+                     report.datasets.size(), run_dir_);
+      }
+    }
   }
   return losses;
 }

@@ -14,6 +14,7 @@
 #include "data/sample_source.h"
 #include "model/moe_transformer.h"
 #include "optim/adamw.h"
+#include "train/expert_report.h"
 #include "train/metrics.h"
 
 namespace origami {
@@ -33,6 +34,8 @@ class Trainer {
   std::vector<double> train();
   StepResult train_step();
   double evaluate();  // mean LM loss over training.eval_steps global batches of the valid split
+  // Expert-selection frequency per blend dataset and MoE layer (logging.expert_report_interval).
+  ExpertReport expert_report();
 
   MoeTransformer& model() { return *model_; }
   const ParallelLayout& layout() const { return layout_; }
@@ -48,9 +51,11 @@ class Trainer {
   ProcessGroups groups_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<SampleSource> train_data_, valid_data_;
+  std::vector<std::unique_ptr<SampleSource>> report_data_;  // one per blend entry
   std::unique_ptr<MoeTransformer> model_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<MetricsSink> metrics_;
+  std::string run_dir_;  // rank 0 only
   int32_t eod_id_ = -1;
   int64_t step_ = 0, consumed_samples_ = 0, skipped_ = 0;
   int64_t micro_batches_ = 0;  // per rank per step

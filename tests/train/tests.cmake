@@ -30,3 +30,4 @@ set_tests_properties(cli.override_error PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_EN
 origami_mpi_test(train expert_parallel 2 "ExpertParallel.*:Capacity.*")
 origami_mpi_test(train expert_parallel 4 "ExpertParallel.*:Capacity.*")
 origami_mpi_test(train expert_parallel 8 "ExpertParallel.*")
+origami_mpi_test(train expert_report 2 "ExpertReport.*")
