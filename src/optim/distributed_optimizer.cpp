@@ -1,0 +1,148 @@
+// ZeRO-1 over the two gradient groups. Collectives run bucket by bucket on staging buffers
+// allocated once: bucket b of every rank's shard covers shard-local [b*B, (b+1)*B), so each call
+// is an equal-count reduce_scatter / allgather and the bucketing never changes which elements are
+// summed together. Only the ParamStore's inline accessors are used, so this file needs nothing
+// from origami_model at link time.
+#include "optim/distributed_optimizer.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "base/error.h"
+
+namespace origami {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+DistributedOptimizer::DistributedOptimizer(Backend& be, ParamStore& store,
+                                           const OptimizerConfig& cfg,
+                                           const Communicator& dense_group,
+                                           const Communicator& expert_group,
+                                           int64_t bucket_elements)
+    : be_(be), store_(store), cfg_(cfg) {
+  check(bucket_elements > 0,
+        "DistributedOptimizer: bucket_elements must be positive (got {})", bucket_elements);
+  check(!store.all_values().empty(),
+        "DistributedOptimizer: the ParamStore must be finalized before the optimizer is built");
+  const float* base = store.all_values().data();
+
+  // Each group's range, from its parameters' positions in the flat buffer (dense first).
+  int64_t dense_count = 0;
+  for (const auto& p : store.all())
+    if (p.spec.grad_group == GradGroup::dense) dense_count += p.value.numel();
+  for (int gi = 0; gi < 2; ++gi) {
+    const GradGroup g = gi == 0 ? GradGroup::dense : GradGroup::expert;
+    GroupState& gs = groups_[size_t(gi)];
+    gs.comm = gi == 0 ? &dense_group : &expert_group;
+    gs.offset = gi == 0 ? 0 : dense_count;
+    for (const auto& p : store.all())
+      if (p.spec.grad_group == g) gs.count += p.value.numel();
+    const int64_t size = gs.comm->size(), rank = gs.comm->rank();
+    gs.capacity = ceil_div(gs.count, size);
+    gs.bucket = std::min(bucket_elements, gs.capacity);
+    check(gs.bucket * size <= std::numeric_limits<int>::max(),
+          "DistributedOptimizer: bucket of {} elements x {} ranks of group '{}' exceeds the "
+          "{} elements one MPI call can move; use a smaller bucket_elements",
+          gs.bucket, size, gs.comm->name(), std::numeric_limits<int>::max());
+    gs.begin = std::min(rank * gs.capacity, gs.count);
+    gs.end = std::min((rank + 1) * gs.capacity, gs.count);
+
+    // The parameters (or parts of them) inside this rank's shard.
+    for (const auto& p : store.all()) {
+      if (p.spec.grad_group != g) continue;
+      const int64_t off = p.value.data() - base - gs.offset;  // group-local
+      check(off >= 0 && off + p.value.numel() <= gs.count,
+            "DistributedOptimizer: parameter '{}' lies outside its gradient group's range",
+            p.spec.name);
+      const int64_t lo = std::max(off, gs.begin), hi = std::min(off + p.value.numel(), gs.end);
+      if (lo >= hi) continue;
+      gs.segments.push_back(Segment{.flat = gs.offset + lo, .moment = lo - gs.begin, .n = hi - lo,
+                                    .weight_decay = p.spec.weight_decay ? float(cfg.weight_decay) : 0.f});
+    }
+    gs.m = Tensor::zeros(be, {gs.capacity});
+    gs.v = Tensor::zeros(be, {gs.capacity});
+  }
+  int64_t wide = 0, narrow = 0;
+  for (const auto& gs : groups_) {
+    if (gs.comm->size() == 1) continue;  // no collective, no staging
+    wide = std::max(wide, gs.bucket * gs.comm->size());
+    narrow = std::max(narrow, gs.bucket);
+  }
+  wide_ = Tensor::zeros(be, {wide});
+  narrow_ = Tensor::zeros(be, {narrow});
+}
+
+std::pair<int64_t, int64_t> DistributedOptimizer::shard_range(GradGroup g) const {
+  return {geom(g).begin, geom(g).end};
+}
+
+void DistributedOptimizer::pack(const GroupState& gs, const float* flat, int64_t lo, int64_t hi,
+                                float* dst) {
+  const int64_t valid = std::clamp(gs.count - lo, int64_t{0}, hi - lo);
+  if (valid > 0) be_.copy(dst, flat + gs.offset + lo, size_t(valid) * sizeof(float));
+  if (valid < hi - lo) be_.fill(dst + valid, 0.f, hi - lo - valid);
+}
+
+void DistributedOptimizer::reduce_scatter(const GroupState& gs) {
+  const int size = gs.comm->size();
+  if (size == 1 || gs.count == 0) return;  // a group of one already holds the reduced gradient
+  float* grads = store_.all_grads().data();
+  for (int64_t lo = 0; lo < gs.capacity; lo += gs.bucket) {
+    const int64_t n = std::min(gs.bucket, gs.capacity - lo);
+    for (int q = 0; q < size; ++q)
+      pack(gs, grads, q * gs.capacity + lo, q * gs.capacity + lo + n, wide_.data() + q * n);
+    gs.comm->reduce_scatter(wide_.data(), narrow_.data(), n, CommDType::f32, ReduceOp::sum);
+    const int64_t valid = std::clamp(gs.end - (gs.begin + lo), int64_t{0}, n);
+    if (valid > 0)
+      be_.copy(grads + gs.offset + gs.begin + lo, narrow_.data(), size_t(valid) * sizeof(float));
+  }
+}
+
+void DistributedOptimizer::all_gather(const GroupState& gs) {
+  const int size = gs.comm->size();
+  if (size == 1 || gs.count == 0) return;
+  float* values = store_.all_values().data();
+  const int64_t mine = gs.comm->rank() * gs.capacity;
+  for (int64_t lo = 0; lo < gs.capacity; lo += gs.bucket) {
+    const int64_t n = std::min(gs.bucket, gs.capacity - lo);
+    pack(gs, values, mine + lo, mine + lo + n, narrow_.data());
+    gs.comm->allgather(narrow_.data(), wide_.data(), n, CommDType::f32);
+    for (int q = 0; q < size; ++q) {
+      const int64_t at = q * gs.capacity + lo;
+      const int64_t valid = std::clamp(gs.count - at, int64_t{0}, n);
+      if (q != gs.comm->rank() && valid > 0)
+        be_.copy(values + gs.offset + at, wide_.data() + q * n, size_t(valid) * sizeof(float));
+    }
+  }
+}
+
+void DistributedOptimizer::reduce_scatter_gradients() {
+  for (const auto& gs : groups_) reduce_scatter(gs);
+}
+
+double DistributedOptimizer::shard_sum_squares(GradGroup g) const {
+  const GroupState& gs = geom(g);
+  if (gs.end <= gs.begin) return 0.0;
+  return be_.sum_squares(store_.all_grads().data() + gs.offset + gs.begin, gs.end - gs.begin);
+}
+
+void DistributedOptimizer::step(double lr, double grad_scale) {
+  ++t_;
+  float* values = store_.all_values().data();
+  float* grads = store_.all_grads().data();
+  for (auto& gs : groups_) {
+    if (grad_scale != 1.0 && gs.end > gs.begin)
+      be_.scale(grads + gs.offset + gs.begin, float(grad_scale), gs.end - gs.begin);
+    for (const Segment& s : gs.segments)
+      be_.adamw(values + s.flat, grads + s.flat, gs.m.data() + s.moment, gs.v.data() + s.moment,
+                s.n, float(lr), float(cfg_.beta1), float(cfg_.beta2), float(cfg_.eps),
+                s.weight_decay, t_);
+    all_gather(gs);
+  }
+}
+
+}  // namespace origami

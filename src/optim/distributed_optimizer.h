@@ -1,0 +1,86 @@
+// defines: DistributedOptimizer (ZeRO-1: AdamW with optimizer state sharded over the gradient groups)
+// Each gradient group's flat range (ParamStore: dense, then expert) is cut into group.size()
+// equal contiguous shards (the last one padded; padding never reaches a parameter). Gradients are
+// reduce-scattered so each rank holds the reduced gradient of its shard only, AdamW updates that
+// shard with moments that exist only for it (~1/size of AdamW's memory), and an all-gather
+// makes every rank's full value buffer current again. Same result as all-reduce + AdamW.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/communicator.h"
+#include "config/config.h"
+#include "model/parameters.h"
+
+namespace origami {
+
+class DistributedOptimizer {
+ public:
+  // dense_group / expert_group: the communicators each gradient range is reduced over (they may
+  // be the same object). The store must be finalized; it and the groups must outlive this.
+  // bucket_elements bounds the elements each rank receives per collective call (staging memory
+  // is about (group size + 1) x bucket_elements floats, allocated here once).
+  DistributedOptimizer(Backend& be, ParamStore& store, const OptimizerConfig& cfg,
+                       const Communicator& dense_group, const Communicator& expert_group,
+                       int64_t bucket_elements = 1 << 20);
+
+  // Reduce-scatter (sum) the local gradients of each group, bucket by bucket, so that this rank's
+  // shard of the store's gradient buffer holds the fully reduced gradient. The rest of the
+  // gradient buffer keeps this rank's unreduced gradients and is not read again. Call once per
+  // step after backward.
+  void reduce_scatter_gradients();
+  // Sum of squares (fp64) of this rank's reduced gradient shard of group g. The global squared
+  // norm is the sum over the group's ranks (allreduce over that group) of both groups' values.
+  double shard_sum_squares(GradGroup g) const;
+  // One AdamW update of this rank's shards: the shard gradients are first multiplied by
+  // grad_scale (the clipping factor), weight decay only on parameters whose spec asks for it;
+  // then all-gathers the updated shards into every rank's value buffer. Increments steps() first.
+  void step(double lr, double grad_scale);
+
+  // This rank's [begin, end) within group g's flat range (end - begin may be 0 on the last ranks
+  // of a group with fewer elements than ranks). Moments are indexed from begin.
+  std::pair<int64_t, int64_t> shard_range(GradGroup g) const;
+  // Padded shard length of group g: ceil(count / group size), the same on every rank.
+  int64_t shard_capacity(GradGroup g) const { return geom(g).capacity; }
+  int64_t steps() const { return t_; }
+  // This rank's moments of group g, shard_capacity(g) elements (for checkpoints).
+  Tensor& exp_avg(GradGroup g) { return state(g).m; }
+  Tensor& exp_avg_sq(GradGroup g) { return state(g).v; }
+
+ private:
+  // The overlap of one parameter with this rank's shard.
+  struct Segment {
+    int64_t flat = 0;    // offset in the store's flat buffers
+    int64_t moment = 0;  // offset in the shard's moments
+    int64_t n = 0;
+    float weight_decay = 0.f;
+  };
+  struct GroupState {
+    const Communicator* comm = nullptr;
+    int64_t offset = 0, count = 0;  // the group's range in the flat buffers
+    int64_t capacity = 0;           // padded shard length
+    int64_t bucket = 0;             // elements per rank per collective (<= capacity)
+    int64_t begin = 0, end = 0;     // this rank's shard, group-local
+    std::vector<Segment> segments;
+    Tensor m, v;
+  };
+
+  const GroupState& geom(GradGroup g) const { return groups_[g == GradGroup::dense ? 0 : 1]; }
+  GroupState& state(GradGroup g) { return groups_[g == GradGroup::dense ? 0 : 1]; }
+  // Copies group-local [lo, hi) of `flat` (a full store buffer) into dst, zero beyond count.
+  void pack(const GroupState& gs, const float* flat, int64_t lo, int64_t hi, float* dst);
+  void reduce_scatter(const GroupState& gs);
+  void all_gather(const GroupState& gs);
+
+  Backend& be_;
+  ParamStore& store_;
+  OptimizerConfig cfg_;
+  std::array<GroupState, 2> groups_;  // dense, expert
+  Tensor wide_, narrow_;              // staging: size x bucket and bucket floats
+  int64_t t_ = 0;
+};
+
+}  // namespace origami
