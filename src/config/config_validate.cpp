@@ -147,8 +147,6 @@ void validate(const Config& cfg, int world_size) {
           "the interleaved pipeline schedule", "1");
   not_yet(p.sequence_parallel, ref(cfg, "parallel.sequence_parallel", "true"),
           "sequence parallelism (needs tensor parallelism)", "false");
-  not_yet(o.distributed, ref(cfg, "optimizer.distributed", "true"),
-          "the distributed (ZeRO-1) optimizer", "false");
   not_yet(t.recompute != "none", ref(cfg, "training.recompute", t.recompute),
           "activation recomputation", "none");
 

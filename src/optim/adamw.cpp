@@ -28,9 +28,14 @@ double global_grad_norm(Backend& be, const ParamStore& store, const Communicator
   return std::sqrt(be.sum_squares(dense.data(), dense.numel()) + expert2);
 }
 
-double clip_gradients(Backend& be, ParamStore& store, double norm, double clip) {
+double clip_factor(double norm, double clip) {
   if (clip <= 0.0 || norm <= clip || !std::isfinite(norm)) return 1.0;
-  const double factor = clip / (norm + 1e-6);
+  return clip / (norm + 1e-6);
+}
+
+double clip_gradients(Backend& be, ParamStore& store, double norm, double clip) {
+  const double factor = clip_factor(norm, clip);
+  if (factor == 1.0) return 1.0;
   Tensor g = store.all_grads();
   be.scale(g.data(), float(factor), g.numel());
   return factor;

@@ -32,7 +32,9 @@ class AdamW {
 // of a stage (after reduction); expert gradients are split over the ranks holding different
 // experts or expert slices (`expert_shards`, the ETP x EP group), whose squares are summed.
 double global_grad_norm(Backend& be, const ParamStore& store, const Communicator& expert_shards);
-// Scales all gradients by clip / norm when norm > clip (clip > 0). Returns the factor applied.
+// The global-norm clipping factor: clip / norm when norm > clip (clip > 0), else 1.
+double clip_factor(double norm, double clip);
+// Scales all gradients by clip_factor(norm, clip). Returns the factor applied.
 double clip_gradients(Backend& be, ParamStore& store, double norm, double clip);
 
 }  // namespace origami

@@ -92,7 +92,11 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
       ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get(),
                   .balance = groups_.tp_dp_cp.get()});
-  optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
+  if (cfg_.optimizer.distributed)
+    zero_optimizer_ = std::make_unique<DistributedOptimizer>(
+        *backend_, model_->params(), cfg_.optimizer, *groups_.dp_cp, *groups_.edp);
+  else
+    optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
   const auto& ps = model_->params();
   spdlog::info("model: {} parameters ({} dense, {} expert) on this rank, {} MoE layers of {}",
                ps.count(), ps.count(GradGroup::dense), ps.count(GradGroup::expert),
@@ -139,6 +143,17 @@ void Trainer::reduce_gradients() {
     groups_.edp->allreduce(expert.data(), expert.data(), expert.numel(), CommDType::f32, ReduceOp::sum);
 }
 
+// ZeRO-1: each rank holds the reduced gradient of its shard only. Dense shards partition the
+// dense gradient over DP x CP, expert shards the expert gradient over EDP; different experts
+// (ETP x EP) add their squares as in global_grad_norm.
+double Trainer::sharded_grad_norm() const {
+  const double dense2 =
+      groups_.dp_cp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::dense));
+  double expert2 = groups_.edp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::expert));
+  if (groups_.etp_ep->size() > 1) expert2 = groups_.etp_ep->allreduce_scalar(expert2);
+  return std::sqrt(dense2 + expert2);
+}
+
 StepResult Trainer::train_step() {
   const auto& t = cfg_.training;
   const auto& router = cfg_.moe.router;
@@ -182,15 +197,20 @@ StepResult Trainer::train_step() {
         sums[size_t(4 + l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
   }
 
-  // 4. Gradient reduction across data-parallel replicas.
-  reduce_gradients();
+  // 4. Gradient reduction across data-parallel replicas (ZeRO-1: each rank gets its shard only).
+  if (zero_optimizer_)
+    zero_optimizer_->reduce_scatter_gradients();
+  else
+    reduce_gradients();
 
   // 5. Global gradient norm, clipping, AdamW (an iteration with a non-finite norm is skipped).
-  r.grad_norm = global_grad_norm(be, ps, *groups_.etp_ep);
+  r.grad_norm = zero_optimizer_ ? sharded_grad_norm() : global_grad_norm(be, ps, *groups_.etp_ep);
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     ++skipped_;
     spdlog::warn("iteration {}: gradient norm is {}; update skipped", step_ + 1, r.grad_norm);
+  } else if (zero_optimizer_) {
+    zero_optimizer_->step(r.lr, clip_factor(r.grad_norm, cfg_.optimizer.grad_clip));
   } else {
     clip_gradients(be, ps, r.grad_norm, cfg_.optimizer.grad_clip);
     optimizer_->step(ps, r.lr);

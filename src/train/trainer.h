@@ -14,6 +14,7 @@
 #include "data/sample_source.h"
 #include "model/moe_transformer.h"
 #include "optim/adamw.h"
+#include "optim/distributed_optimizer.h"
 #include "train/expert_report.h"
 #include "train/metrics.h"
 
@@ -44,6 +45,7 @@ class Trainer {
  private:
   void load_micro_batches(const SampleSource& source, int64_t first_sample);
   void reduce_gradients();
+  double sharded_grad_norm() const;
 
   Config cfg_;
   const Communicator& world_;
@@ -53,7 +55,8 @@ class Trainer {
   std::unique_ptr<SampleSource> train_data_, valid_data_;
   std::vector<std::unique_ptr<SampleSource>> report_data_;  // one per blend entry
   std::unique_ptr<MoeTransformer> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<AdamW> optimizer_;                   // optimizer.distributed: false
+  std::unique_ptr<DistributedOptimizer> zero_optimizer_;  // optimizer.distributed: true (ZeRO-1)
   std::unique_ptr<MetricsSink> metrics_;
   std::string run_dir_;  // rank 0 only
   int32_t eod_id_ = -1;

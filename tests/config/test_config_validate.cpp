@@ -92,7 +92,6 @@ TEST(ConfigValidate, FeaturesNotBuiltYetAreRefusedByName) {
            {"parallel:\n  virtual_pipeline: 2\n", "parallel.virtual_pipeline=2", "interleaved"},
            {"parallel:\n  sequence_parallel: true\n", "parallel.sequence_parallel=true",
             "sequence"},
-           {"optimizer:\n  distributed: true\n", "optimizer.distributed=true", "distributed"},
            {"training:\n  recompute: full\n", "training.recompute=full", "recomputation"}}) {
     EXPECT_ERROR_HAS(validate(parse(k.yaml), 4), {"runs/cfg.yaml", k.key + " (runs/cfg.yaml:2)",
                                                   k.feature, "not implemented yet"});

@@ -37,6 +37,25 @@ TEST(DataParallel, MatchesSingleRankLosses) {
   world->barrier();
 }
 
+TEST(DataParallel, DistributedOptimizerMatchesSingleRankLosses) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  Config cfg = small_config("zero" + std::to_string(world->size()));
+  cfg.optimizer.distributed = true;
+  std::vector<double> parallel = Trainer(cfg, *world).train();
+  auto solo = world->split(world->rank() == 0 ? 0 : 1, world->rank(), "solo");
+  if (world->rank() == 0) {
+    Config one = cfg;
+    one.optimizer.distributed = false;
+    one.logging.dir += "-ref";
+    std::vector<double> reference = Trainer(one, *solo).train();
+    ASSERT_EQ(parallel.size(), reference.size());
+    for (size_t i = 0; i < reference.size(); ++i)
+      EXPECT_NEAR(parallel[i], reference[i], 1e-5 * std::abs(reference[i])) << "step " << i + 1;
+  }
+  world->barrier();
+}
+
 TEST(DataParallel, RerunGivesIdenticalLosses) {
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world();

@@ -102,6 +102,26 @@ TEST(ExpertParallel, LayoutsMatchTheSingleRankRun) {
   EXPECT_GT(ran, 0) << "no layout for " << world->size() << " ranks";
 }
 
+TEST(ExpertParallel, DistributedOptimizerMatchesTheSingleRankRun) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  auto solo = world->split(world->rank(), 0, "solo");
+  for (const Layout& l : kLayouts) {
+    if (l.world != world->size()) continue;
+    SCOPED_TRACE(l.name);
+    Config par_cfg = layout_config(l, true), ref_cfg = layout_config(l, false);
+    par_cfg.optimizer.distributed = true;
+    par_cfg.logging.dir += "-zero";
+    ref_cfg.logging.dir += "-zero";
+    Trainer par(par_cfg, *world), ref(ref_cfg, *solo);
+    for (int s = 0; s < par_cfg.training.train_steps; ++s) {
+      const StepResult a = par.train_step(), b = ref.train_step();
+      EXPECT_NEAR(a.lm_loss, b.lm_loss, 1e-5 * b.lm_loss) << "step " << s + 1;
+      EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-4 * b.grad_norm) << "step " << s + 1;
+    }
+  }
+}
+
 TEST(Capacity, LargeEnoughCapacityReproducesDroplessExactly) {
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world();
