@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "base/error.h"
+
 namespace origami {
 
 AdamW::AdamW(Backend& backend, const ParamStore& store, const OptimizerConfig& cfg)
@@ -19,6 +21,14 @@ void AdamW::step(ParamStore& store, double lr) {
     be_.adamw(p.value.data(), p.grad.data(), m_.data() + off, v_.data() + off, p.value.numel(),
               float(lr), float(cfg_.beta1), float(cfg_.beta2), float(cfg_.eps), wd, t_);
   }
+}
+
+void AdamW::load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) {
+  check(int64_t(m.size()) == m_.numel() && int64_t(v.size()) == v_.numel(),
+        "AdamW::load_state: {} / {} moments for {} parameters", m.size(), v.size(), m_.numel());
+  be_.copy_from_host(m_.data(), m.data(), m_.bytes());
+  be_.copy_from_host(v_.data(), v.data(), v_.bytes());
+  t_ = steps;
 }
 
 double global_grad_norm(Backend& be, const ParamStore& store, const Communicator& expert_shards) {

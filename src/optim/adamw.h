@@ -18,6 +18,8 @@ class AdamW {
   // One update with learning rate lr; increments the step count first (t >= 1).
   void step(ParamStore& store, double lr);
   int64_t steps() const { return t_; }
+  // Checkpoints: moments laid out like the store's value buffer, and the step count.
+  void load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps);
   Tensor& exp_avg() { return m_; }
   Tensor& exp_avg_sq() { return v_; }
 

@@ -145,4 +145,33 @@ void DistributedOptimizer::step(double lr, double grad_scale) {
   }
 }
 
+void DistributedOptimizer::gather_moments(std::vector<float>& m, std::vector<float>& v) const {
+  m.assign(size_t(store_.count()), 0.f);
+  v.assign(size_t(store_.count()), 0.f);
+  for (const GroupState& gs : groups_) {
+    if (gs.count == 0) continue;
+    const int size = gs.comm->size();
+    std::vector<float> shard(size_t(gs.capacity)), all(size_t(gs.capacity * size));
+    for (auto [src, dst] : {std::pair{&gs.m, &m}, std::pair{&gs.v, &v}}) {
+      be_.copy_to_host(shard.data(), src->data(), shard.size() * sizeof(float));
+      gs.comm->allgather(shard.data(), all.data(), gs.capacity, CommDType::f32);
+      std::copy(all.begin(), all.begin() + gs.count, dst->begin() + gs.offset);
+    }
+  }
+}
+
+void DistributedOptimizer::load_moments(const std::vector<float>& m, const std::vector<float>& v,
+                                        int64_t steps) {
+  check(int64_t(m.size()) == store_.count() && int64_t(v.size()) == store_.count(),
+        "DistributedOptimizer::load_moments: {} / {} moments for {} parameters", m.size(),
+        v.size(), store_.count());
+  for (GroupState& gs : groups_) {
+    const int64_t n = gs.end - gs.begin;
+    if (n <= 0) continue;
+    be_.copy_from_host(gs.m.data(), m.data() + gs.offset + gs.begin, size_t(n) * sizeof(float));
+    be_.copy_from_host(gs.v.data(), v.data() + gs.offset + gs.begin, size_t(n) * sizeof(float));
+  }
+  t_ = steps;
+}
+
 }  // namespace origami

@@ -46,7 +46,11 @@ class DistributedOptimizer {
   // Padded shard length of group g: ceil(count / group size), the same on every rank.
   int64_t shard_capacity(GradGroup g) const { return geom(g).capacity; }
   int64_t steps() const { return t_; }
-  // This rank's moments of group g, shard_capacity(g) elements (for checkpoints).
+  // Checkpoints: the moments of every parameter this rank holds, laid out like the store's value
+  // buffer (a collective over each group: the shards are all-gathered), and their inverse.
+  void gather_moments(std::vector<float>& m, std::vector<float>& v) const;
+  void load_moments(const std::vector<float>& m, const std::vector<float>& v, int64_t steps);
+  // This rank's moments of group g, shard_capacity(g) elements.
   Tensor& exp_avg(GradGroup g) { return state(g).m; }
   Tensor& exp_avg_sq(GradGroup g) { return state(g).v; }
 

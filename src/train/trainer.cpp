@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "checkpoint/checkpoint.h"
 #include "comm/mpi_runtime.h"
 #include "data/tokenizer.h"
 #include "optim/lr_schedule.h"
@@ -33,10 +34,8 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
       layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
       groups_(ProcessGroups::create(world, layout_)) {
   const auto& t = cfg_.training;
-  check(cfg_.checkpoint.save_interval == 0 && cfg_.checkpoint.load.empty(),
-        "{}: checkpoint.save_interval / checkpoint.load: checkpointing is not implemented yet "
-        "(it arrives with the checkpoint issue); allowed: save_interval 0 and load \"\"",
-        cfg_.source);
+  // A checkpoint to resume from must exist before anything large is allocated.
+  const std::string resume = cfg_.checkpoint.load.empty() ? "" : resolve_checkpoint(cfg_.checkpoint.load);
   const int dp = layout_.dp();
   micro_batches_ = t.global_batch_size / (t.micro_batch_size * dp);
 
@@ -97,6 +96,19 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
         *backend_, model_->params(), cfg_.optimizer, *groups_.dp_cp, *groups_.edp);
   else
     optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
+  if (!resume.empty()) {
+    std::vector<float> m, v;
+    const TrainingState s = load_checkpoint(resume, model_->params(), m, v);
+    if (zero_optimizer_)
+      zero_optimizer_->load_moments(m, v, s.optimizer_steps);
+    else
+      optimizer_->load_state(m, v, s.optimizer_steps);
+    step_ = s.step;
+    consumed_samples_ = s.consumed_samples;
+    skipped_ = s.skipped;
+    spdlog::info("resumed from {} at iteration {} ({} samples consumed)", resume, step_,
+                 consumed_samples_);
+  }
   const auto& ps = model_->params();
   spdlog::info("model: {} parameters ({} dense, {} expert) on this rank, {} MoE layers of {}",
                ps.count(), ps.count(GradGroup::dense), ps.count(GradGroup::expert),
@@ -234,6 +246,27 @@ StepResult Trainer::train_step() {
   return r;
 }
 
+std::string Trainer::save_checkpoint_now() {
+  std::vector<float> m, v;
+  int64_t optimizer_steps = 0;
+  if (zero_optimizer_) {
+    zero_optimizer_->gather_moments(m, v);
+    optimizer_steps = zero_optimizer_->steps();
+  } else {
+    m.resize(size_t(optimizer_->exp_avg().numel()));
+    v.resize(m.size());
+    backend_->copy_to_host(m.data(), optimizer_->exp_avg().data(), optimizer_->exp_avg().bytes());
+    backend_->copy_to_host(v.data(), optimizer_->exp_avg_sq().data(), optimizer_->exp_avg_sq().bytes());
+    optimizer_steps = optimizer_->steps();
+  }
+  const std::string dir =
+      cfg_.checkpoint.dir.empty() ? cfg_.logging.dir + "/checkpoints" : cfg_.checkpoint.dir;
+  return save_checkpoint(dir, cfg_.checkpoint.keep_last,
+                         {.step = step_, .consumed_samples = consumed_samples_, .skipped = skipped_,
+                          .optimizer_steps = optimizer_steps},
+                         to_yaml(cfg_), model_->params(), m, v, groups_, world_);
+}
+
 double Trainer::evaluate() {
   const auto& t = cfg_.training;
   check(valid_data_ != nullptr, "evaluate(): training.eval_interval is 0, no validation data");
@@ -313,6 +346,8 @@ std::vector<double> Trainer::train() {
       metrics_->log(m);
     }
     if (t.eval_interval > 0 && step_ % t.eval_interval == 0) metrics_->log_eval(step_, evaluate());
+    const int64_t save_every = cfg_.checkpoint.save_interval;
+    if (save_every > 0 && (step_ % save_every == 0 || step_ == t.train_steps)) save_checkpoint_now();
     const int64_t report_every = cfg_.logging.expert_report_interval;
     if (report_every > 0 && (step_ % report_every == 0 || step_ == t.train_steps)) {
       ExpertReport report = expert_report();

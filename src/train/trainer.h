@@ -34,6 +34,8 @@ class Trainer {
   // Runs training.train_steps steps (from the current step); returns the per-step LM losses.
   std::vector<double> train();
   StepResult train_step();
+  // Saves a checkpoint of the current state (collective); returns its path.
+  std::string save_checkpoint_now();
   double evaluate();  // mean LM loss over training.eval_steps global batches of the valid split
   // Expert-selection frequency per blend dataset and MoE layer (logging.expert_report_interval).
   ExpertReport expert_report();

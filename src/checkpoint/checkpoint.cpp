@@ -1,0 +1,291 @@
+#include "checkpoint/checkpoint.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/rng.h"
+#include "checkpoint/hdf5_file.h"
+
+namespace origami {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const char* kKinds[3] = {"model", "exp_avg", "exp_avg_sq"};
+
+uint64_t checksum(const float* data, int64_t n) {
+  return hash_name(std::string_view(reinterpret_cast<const char*>(data), size_t(n) * sizeof(float)));
+}
+
+std::vector<int64_t> offsets_of(const ParamSpec& s) {
+  std::vector<int64_t> o(s.global_shape.size());
+  for (size_t d = 0; d < o.size(); ++d) o[d] = s.shard.offset_along(int(d));
+  return o;
+}
+
+// Copies the intersection of box `src` (offsets so, shape ss, data sd) into box `dst` (offsets
+// do_, shape ds, data dd), both row-major in global coordinates. Returns elements copied.
+int64_t copy_intersection(const std::vector<int64_t>& so, const std::vector<int64_t>& ss,
+                          const float* sd, const std::vector<int64_t>& do_,
+                          const std::vector<int64_t>& ds, float* dd) {
+  const size_t nd = ss.size();
+  std::vector<int64_t> lo(nd), hi(nd);
+  for (size_t d = 0; d < nd; ++d) {
+    lo[d] = std::max(so[d], do_[d]);
+    hi[d] = std::min(so[d] + ss[d], do_[d] + ds[d]);
+    if (lo[d] >= hi[d]) return 0;
+  }
+  int64_t copied = 0;
+  std::vector<int64_t> idx(lo);  // odometer over all dims but the last
+  const int64_t run = hi[nd - 1] - lo[nd - 1];
+  while (true) {
+    int64_t s_off = 0, d_off = 0;
+    for (size_t d = 0; d < nd; ++d) {
+      s_off = s_off * ss[d] + (idx[d] - so[d]);
+      d_off = d_off * ds[d] + (idx[d] - do_[d]);
+    }
+    std::copy(sd + s_off, sd + s_off + run, dd + d_off);
+    copied += run;
+    int d = int(nd) - 2;  // advance the odometer over the leading dims
+    for (; d >= 0; --d) {
+      if (++idx[size_t(d)] < hi[size_t(d)]) break;
+      idx[size_t(d)] = lo[size_t(d)];
+    }
+    if (d < 0) break;
+  }
+  return copied;
+}
+
+std::string iter_name(int64_t step) { return fmt::format("iter_{:07d}", step); }
+
+// Everyone learns whether every rank succeeded; the message of the first failing rank is kept.
+void agree(const Communicator& world, bool ok, const std::string& what) {
+  const int32_t all_ok = world.allreduce_scalar<int32_t>(ok ? 1 : 0, ReduceOp::min);
+  if (!all_ok) fail("{}", what);
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, int64_t keep_last, const TrainingState& state,
+                            const std::string& config_yaml, const ParamStore& store,
+                            const std::vector<float>& m, const std::vector<float>& v,
+                            const ProcessGroups& groups, const Communicator& world) {
+  const auto start = std::chrono::steady_clock::now();
+  const fs::path final_dir = fs::path(dir) / iter_name(state.step);
+  const fs::path tmp_dir = fs::path(dir) / (iter_name(state.step) + ".tmp");
+  std::string error;
+  if (world.rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    fs::remove_all(tmp_dir, ec);
+    fs::create_directory(tmp_dir, ec);
+    if (ec) error = fmt::format("cannot create '{}': {}", tmp_dir.string(), ec.message());
+  }
+  agree(world, error.empty(), fmt::format("checkpoint save to '{}' failed: {}", dir,
+                                          error.empty() ? "see rank 0's log" : error));
+
+  // 1. Each rank writes the pieces it is the first holder of (replicas are not stored twice):
+  //    dense parameters from DP x CP rank 0, expert parameters from EDP rank 0.
+  json pieces = json::array();
+  const std::string file = fmt::format("rank_{:05d}.h5", world.rank());
+  try {
+    const float* base = store.all_values().data();
+    std::vector<const Param*> mine;
+    for (const Param& p : store.all()) {
+      const Communicator& replicas =
+          p.spec.grad_group == GradGroup::dense ? *groups.dp_cp : *groups.edp;
+      if (replicas.rank() == 0) mine.push_back(&p);
+    }
+    if (!mine.empty()) {
+      std::vector<float> host;
+      {
+        Hdf5File f = Hdf5File::create((tmp_dir / file).string());
+        for (const Param* p : mine) {
+          const int64_t off = p->value.data() - base, n = p->value.numel();
+          json piece{{"name", p->spec.name}, {"file", file}, {"offsets", offsets_of(p->spec)},
+                     {"shape", p->spec.local_shape}};
+          const float* sources[3] = {nullptr, m.data() + off, v.data() + off};
+          host.resize(size_t(n));
+          std::copy(base + off, base + off + n, host.begin());  // CPU backend: host memory
+          sources[0] = host.data();
+          for (int k = 0; k < 3; ++k) {
+            const std::string ds = std::string(kKinds[k]) + "/" + p->spec.name;
+            f.write(ds, p->spec.local_shape, sources[k]);
+            f.set_attribute(ds, "offsets", offsets_of(p->spec));
+            f.set_attribute(ds, "global_shape", p->spec.global_shape);
+            piece[std::string("checksum_") + kKinds[k]] = checksum(sources[k], n);
+          }
+          pieces.push_back(piece);
+        }
+      }
+      // 2. Verify: read every piece back and compare its checksum before the save counts.
+      Hdf5File f = Hdf5File::open_read((tmp_dir / file).string());
+      for (const auto& piece : pieces)
+        for (int k = 0; k < 3; ++k) {
+          const auto data = f.read(std::string(kKinds[k]) + "/" + piece["name"].get<std::string>());
+          check(checksum(data.data(), int64_t(data.size())) ==
+                    piece[std::string("checksum_") + kKinds[k]].get<uint64_t>(),
+                "{}: '{}' reads back different from what was written", file,
+                piece["name"].get<std::string>());
+        }
+    }
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  agree(world, error.empty(),
+        fmt::format("checkpoint save to '{}' failed on rank {} or another: {}; the previous "
+                    "checkpoint is untouched", dir, world.rank(), error));
+
+  // 3. Rank 0 gathers the piece lists into index.json, then publishes the checkpoint.
+  const std::string mine = pieces.dump();
+  const int64_t len = int64_t(mine.size());
+  std::vector<int64_t> lens(size_t(world.size())), displs(size_t(world.size()), 0);
+  world.allgather(&len, lens.data(), 1, CommDType::i64);
+  for (size_t r = 1; r < lens.size(); ++r) displs[r] = displs[r - 1] + lens[r - 1];
+  std::string all(size_t(displs.back() + lens.back()), '\0');
+  world.allgatherv(mine.data(), len, all.data(), lens, displs, CommDType::u8);
+  if (world.rank() == 0) {
+    try {
+      json index{{"format_version", kCheckpointFormatVersion},
+                 {"step", state.step},
+                 {"consumed_samples", state.consumed_samples},
+                 {"skipped_iterations", state.skipped},
+                 {"optimizer_steps", state.optimizer_steps},
+                 {"world_size", world.size()},
+                 {"config", config_yaml},
+                 {"tensors", json::object()}};
+      for (size_t r = 0; r < lens.size(); ++r)
+        for (auto& piece : json::parse(all.substr(size_t(displs[r]), size_t(lens[r])))) {
+          auto& t = index["tensors"][piece["name"].get<std::string>()];
+          t["global_shape"] = store.find(piece["name"]).spec.global_shape;
+          t["pieces"].push_back(piece);
+        }
+      const fs::path index_tmp = tmp_dir / "index.json.tmp";
+      std::ofstream(index_tmp) << index.dump(1) << "\n";
+      fs::rename(index_tmp, tmp_dir / "index.json");
+      fs::remove_all(final_dir);
+      fs::rename(tmp_dir, final_dir);
+      const fs::path latest_tmp = fs::path(dir) / "latest.tmp";
+      std::ofstream(latest_tmp) << iter_name(state.step) << "\n";
+      fs::rename(latest_tmp, fs::path(dir) / "latest");
+      // Keep the newest keep_last checkpoints.
+      std::vector<fs::path> saved;
+      for (const auto& e : fs::directory_iterator(dir))
+        if (e.is_directory() && e.path().filename().string().starts_with("iter_") &&
+            e.path().extension() != ".tmp")
+          saved.push_back(e.path());
+      std::sort(saved.begin(), saved.end());
+      if (keep_last > 0)
+        for (size_t i = 0; i + size_t(keep_last) < saved.size(); ++i) fs::remove_all(saved[i]);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  agree(world, error.empty(), fmt::format("checkpoint save to '{}' failed: {}", dir,
+                                          error.empty() ? "see rank 0's log" : error));
+  if (world.rank() == 0) {
+    uintmax_t bytes = 0;
+    for (const auto& e : fs::directory_iterator(final_dir)) bytes += e.file_size();
+    spdlog::info("saved checkpoint {} ({:.1f} MiB) in {:.2f} s", final_dir.string(),
+                 double(bytes) / (1 << 20),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return final_dir.string();
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  const fs::path p(path);
+  if (fs::exists(p / "index.json")) return path;
+  if (fs::exists(p / "latest")) {
+    std::string name;
+    std::ifstream(p / "latest") >> name;
+    check(!name.empty() && fs::exists(p / name / "index.json"),
+          "checkpoint.load: '{}/latest' names '{}', which is not a complete checkpoint", path, name);
+    return (p / name).string();
+  }
+  fail("checkpoint.load: '{}' is neither a checkpoint (no index.json) nor a save directory (no "
+       "'latest')", path);
+}
+
+TrainingState load_checkpoint(const std::string& path_in, ParamStore& store, std::vector<float>& m,
+                              std::vector<float>& v) {
+  const std::string path = resolve_checkpoint(path_in);
+  json index;
+  try {
+    index = json::parse(std::ifstream(fs::path(path) / "index.json"));
+  } catch (const std::exception& e) {
+    fail("checkpoint '{}': index.json is not valid JSON: {}", path, e.what());
+  }
+  const int64_t version = index.value("format_version", int64_t(-1));
+  check(version >= 1 && version <= kCheckpointFormatVersion,
+        "checkpoint '{}': format version {} is not readable by this build (reads 1..{}); a newer "
+        "Origami wrote it", path, version, kCheckpointFormatVersion);
+  const auto& tensors = index["tensors"];
+  for (auto it = tensors.begin(); it != tensors.end(); ++it) {
+    bool known = false;
+    for (const Param& p : store.all()) known |= p.spec.name == it.key();
+    check(known, "checkpoint '{}': tensor '{}' does not exist in this run's model (the model "
+          "config differs: layers, experts, shared expert or tied embeddings)", path, it.key());
+  }
+
+  // Validate and assemble every local shard on the host first; overwrite nothing until all pass.
+  const int64_t total = store.count();
+  std::vector<float> values(static_cast<size_t>(total));
+  m.assign(size_t(total), 0.f);
+  v.assign(size_t(total), 0.f);
+  std::map<std::string, Hdf5File> files;
+  const float* base = store.all_values().data();
+  for (const Param& p : store.all()) {
+    const std::string& name = p.spec.name;
+    check(tensors.contains(name), "checkpoint '{}': tensor '{}' is missing (the run's model has "
+          "it: was the checkpoint written with another model config?)", path, name);
+    const auto saved_shape = tensors[name]["global_shape"].get<std::vector<int64_t>>();
+    check(saved_shape == p.spec.global_shape, "checkpoint '{}': tensor '{}' has global shape {}, "
+          "the run's model needs {}", path, name, shape_str(saved_shape),
+          shape_str(p.spec.global_shape));
+    const int64_t off = p.value.data() - base;
+    float* dst[3] = {values.data() + off, m.data() + off, v.data() + off};
+    int64_t covered = 0;
+    for (const auto& piece : tensors[name]["pieces"]) {
+      const auto po = piece["offsets"].get<std::vector<int64_t>>();
+      const auto ps = piece["shape"].get<std::vector<int64_t>>();
+      const std::string file = (fs::path(path) / piece["file"].get<std::string>()).string();
+      auto fit = files.find(file);
+      if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
+      for (int k = 0; k < 3; ++k) {
+        const std::string ds = std::string(kKinds[k]) + "/" + name;
+        check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, file, ds);
+        check(fit->second.shape(ds) == ps, "checkpoint '{}': dataset '{}' in {} has shape {}, "
+              "its index says {}", path, ds, file, shape_str(fit->second.shape(ds)), shape_str(ps));
+        const auto data = fit->second.read(ds);
+        check(checksum(data.data(), int64_t(data.size())) ==
+                  piece[std::string("checksum_") + kKinds[k]].get<uint64_t>(),
+              "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
+              file);
+        const int64_t n = copy_intersection(po, ps, data.data(), offsets_of(p.spec),
+                                            p.spec.local_shape, dst[k]);
+        if (k == 0) covered += n;
+      }
+    }
+    check(covered == p.value.numel(), "checkpoint '{}': tensor '{}' covers {} of the {} elements "
+          "this rank holds (pieces missing)", path, name, covered, p.value.numel());
+  }
+  // All valid: now the weights change.
+  Tensor all = store.all_values();
+  std::copy(values.begin(), values.end(), all.data());  // CPU backend: host memory
+  return TrainingState{.step = index["step"], .consumed_samples = index["consumed_samples"],
+                       .skipped = index["skipped_iterations"],
+                       .optimizer_steps = index["optimizer_steps"]};
+}
+
+}  // namespace origami

@@ -1,0 +1,44 @@
+// defines: TrainingState, save_checkpoint(), load_checkpoint(), resolve_checkpoint()
+// Checkpoints in global coordinates (docs/checkpoints.md): one HDF5 file per writing rank plus
+// index.json. Every tensor piece is stored with its global name, global shape and the offsets of
+// the box it covers, so a checkpoint written under one layout (DP, EP, ETP, ZeRO on or off) loads
+// under any other by intersecting boxes. Saving is atomic (a .tmp directory, verified by
+// re-reading every piece against its checksum, renamed, then `latest` updated); loading validates
+// every tensor before a single weight is overwritten.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/parallel_layout.h"
+#include "model/parameters.h"
+
+namespace origami {
+
+inline constexpr int64_t kCheckpointFormatVersion = 1;
+
+struct TrainingState {
+  int64_t step = 0;              // optimizer steps taken (iterations completed)
+  int64_t consumed_samples = 0;  // the data position: the next global batch starts here
+  int64_t skipped = 0;           // iterations skipped for a non-finite gradient norm
+  int64_t optimizer_steps = 0;   // AdamW's bias-correction count
+};
+
+// Collective over `world`. m / v: this rank's Adam moments laid out like store's value buffer.
+// Writes <dir>/iter_<step>, points <dir>/latest at it, keeps the newest keep_last (0 = all).
+// Returns the checkpoint's path.
+std::string save_checkpoint(const std::string& dir, int64_t keep_last, const TrainingState& state,
+                            const std::string& config_yaml, const ParamStore& store,
+                            const std::vector<float>& m, const std::vector<float>& v,
+                            const ProcessGroups& groups, const Communicator& world);
+
+// A save directory (with `latest`) or one checkpoint directory (with index.json) -> the latter.
+std::string resolve_checkpoint(const std::string& path);
+
+// Fills store values and m / v (resized like the store) for this rank's shards from a
+// checkpoint saved under any layout, after validating version, names, shapes, coverage and
+// checksums (an Error names the checkpoint, the tensor and the mismatch; nothing is overwritten).
+TrainingState load_checkpoint(const std::string& path, ParamStore& store, std::vector<float>& m,
+                              std::vector<float>& v);
+
+}  // namespace origami

@@ -1,0 +1,184 @@
+// Checkpoints: a resumed run equals the uninterrupted one bit for bit (same layout, with and
+// without ZeRO-1), a checkpoint loads into other layouts with the same subsequent losses, and
+// bad checkpoints are refused with the path and the tensor named, before any weight changes.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "checkpoint/checkpoint.h"
+#include "comm/communicator.h"
+#include "train/trainer.h"
+#include "train_test_config.h"
+
+namespace origami {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fresh_dir(const Communicator& world, const std::string& name) {
+  const std::string dir = std::string(ORIGAMI_BINARY_DIR) + "/test-ckpt/" + name;
+  if (world.rank() == 0) fs::remove_all(dir);
+  world.barrier();
+  return dir;
+}
+
+std::vector<double> tail(const std::vector<double>& v, size_t from) {
+  return std::vector<double>(v.begin() + long(from), v.end());
+}
+
+class Resume : public ::testing::TestWithParam<bool> {};
+
+TEST_P(Resume, ResumedRunEqualsUninterruptedBitForBit) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  const bool zero = GetParam();
+  const std::string dir = fresh_dir(*world, fmt::format("resume-{}-{}", world->size(), zero));
+  Config cfg = small_config(fmt::format("resume-{}-{}", world->size(), zero));
+  cfg.training.train_steps = 6;
+  cfg.optimizer.distributed = zero;
+  cfg.parallel.expert = world->size();
+  const std::vector<double> straight = Trainer(cfg, *world).train();
+
+  Config first = cfg;
+  first.training.train_steps = 3;
+  first.checkpoint.dir = dir;
+  first.checkpoint.save_interval = 3;
+  Trainer(first, *world).train();
+  Config second = cfg;
+  second.checkpoint.load = dir;  // the save directory: `latest` names iter_0000003
+  Trainer resumed(second, *world);
+  EXPECT_EQ(resumed.step(), 3);
+  EXPECT_EQ(resumed.train(), tail(straight, 3));  // exact: same bits in, same bits out
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoint, Resume, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Zero1" : "AdamW"; });
+
+TEST(Checkpoint, LoadsIntoOtherLayouts) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  const int W = world->size();
+  const std::string dir = fresh_dir(*world, fmt::format("relayout-{}", W));
+  // Saved by EP=W experts-over-all-ranks with ZeRO-1 ...
+  Config saved = small_config(fmt::format("relayout-{}", W));
+  saved.training.train_steps = 6;
+  saved.parallel.expert = W;
+  saved.optimizer.distributed = true;
+  saved.checkpoint.dir = dir;
+  saved.checkpoint.save_interval = 3;
+  saved.checkpoint.keep_last = 1;
+  const std::vector<double> uninterrupted = Trainer(saved, *world).train();
+  ASSERT_TRUE(fs::exists(dir + "/iter_0000006"));
+  ASSERT_FALSE(fs::exists(dir + "/iter_0000003")) << "keep_last 1 keeps only the newest";
+  // ... resumed from iteration 3: re-save it (the run above pruned it) by replaying 3 steps.
+  Config three = saved;
+  three.training.train_steps = 3;
+  three.checkpoint.dir = dir + "-3";
+  if (world->rank() == 0) fs::remove_all(three.checkpoint.dir);
+  world->barrier();
+  Trainer(three, *world).train();
+
+  // ... into plain data parallelism with half the expert parallelism and no ZeRO,
+  Config other = saved;
+  other.parallel.expert = std::max(1, W / 2);
+  other.optimizer.distributed = false;
+  other.checkpoint = {.dir = "", .save_interval = 0, .keep_last = 1, .load = three.checkpoint.dir};
+  other.logging.dir += "-other";
+  const std::vector<double> relayout = Trainer(other, *world).train();
+  ASSERT_EQ(relayout.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_NEAR(relayout[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i]) << "step " << 4 + i;
+  // ... and into a single rank.
+  auto solo = world->split(world->rank() == 0 ? 0 : 1, world->rank(), "solo");
+  if (world->rank() == 0) {
+    Config one = other;
+    one.parallel.expert = 1;
+    one.logging.dir += "-one";
+    const std::vector<double> single = Trainer(one, *solo).train();
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(single[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i]) << "step " << 4 + i;
+  }
+  world->barrier();
+}
+
+// Each bad checkpoint: the error names the checkpoint, the tensor or file, and the mismatch.
+TEST(Checkpoint, BadCheckpointsAreRefusedBeforeAnyWeightChanges) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  auto solo = world->split(world->rank(), 0, "solo");  // each rank works alone in its own dir
+  const std::string dir = std::string(ORIGAMI_BINARY_DIR) +
+                          fmt::format("/test-ckpt/bad-{}-{}", world->size(), world->rank());
+  fs::remove_all(dir);
+  Config cfg = small_config(fmt::format("bad-{}-{}", world->size(), world->rank()));
+  cfg.training.train_steps = 1;
+  cfg.checkpoint.dir = dir;
+  cfg.checkpoint.save_interval = 1;
+  Trainer(cfg, *solo).train();
+  const std::string ckpt = dir + "/iter_0000001";
+
+  auto load_error = [&](const Config& c) -> std::string {
+    try {
+      Trainer t(c, *solo);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Config load = cfg;
+  load.checkpoint = {.load = dir};
+  load.training.train_steps = 2;
+  EXPECT_EQ(load_error(load), "");  // the good one loads
+
+  Config more_layers = load;
+  more_layers.model.num_layers = 3;
+  std::string e = load_error(more_layers);
+  EXPECT_NE(e.find(ckpt), std::string::npos) << e;
+  EXPECT_NE(e.find("layers.2.attention_norm.weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("missing"), std::string::npos) << e;
+
+  Config wider = load;
+  wider.moe.expert_ffn_hidden_size = 64;
+  e = load_error(wider);
+  EXPECT_NE(e.find("layers.0.moe.experts.fc1.weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("[4, 2, 48, 32]"), std::string::npos) << e;
+  EXPECT_NE(e.find("[4, 2, 64, 32]"), std::string::npos) << e;
+
+  // A version from the future.
+  const std::string index_path = ckpt + "/index.json";
+  auto index = nlohmann::json::parse(std::ifstream(index_path));
+  const auto good_index = index;
+  index["format_version"] = 99;
+  std::ofstream(index_path) << index.dump();
+  e = load_error(load);
+  EXPECT_NE(e.find("format version 99"), std::string::npos) << e;
+  std::ofstream(index_path) << good_index.dump();
+
+  // A corrupted data file (bytes flipped inside a dataset), then a truncated one.
+  const std::string h5 = ckpt + "/rank_00000.h5";
+  const auto size = fs::file_size(h5);
+  {
+    std::fstream f(h5, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(size - 4096));
+    const std::string junk(64, '\x5a');
+    f.write(junk.data(), std::streamsize(junk.size()));
+  }
+  e = load_error(load);
+  EXPECT_NE(e.find(ckpt), std::string::npos) << e;
+  EXPECT_TRUE(e.find("checksum") != std::string::npos || e.find("cannot read") != std::string::npos) << e;
+  fs::resize_file(h5, size / 2);
+  e = load_error(load);
+  EXPECT_NE(e.find("rank_00000.h5"), std::string::npos) << e;
+
+  // Not a checkpoint at all.
+  Config nowhere = load;
+  nowhere.checkpoint.load = dir + "/does-not-exist";
+  e = load_error(nowhere);
+  EXPECT_NE(e.find("does-not-exist"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace origami
