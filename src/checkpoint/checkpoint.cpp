@@ -288,4 +288,58 @@ TrainingState load_checkpoint(const std::string& path_in, ParamStore& store, std
                        .optimizer_steps = index["optimizer_steps"]};
 }
 
+CheckpointInfo read_checkpoint_info(const std::string& path_in) {
+  CheckpointInfo info;
+  info.path = resolve_checkpoint(path_in);
+  json index;
+  try {
+    index = json::parse(std::ifstream(fs::path(info.path) / "index.json"));
+  } catch (const std::exception& e) {
+    fail("checkpoint '{}': index.json is not valid JSON: {}", info.path, e.what());
+  }
+  info.format_version = index.value("format_version", int64_t(-1));
+  check(info.format_version >= 1 && info.format_version <= kCheckpointFormatVersion,
+        "checkpoint '{}': format version {} is not readable by this build (reads 1..{})",
+        info.path, info.format_version, kCheckpointFormatVersion);
+  info.state = {.step = index["step"], .consumed_samples = index["consumed_samples"],
+                .skipped = index["skipped_iterations"], .optimizer_steps = index["optimizer_steps"]};
+  info.world_size = index["world_size"];
+  info.config_yaml = index["config"];
+  for (auto it = index["tensors"].begin(); it != index["tensors"].end(); ++it)
+    info.shapes[it.key()] = it.value()["global_shape"].get<std::vector<int64_t>>();
+  return info;
+}
+
+std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> read_checkpoint_tensors(
+    const std::string& path_in, const std::string& kind) {
+  const CheckpointInfo info = read_checkpoint_info(path_in);
+  const json index = json::parse(std::ifstream(fs::path(info.path) / "index.json"));
+  std::map<std::string, Hdf5File> files;
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> out;
+  for (const auto& [name, shape] : info.shapes) {
+    auto& [gshape, data] = out[name];
+    gshape = shape;
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    data.assign(static_cast<size_t>(n), 0.f);
+    int64_t covered = 0;
+    for (const auto& piece : index["tensors"][name]["pieces"]) {
+      const std::string file = (fs::path(info.path) / piece["file"].get<std::string>()).string();
+      auto fit = files.find(file);
+      if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
+      const auto piece_data = fit->second.read(kind + "/" + name);
+      check(checksum(piece_data.data(), int64_t(piece_data.size())) ==
+                piece["checksum_" + kind].get<uint64_t>(),
+            "checkpoint '{}': dataset '{}/{}' in {} fails its checksum (corrupted file)", info.path,
+            kind, name, file);
+      covered += copy_intersection(piece["offsets"].get<std::vector<int64_t>>(),
+                                   piece["shape"].get<std::vector<int64_t>>(), piece_data.data(),
+                                   std::vector<int64_t>(shape.size(), 0), shape, data.data());
+    }
+    check(covered == n, "checkpoint '{}': the pieces of '{}' cover {} of its {} elements",
+          info.path, name, covered, n);
+  }
+  return out;
+}
+
 }  // namespace origami

@@ -7,6 +7,7 @@
 // every tensor before a single weight is overwritten.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,5 +41,19 @@ std::string resolve_checkpoint(const std::string& path);
 // checksums (an Error names the checkpoint, the tensor and the mismatch; nothing is overwritten).
 TrainingState load_checkpoint(const std::string& path, ParamStore& store, std::vector<float>& m,
                               std::vector<float>& v);
+
+// Tools (origami-ckpt): the checkpoint's metadata, and whole global tensors assembled from the
+// pieces of every rank (kind: "model", "exp_avg" or "exp_avg_sq"), checksums verified.
+struct CheckpointInfo {
+  std::string path;                 // the resolved iter_* directory
+  int64_t format_version = 0;
+  TrainingState state;
+  int64_t world_size = 0;
+  std::string config_yaml;
+  std::map<std::string, std::vector<int64_t>> shapes;  // tensor -> global shape
+};
+CheckpointInfo read_checkpoint_info(const std::string& path);
+std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> read_checkpoint_tensors(
+    const std::string& path, const std::string& kind = "model");
 
 }  // namespace origami

@@ -1,0 +1,147 @@
+// origami-ckpt: the user's tools around checkpoints (docs/checkpoints.md).
+//   inspect CKPT             metadata, tensors, shapes, pieces, sizes; checksums verified
+//   diff A B [--tol X]       compare two checkpoints' weights (exit 1 when they differ)
+//   export-hf CKPT OUT       Hugging Face directory (Mixtral naming, safetensors + config.json)
+//   import-hf HF_DIR OUT     a step-0 Origami checkpoint from such a directory
+// CKPT is a save directory (its `latest` is followed) or one iter_* directory.
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+
+#include "backend/backend.h"
+#include "base/error.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/hf_mixtral.h"
+#include "comm/mpi_runtime.h"
+#include "config/config.h"
+#include "model/moe_transformer.h"
+
+using namespace origami;
+
+namespace {
+
+int inspect(const std::string& path) {
+  const CheckpointInfo info = read_checkpoint_info(path);
+  std::printf("checkpoint      %s\nformat version  %lld\nstep            %lld\nconsumed        %lld "
+              "samples\nskipped         %lld iterations\nsaved by        %lld ranks\n",
+              info.path.c_str(), (long long)info.format_version, (long long)info.state.step,
+              (long long)info.state.consumed_samples, (long long)info.state.skipped,
+              (long long)info.world_size);
+  const auto tensors = read_checkpoint_tensors(path);  // verifies every checksum
+  int64_t params = 0;
+  std::printf("\n%-52s %-22s %s\n", "tensor", "global shape", "elements");
+  for (const auto& [name, t] : tensors) {
+    std::printf("%-52s %-22s %zu\n", name.c_str(), shape_str(t.first).c_str(), t.second.size());
+    params += int64_t(t.second.size());
+  }
+  std::printf("\n%zu tensors, %lld parameters (fp32 weights + 2 Adam moments: %.1f MiB); all "
+              "checksums verified\n\nconfig:\n%s", tensors.size(), (long long)params,
+              3.0 * 4.0 * double(params) / (1 << 20), info.config_yaml.c_str());
+  return 0;
+}
+
+int diff(const std::string& a, const std::string& b, double tol) {
+  const auto ta = read_checkpoint_tensors(a), tb = read_checkpoint_tensors(b);
+  int differing = 0;
+  for (const auto& [name, t] : ta) {
+    auto it = tb.find(name);
+    if (it == tb.end()) {
+      std::printf("%s: only in %s\n", name.c_str(), a.c_str());
+      ++differing;
+      continue;
+    }
+    if (it->second.first != t.first) {
+      std::printf("%s: shape %s vs %s\n", name.c_str(), shape_str(t.first).c_str(),
+                  shape_str(it->second.first).c_str());
+      ++differing;
+      continue;
+    }
+    double max_diff = 0;
+    for (size_t i = 0; i < t.second.size(); ++i)
+      max_diff = std::max(max_diff, double(std::abs(t.second[i] - it->second.second[i])));
+    if (max_diff > tol) {
+      std::printf("%s: max |difference| %.3g\n", name.c_str(), max_diff);
+      ++differing;
+    }
+  }
+  for (const auto& [name, t] : tb)
+    if (!ta.contains(name)) std::printf("%s: only in %s\n", name.c_str(), b.c_str()), ++differing;
+  std::printf("%d of %zu tensors differ (tolerance %g)\n", differing, ta.size(), tol);
+  return differing ? 1 : 0;
+}
+
+Config checkpoint_config(const CheckpointInfo& info) {
+  return parse_config(info.config_yaml, info.path + "/index.json (config)");
+}
+
+int export_hf(const std::string& path, const std::string& out, const std::string& dtype) {
+  const CheckpointInfo info = read_checkpoint_info(path);
+  const Config cfg = checkpoint_config(info);
+  HostTensorMap tensors;
+  for (auto& [name, t] : read_checkpoint_tensors(path)) tensors[name] = {t.first, std::move(t.second)};
+  save_mixtral(out, tensors, cfg, dtype);
+  std::printf("exported %s (step %lld) to %s: %zu Origami tensors, Mixtral naming, %s\n",
+              info.path.c_str(), (long long)info.state.step, out.c_str(), tensors.size(),
+              dtype.c_str());
+  return 0;
+}
+
+int import_hf(const std::string& hf_dir, const std::string& out) {
+  const MixtralModel hf = load_mixtral(hf_dir);
+  auto world = make_mpi_world();
+  check(world->size() == 1, "origami-ckpt import-hf runs as a single process");
+  // A 1-rank model declares every parameter with its global shape; its values come from the
+  // HF tensors, its Adam moments start at zero, and the ordinary save writes the checkpoint.
+  auto be = make_backend("cpu");
+  MoeTransformer model(*be, hf.config, MicroBatchShape{1, 1}, hf.config.training.seed);
+  ParamStore& store = model.params();
+  for (const Param& p : store.all()) {
+    auto it = hf.params.find(p.spec.name);
+    check(it != hf.params.end(), "import-hf {}: no tensor for '{}'", hf_dir, p.spec.name);
+    check(it->second.shape == p.spec.global_shape, "import-hf {}: '{}' has shape {}, expected {}",
+          hf_dir, p.spec.name, shape_str(it->second.shape), shape_str(p.spec.global_shape));
+    be->copy_from_host(p.value.data(), it->second.data.data(), p.value.bytes());
+  }
+  const auto layout = ParallelLayout::from_config(hf.config.parallel, 1);
+  const auto groups = ProcessGroups::create(*world, layout);
+  std::vector<float> zeros(size_t(store.count()), 0.f);
+  const std::string saved = save_checkpoint(out, 0, TrainingState{}, to_yaml(hf.config), store,
+                                            zeros, zeros, groups, *world);
+  std::printf("imported %s into %s (%zu tensors); resume from it with checkpoint.load: %s\n",
+              hf_dir.c_str(), saved.c_str(), store.all().size(), out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiRuntime mpi(&argc, &argv);
+  CLI::App app{"origami-ckpt: inspect, compare and convert Origami checkpoints"};
+  app.require_subcommand(1);
+  std::string a, b, out, dtype = "BF16";
+  double tol = 0.0;
+  auto* ins = app.add_subcommand("inspect", "print metadata and tensors, verify checksums");
+  ins->add_option("checkpoint", a)->required();
+  auto* dif = app.add_subcommand("diff", "compare the weights of two checkpoints");
+  dif->add_option("a", a)->required();
+  dif->add_option("b", b)->required();
+  dif->add_option("--tol", tol, "largest |difference| still equal (default 0: bitwise)");
+  auto* exp = app.add_subcommand("export-hf", "write a Hugging Face (Mixtral) directory");
+  exp->add_option("checkpoint", a)->required();
+  exp->add_option("out", out)->required();
+  exp->add_option("--dtype", dtype, "F32 or BF16")->check(CLI::IsMember({"F32", "BF16"}));
+  auto* imp = app.add_subcommand("import-hf", "make a step-0 checkpoint from a Mixtral directory");
+  imp->add_option("hf_dir", a)->required();
+  imp->add_option("out", out, "save directory for the new checkpoint")->required();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*ins) return inspect(a);
+    if (*dif) return diff(a, b, tol);
+    if (*exp) return export_hf(a, out, dtype);
+    if (*imp) return import_hf(a, out);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "origami-ckpt: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

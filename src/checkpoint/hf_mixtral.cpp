@@ -1,0 +1,346 @@
+// Origami <-> Mixtral (transformers MixtralForCausalLM) parameter and config conversion.
+// Every conversion is a contiguous block copy: Origami's fused tensors (qkv rows Wq|Wk|Wv,
+// expert fc1 [E, 2, F, H] = gate|up, fc2 [E, H, F]) are stacks of exactly the row blocks
+// Mixtral stores per projection and per expert, both [out, in] row-major.
+// RoPE: Origami rotates the two halves of each head (x_i with x_{i+hd/2}), which is transformers'
+// rotate_half convention, so q_proj/k_proj rows need NO permutation (unlike Meta's interleaved
+// checkpoints, which convert_mixtral_weights_to_hf.py permutes).
+#include "checkpoint/hf_mixtral.h"
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+
+#include "base/error.h"
+
+namespace origami {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kQwenHint =
+    "Mixtral has only routed experts in every layer; shared experts and dense MLP layers need "
+    "Qwen2-MoE naming (mlp.experts.E.{gate,up,down}_proj, mlp.shared_expert.*, "
+    "mlp.shared_expert_gate), which Origami does not convert yet";
+
+struct Dims {
+  int64_t V, H, nh, nkv, hd, E, F, L;
+  bool tied;
+};
+
+// The model shapes cfg implies, after checking Mixtral can express that model at all.
+Dims mixtral_dims(const Config& cfg, const char* fn) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  check(moe.num_experts > 0, "{}: moe.num_experts = 0 makes every layer a dense MLP; {}", fn,
+        kQwenHint);
+  check(moe.shared_expert_ffn_hidden_size == 0,
+        "{}: moe.shared_expert_ffn_hidden_size = {} gives each MoE layer a shared expert; {}", fn,
+        moe.shared_expert_ffn_hidden_size, kQwenHint);
+  check(moe.layer_freq == 1,
+        "{}: moe.layer_freq = {} makes some layers dense MLPs (layers.1.mlp.*); {}", fn,
+        moe.layer_freq, kQwenHint);
+  check(moe.router.score == "softmax" && moe.router.renormalize,
+        "{}: Mixtral routes with softmax scores and renormalised top-k weights; this model has "
+        "moe.router.score = {} and renormalize = {}",
+        fn, moe.router.score, moe.router.renormalize);
+  check(m.num_attention_heads > 0 && m.hidden_size % m.num_attention_heads == 0,
+        "{}: model.hidden_size {} is not a multiple of model.num_attention_heads {}", fn,
+        m.hidden_size, m.num_attention_heads);
+  return {m.vocab_size,
+          m.hidden_size,
+          m.num_attention_heads,
+          m.num_query_groups,
+          m.hidden_size / m.num_attention_heads,
+          moe.num_experts,
+          moe.expert_ffn_hidden_size,
+          m.num_layers,
+          m.tie_embeddings};
+}
+
+// Looks up `name`, checks its shape, and marks it used (leftovers are unknown names).
+class Source {
+ public:
+  Source(const HostTensorMap& m, const char* fn) : m_(m), fn_(fn) {}
+
+  const HostTensor& take(const std::string& name, const std::vector<int64_t>& shape) {
+    auto it = m_.find(name);
+    check(it != m_.end(), "{}: tensor '{}' is missing (expected shape {})", fn_, name,
+          shape_str(shape));
+    const HostTensor& t = it->second;
+    check(t.shape == shape, "{}: tensor '{}' has shape {}, expected {}", fn_, name,
+          shape_str(t.shape), shape_str(shape));
+    check(t.data.size() == size_t(numel(shape)), "{}: tensor '{}' of shape {} holds {} values", fn_,
+          name, shape_str(shape), t.data.size());
+    used_.insert(name);
+    return t;
+  }
+  bool has(const std::string& name) const { return m_.count(name) == 1; }
+  void skip(const std::string& name) { used_.insert(name); }
+
+  void check_all_used(const char* what) const {
+    for (const auto& [name, t] : m_)
+      check(used_.count(name) == 1, "{}: tensor '{}' is not a {} parameter of this config", fn_,
+            name, what);
+  }
+
+ private:
+  const HostTensorMap& m_;
+  const char* fn_;
+  std::set<std::string> used_;
+};
+
+// Elements [offset, offset + numel(shape)) of t as a tensor of `shape`.
+HostTensor block(const HostTensor& t, int64_t offset, std::vector<int64_t> shape) {
+  const int64_t n = numel(shape);
+  return {std::move(shape),
+          std::vector<float>(t.data.begin() + offset, t.data.begin() + offset + n)};
+}
+
+void put(HostTensor& dst, int64_t offset, const HostTensor& src) {
+  std::copy(src.data.begin(), src.data.end(), dst.data.begin() + offset);
+}
+
+HostTensor zeros(std::vector<int64_t> shape) {
+  const size_t n = size_t(numel(shape));
+  return {std::move(shape), std::vector<float>(n)};
+}
+
+std::string origami_layer(int64_t l) { return fmt::format("layers.{}.", l); }
+std::string hf_layer(int64_t l) { return fmt::format("model.layers.{}.", l); }
+
+}  // namespace
+
+HostTensorMap to_mixtral(const HostTensorMap& origami, const Config& cfg) {
+  const char* fn = "to_mixtral";
+  // Name the offending parameter first: it is what a user will recognise in their model.
+  for (const auto& [name, t] : origami)
+    check(name.find(".shared_expert.") == std::string::npos &&
+              name.find(".mlp.") == std::string::npos,
+          "{}: parameter '{}' has no Mixtral counterpart; {}", fn, name, kQwenHint);
+  const Dims d = mixtral_dims(cfg, fn);
+  Source src(origami, fn);
+  HostTensorMap hf;
+  hf["model.embed_tokens.weight"] = src.take("embedding.weight", {d.V, d.H});
+  for (int64_t l = 0; l < d.L; ++l) {
+    const std::string o = origami_layer(l), h = hf_layer(l);
+    hf[h + "input_layernorm.weight"] = src.take(o + "attention_norm.weight", {d.H});
+    const HostTensor& qkv = src.take(o + "attention.qkv.weight", {(d.nh + 2 * d.nkv) * d.hd, d.H});
+    const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
+    hf[h + "self_attn.q_proj.weight"] = block(qkv, 0, {q_rows, d.H});
+    hf[h + "self_attn.k_proj.weight"] = block(qkv, q_rows * d.H, {kv_rows, d.H});
+    hf[h + "self_attn.v_proj.weight"] = block(qkv, (q_rows + kv_rows) * d.H, {kv_rows, d.H});
+    hf[h + "self_attn.o_proj.weight"] = src.take(o + "attention.proj.weight", {d.H, q_rows});
+    hf[h + "post_attention_layernorm.weight"] = src.take(o + "ffn_norm.weight", {d.H});
+    hf[h + "block_sparse_moe.gate.weight"] = src.take(o + "moe.router.weight", {d.E, d.H});
+    const HostTensor& fc1 = src.take(o + "moe.experts.fc1.weight", {d.E, 2, d.F, d.H});
+    const HostTensor& fc2 = src.take(o + "moe.experts.fc2.weight", {d.E, d.H, d.F});
+    for (int64_t e = 0; e < d.E; ++e) {
+      const std::string x = fmt::format("{}block_sparse_moe.experts.{}.", h, e);
+      hf[x + "w1.weight"] = block(fc1, (2 * e + 0) * d.F * d.H, {d.F, d.H});  // gate
+      hf[x + "w3.weight"] = block(fc1, (2 * e + 1) * d.F * d.H, {d.F, d.H});  // up
+      hf[x + "w2.weight"] = block(fc2, e * d.H * d.F, {d.H, d.F});            // down
+    }
+  }
+  hf["model.norm.weight"] = src.take("final_norm.weight", {d.H});
+  // Tied: transformers re-ties lm_head to embed_tokens on load, so the file omits it.
+  if (!d.tied) hf["lm_head.weight"] = src.take("lm_head.weight", {d.V, d.H});
+  src.check_all_used(d.tied ? "Origami (tied embeddings: no lm_head.weight)" : "Origami");
+  return hf;
+}
+
+HostTensorMap from_mixtral(const HostTensorMap& hf, const Config& cfg) {
+  const char* fn = "from_mixtral";
+  const Dims d = mixtral_dims(cfg, fn);
+  Source src(hf, fn);
+  HostTensorMap o;
+  o["embedding.weight"] = src.take("model.embed_tokens.weight", {d.V, d.H});
+  const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
+  for (int64_t l = 0; l < d.L; ++l) {
+    const std::string p = origami_layer(l), h = hf_layer(l);
+    o[p + "attention_norm.weight"] = src.take(h + "input_layernorm.weight", {d.H});
+    HostTensor qkv = zeros({q_rows + 2 * kv_rows, d.H});
+    put(qkv, 0, src.take(h + "self_attn.q_proj.weight", {q_rows, d.H}));
+    put(qkv, q_rows * d.H, src.take(h + "self_attn.k_proj.weight", {kv_rows, d.H}));
+    put(qkv, (q_rows + kv_rows) * d.H, src.take(h + "self_attn.v_proj.weight", {kv_rows, d.H}));
+    o[p + "attention.qkv.weight"] = std::move(qkv);
+    o[p + "attention.proj.weight"] = src.take(h + "self_attn.o_proj.weight", {d.H, q_rows});
+    o[p + "ffn_norm.weight"] = src.take(h + "post_attention_layernorm.weight", {d.H});
+    o[p + "moe.router.weight"] = src.take(h + "block_sparse_moe.gate.weight", {d.E, d.H});
+    HostTensor fc1 = zeros({d.E, 2, d.F, d.H}), fc2 = zeros({d.E, d.H, d.F});
+    for (int64_t e = 0; e < d.E; ++e) {
+      const std::string x = fmt::format("{}block_sparse_moe.experts.{}.", h, e);
+      put(fc1, (2 * e + 0) * d.F * d.H, src.take(x + "w1.weight", {d.F, d.H}));
+      put(fc1, (2 * e + 1) * d.F * d.H, src.take(x + "w3.weight", {d.F, d.H}));
+      put(fc2, e * d.H * d.F, src.take(x + "w2.weight", {d.H, d.F}));
+    }
+    o[p + "moe.experts.fc1.weight"] = std::move(fc1);
+    o[p + "moe.experts.fc2.weight"] = std::move(fc2);
+    // Old checkpoints carry the RoPE frequency buffer; it is derived from rope_theta, not learnt.
+    const std::string inv_freq = h + "self_attn.rotary_emb.inv_freq";
+    if (src.has(inv_freq)) src.skip(inv_freq);
+  }
+  o["final_norm.weight"] = src.take("model.norm.weight", {d.H});
+  if (!d.tied) {
+    o["lm_head.weight"] = src.take("lm_head.weight", {d.V, d.H});
+  } else if (src.has("lm_head.weight")) {
+    // Some tied checkpoints still store the head; accept it only if it really is the embedding.
+    const HostTensor& head = src.take("lm_head.weight", {d.V, d.H});
+    check(head == o["embedding.weight"],
+          "{}: model.tie_embeddings is true but 'lm_head.weight' differs from "
+          "'model.embed_tokens.weight'; load with tie_embeddings false",
+          fn);
+  }
+  src.check_all_used("Mixtral");
+  return o;
+}
+
+nlohmann::json mixtral_config_json(const Config& cfg, const std::string& torch_dtype) {
+  const Dims d = mixtral_dims(cfg, "mixtral_config_json");
+  check(torch_dtype == "float32" || torch_dtype == "bfloat16",
+        "mixtral_config_json: torch_dtype '{}' (float32 or bfloat16)", torch_dtype);
+  const auto& m = cfg.model;
+  nlohmann::json j;
+  j["architectures"] = {"MixtralForCausalLM"};
+  j["model_type"] = "mixtral";
+  j["torch_dtype"] = torch_dtype;
+  j["vocab_size"] = d.V;
+  j["hidden_size"] = d.H;
+  j["intermediate_size"] = d.F;
+  j["num_hidden_layers"] = d.L;
+  j["num_attention_heads"] = d.nh;
+  j["num_key_value_heads"] = d.nkv;
+  j["head_dim"] = d.hd;
+  j["num_local_experts"] = d.E;
+  j["num_experts_per_tok"] = cfg.moe.top_k;
+  j["rms_norm_eps"] = m.norm_eps;
+  j["rope_theta"] = m.rope_theta;
+  j["max_position_embeddings"] = m.max_seq_length;
+  j["router_aux_loss_coef"] = cfg.moe.router.aux_loss_coeff;
+  j["router_jitter_noise"] = 0.0;
+  j["tie_word_embeddings"] = d.tied;
+  j["sliding_window"] = nullptr;  // Origami attends over the whole sequence
+  j["initializer_range"] = m.init_std;
+  j["hidden_act"] = "silu";
+  j["attention_dropout"] = 0.0;
+  j["output_router_logits"] = false;
+  j["use_cache"] = true;
+  return j;
+}
+
+Config config_from_mixtral_json(const nlohmann::json& j, const std::string& source,
+                                const Config& base) {
+  check(j.is_object(), "{}: a Mixtral config.json must be a JSON object", source);
+  if (j.contains("model_type"))
+    check(j["model_type"] == "mixtral", "{}: model_type is {}, expected \"mixtral\"", source,
+          j["model_type"].dump());
+  auto number = [&](const char* key) -> const nlohmann::json& {
+    const auto& v = j[key];
+    check(v.is_number(), "{}: '{}' must be a number, got {}", source, key, v.dump());
+    return v;
+  };
+  auto integer = [&](const char* key, std::optional<int64_t> fallback) -> int64_t {
+    if (!j.contains(key) || j[key].is_null()) {
+      check(fallback.has_value(), "{}: required key '{}' is missing", source, key);
+      return *fallback;
+    }
+    const auto& v = number(key);
+    check(v.is_number_integer() && v.get<int64_t>() > 0,
+          "{}: '{}' must be a positive integer, got {}", source, key, v.dump());
+    return v.get<int64_t>();
+  };
+  auto real = [&](const char* key, double fallback) -> double {
+    return j.contains(key) && !j[key].is_null() ? number(key).get<double>() : fallback;
+  };
+
+  Config cfg = base;
+  auto& m = cfg.model;
+  auto& moe = cfg.moe;
+  // Fallbacks are transformers' MixtralConfig defaults, which apply when a key is absent.
+  m.vocab_size = integer("vocab_size", std::nullopt);
+  m.hidden_size = integer("hidden_size", std::nullopt);
+  m.num_layers = integer("num_hidden_layers", std::nullopt);
+  m.num_attention_heads = integer("num_attention_heads", std::nullopt);
+  m.num_query_groups = integer("num_key_value_heads", m.num_attention_heads);
+  check(m.hidden_size % m.num_attention_heads == 0,
+        "{}: hidden_size {} is not a multiple of num_attention_heads {}", source, m.hidden_size,
+        m.num_attention_heads);
+  const int64_t hd = integer("head_dim", m.hidden_size / m.num_attention_heads);
+  check(hd == m.hidden_size / m.num_attention_heads,
+        "{}: head_dim {} differs from hidden_size / num_attention_heads = {}; Origami derives "
+        "the head size from those two",
+        source, hd, m.hidden_size / m.num_attention_heads);
+  m.max_seq_length = integer("max_position_embeddings", 4096 * 32);
+  m.norm_eps = real("rms_norm_eps", 1e-5);
+  m.rope_theta = real("rope_theta", 1e6);
+  m.init_std = real("initializer_range", 0.02);
+  if (j.contains("tie_word_embeddings")) {
+    check(j["tie_word_embeddings"].is_boolean(), "{}: 'tie_word_embeddings' must be a boolean",
+          source);
+    m.tie_embeddings = j["tie_word_embeddings"].get<bool>();
+  } else {
+    m.tie_embeddings = false;
+  }
+  // model.ffn_hidden_size (dense layers) stays base's: a Mixtral model has no dense layer.
+  if (j.contains("sliding_window") && !j["sliding_window"].is_null())
+    check(integer("sliding_window", std::nullopt) >= m.max_seq_length,
+          "{}: sliding_window {} is shorter than max_position_embeddings {}; Origami has no "
+          "sliding-window attention",
+          source, j["sliding_window"].dump(), m.max_seq_length);
+  check(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
+        "{}: rope_scaling {} is not supported (Origami uses plain RoPE)", source,
+        j.contains("rope_scaling") ? j["rope_scaling"].dump() : "");
+  if (j.contains("hidden_act"))
+    check(j["hidden_act"] == "silu", "{}: hidden_act {} (Origami's experts are SwiGLU: silu)",
+          source, j["hidden_act"].dump());
+
+  moe.num_experts = integer("num_local_experts", 8);
+  moe.top_k = integer("num_experts_per_tok", 2);
+  check(moe.top_k <= moe.num_experts, "{}: num_experts_per_tok {} exceeds num_local_experts {}",
+        source, moe.top_k, moe.num_experts);
+  moe.expert_ffn_hidden_size = integer("intermediate_size", std::nullopt);
+  moe.shared_expert_ffn_hidden_size = 0;
+  moe.layer_freq = 1;
+  moe.router.score = "softmax";
+  moe.router.renormalize = true;
+  // router_jitter_noise is a training-time perturbation Origami does not implement; inference
+  // and the weights are unaffected, so it is not refused.
+  moe.router.aux_loss_coeff = real("router_aux_loss_coef", 0.001);
+  return cfg;
+}
+
+void save_mixtral(const std::string& dir, const HostTensorMap& origami, const Config& cfg,
+                  const std::string& dtype, uint64_t max_shard_bytes) {
+  check(dtype == "F32" || dtype == "BF16", "save_mixtral: dtype '{}' (F32 or BF16)", dtype);
+  HostTensorMap hf = to_mixtral(origami, cfg);
+  const nlohmann::json config = mixtral_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  check(!ec, "save_mixtral: cannot create directory '{}': {}", dir, ec.message());
+  write_safetensors_sharded(dir, encode_tensors(hf, dtype), max_shard_bytes);
+  const std::string path = (fs::path(dir) / "config.json").string();
+  std::ofstream out(path, std::ios::trunc);
+  out << config.dump(2) << "\n";
+  out.flush();
+  check(bool(out), "save_mixtral: writing '{}' failed", path);
+}
+
+MixtralModel load_mixtral(const std::string& dir, const Config& base) {
+  const std::string path = (fs::path(dir) / "config.json").string();
+  std::ifstream in(path);
+  check(bool(in), "load_mixtral: cannot open '{}'", path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("load_mixtral: '{}' is not valid JSON: {}", path, e.what());
+  }
+  MixtralModel model;
+  model.config = config_from_mixtral_json(j, path, base);
+  model.params = from_mixtral(decode_tensors(read_safetensors_model(dir).tensors), model.config);
+  return model;
+}
+
+}  // namespace origami

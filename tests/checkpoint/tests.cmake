@@ -1,0 +1,7 @@
+# origami-ckpt end to end: train+save (2 ranks, EP2) -> inspect -> export-hf -> import-hf -> diff
+# (bitwise) -> resume training from the imported checkpoint.
+add_test(NAME cli.ckpt_hf_round_trip
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint/hf_round_trip.sh ${PROJECT_SOURCE_DIR}
+          ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
+set_tests_properties(cli.ckpt_hf_round_trip PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
+  LABELS cli TIMEOUT 300 PROCESSORS 2)
