@@ -11,7 +11,7 @@ packages=(
   googletest libgtest-dev                    # tests
   libsentencepiece-dev sentencepiece         # tokenizer (library + spm_* tools for tests)
   nlohmann-json3-dev libcli11-dev            # metrics JSONL, command lines
-  python3 python3-numpy                      # reference scripts in tests/
+  python3 python3-numpy python3-torch        # reference scripts in tests/ (Mixtral golden)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,8 @@
 //   diff A B [--tol X]       compare two checkpoints' weights (exit 1 when they differ)
 //   export-hf CKPT OUT       Hugging Face directory (Mixtral naming, safetensors + config.json)
 //   import-hf HF_DIR OUT     a step-0 Origami checkpoint from such a directory
+//   eval CKPT --data PREFIX  mean LM loss and perplexity on an indexed dataset
+//   logits CKPT --tokens ... the model's logits for one sequence (raw fp32 file; golden tests)
 // CKPT is a save directory (its `latest` is followed) or one iter_* directory.
 #include <CLI/CLI.hpp>
 #include <cmath>
@@ -13,6 +15,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_mixtral.h"
 #include "comm/mpi_runtime.h"
+#include "data/sample_source.h"
 #include "config/config.h"
 #include "model/moe_transformer.h"
 
@@ -112,6 +115,73 @@ int import_hf(const std::string& hf_dir, const std::string& out) {
   return 0;
 }
 
+// A 1-rank model of the checkpoint's config, loaded from the checkpoint (any saved layout).
+struct LoadedModel {
+  Config cfg;
+  std::unique_ptr<Backend> be = make_backend("cpu");
+  std::unique_ptr<MoeTransformer> model;
+};
+
+LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq) {
+  LoadedModel lm;
+  const CheckpointInfo info = read_checkpoint_info(path);
+  lm.cfg = checkpoint_config(info);
+  lm.cfg.parallel = ParallelConfig{};
+  lm.model = std::make_unique<MoeTransformer>(*lm.be, lm.cfg, MicroBatchShape{batch, seq},
+                                              lm.cfg.training.seed);
+  std::vector<float> m, v;
+  load_checkpoint(info.path, lm.model->params(), m, v);
+  return lm;
+}
+
+int eval(const std::string& path, const std::string& data, int64_t samples) {
+  auto world = make_mpi_world();
+  check(world->size() == 1, "origami-ckpt eval runs as a single process");
+  const CheckpointInfo info = read_checkpoint_info(path);
+  Config cfg = checkpoint_config(info);
+  const int64_t mbs = cfg.training.micro_batch_size, seq = cfg.training.seq_length;
+  LoadedModel lm = load_model(path, mbs, seq);
+  DataConfig dc = cfg.data;
+  dc.blend = {{data, 1.0}};
+  dc.split = {1.0, 0.0, 0.0};  // the whole dataset
+  auto source = open_dataset(dc, {.seq_length = seq, .seed = cfg.training.seed,
+                                  .num_samples = samples, .split = 0}, *world);
+  std::vector<int32_t> tokens(size_t(mbs * seq)), targets(tokens.size()), x(size_t(seq + 1));
+  double loss = 0;
+  int64_t counted = 0;
+  for (int64_t first = 0; first + mbs <= samples; first += mbs) {
+    for (int64_t b = 0; b < mbs; ++b) {
+      source->get(first + b, x);
+      std::copy(x.begin(), x.end() - 1, tokens.begin() + b * seq);
+      std::copy(x.begin() + 1, x.end(), targets.begin() + b * seq);
+    }
+    const ForwardStats st = lm.model->forward(tokens.data(), targets.data(), {});
+    loss += st.lm_loss_sum;
+    counted += st.loss_tokens;
+  }
+  check(counted > 0, "eval: --samples {} is smaller than one micro-batch ({})", samples, mbs);
+  std::printf("checkpoint %s (step %lld) on %s: %lld tokens, mean loss %.6f, perplexity %.3f\n",
+              info.path.c_str(), (long long)info.state.step, data.c_str(), (long long)counted,
+              loss / double(counted), std::exp(loss / double(counted)));
+  return 0;
+}
+
+int logits(const std::string& path, const std::vector<int32_t>& tokens, const std::string& out) {
+  const int64_t T = int64_t(tokens.size());
+  LoadedModel lm = load_model(path, 1, T);
+  std::vector<int32_t> targets(tokens.size(), -1);
+  lm.model->forward(tokens.data(), targets.data(), {});
+  const int64_t V = lm.cfg.model.vocab_size;
+  std::vector<float> host(size_t(T * V));
+  lm.be->copy_to_host(host.data(), lm.model->logits(), host.size() * sizeof(float));
+  std::FILE* f = std::fopen(out.c_str(), "wb");
+  check(f != nullptr, "logits: cannot write '{}'", out);
+  std::fwrite(host.data(), sizeof(float), host.size(), f);
+  std::fclose(f);
+  std::printf("wrote %lld x %lld fp32 logits to %s\n", (long long)T, (long long)V, out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,12 +203,25 @@ int main(int argc, char** argv) {
   auto* imp = app.add_subcommand("import-hf", "make a step-0 checkpoint from a Mixtral directory");
   imp->add_option("hf_dir", a)->required();
   imp->add_option("out", out, "save directory for the new checkpoint")->required();
+  std::string data;
+  int64_t samples = 64;
+  std::vector<int32_t> tokens;
+  auto* ev = app.add_subcommand("eval", "mean loss and perplexity on an indexed dataset");
+  ev->add_option("checkpoint", a)->required();
+  ev->add_option("--data", data, "dataset prefix (.bin/.idx)")->required();
+  ev->add_option("--samples", samples, "samples of seq_length+1 tokens to evaluate");
+  auto* lg = app.add_subcommand("logits", "write the logits of one token sequence (fp32, [T, V])");
+  lg->add_option("checkpoint", a)->required();
+  lg->add_option("--tokens", tokens, "token ids")->required()->delimiter(',');
+  lg->add_option("--out", out, "output file")->required();
   CLI11_PARSE(app, argc, argv);
   try {
     if (*ins) return inspect(a);
     if (*dif) return diff(a, b, tol);
     if (*exp) return export_hf(a, out, dtype);
     if (*imp) return import_hf(a, out);
+    if (*ev) return eval(a, data, samples);
+    if (*lg) return logits(a, tokens, out);
   } catch (const Error& e) {
     std::fprintf(stderr, "origami-ckpt: error: %s\n", e.what());
     return 1;

@@ -36,6 +36,8 @@ class MoeTransformer {
       if (MoeLayer* m = b->moe()) m->begin_step();
   }
 
+  // Logits [B*T, V] of the last forward (tools and golden tests read them).
+  const float* logits() const { return logits_.data(); }
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }
   int num_moe_layers() const { return num_moe_layers_; }

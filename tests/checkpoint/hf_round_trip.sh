@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end through the real binaries: train 2 steps on 2 ranks with EP2 and save; inspect;
 # export to a Hugging Face (Mixtral) directory in F32; import it back; the imported checkpoint's
-# weights must equal the saved ones bit for bit; and training resumes from it.
+# weights must equal the saved ones bit for bit; PyTorch's Mixtral forward on the export gives
+# Origami's logits; and training resumes from the import.
 # usage: hf_round_trip.sh SOURCE_DIR BUILD_DIR MPIRUN...
 set -euo pipefail
 src=$1; build=$2; shift 2
@@ -23,6 +24,11 @@ grep -q "all checksums verified" "$work/inspect.txt"
 test -f "$work/hf/config.json" && test -f "$work/hf/model.safetensors"
 "$build/src/origami-ckpt" import-hf "$work/hf" "$work/imported"
 "$build/src/origami-ckpt" diff "$work/ckpt" "$work/imported"
+# Golden: the exported tensors run through a PyTorch re-implementation of Mixtral's forward give
+# Origami's logits (Debian's python3-torch; /usr/bin/python3, not any other interpreter on PATH).
+tokens=5,17,300,2,8000,45,99,1000,7,7,7,123,4567,8191,0,42
+"$build/src/origami-ckpt" logits "$work/ckpt" --tokens "$tokens" --out "$work/logits.bin"
+/usr/bin/python3 "$src/tests/checkpoint/mixtral_reference.py" "$work/hf" "$tokens" "$work/logits.bin"
 "$@" -np 2 "$build/src/origami-train" "${common[@]}" --set training.train_steps=3 \
   --set "checkpoint.load=$work/imported" --set "logging.dir=$work/run2"
 echo "hf round trip: ok"
