@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -145,6 +146,12 @@ std::string save_checkpoint(const std::string& dir, int64_t keep_last, const Tra
   agree(world, error.empty(),
         fmt::format("checkpoint save to '{}' failed on rank {} or another: {}; the previous "
                     "checkpoint is untouched", dir, world.rank(), error));
+
+  // Fault injection for the crash-safety test: die here, with every rank file written but nothing
+  // published, as a kill -9 mid-save would (tests/checkpoint/crash_during_save.sh).
+  if (const char* crash = std::getenv("ORIGAMI_TEST_CRASH_IN_SAVE_AT_STEP");
+      crash && std::atoll(crash) == state.step && world.rank() == 0)
+    std::_Exit(86);
 
   // 3. Rank 0 gathers the piece lists into index.json, then publishes the checkpoint.
   const std::string mine = pieces.dump();

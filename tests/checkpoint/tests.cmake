@@ -5,3 +5,11 @@ add_test(NAME cli.ckpt_hf_round_trip
           ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
 set_tests_properties(cli.ckpt_hf_round_trip PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
   LABELS cli TIMEOUT 300 PROCESSORS 2)
+
+# A save killed midway (fault injected in rank 0 between writing and publishing) leaves the last
+# good checkpoint and `latest` intact, and training resumes from it.
+add_test(NAME cli.ckpt_crash_during_save
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint/crash_during_save.sh ${PROJECT_SOURCE_DIR}
+          ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
+set_tests_properties(cli.ckpt_crash_during_save PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
+  LABELS cli TIMEOUT 300 PROCESSORS 2)
