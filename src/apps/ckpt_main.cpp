@@ -3,6 +3,7 @@
 //   diff A B [--tol X]       compare two checkpoints' weights (exit 1 when they differ)
 //   export-hf CKPT OUT       Hugging Face directory (Mixtral naming, safetensors + config.json)
 //   import-hf HF_DIR OUT     a step-0 Origami checkpoint from such a directory
+//   upcycle DENSE OUT --experts E --top-k K   dense -> MoE (sparse upcycling)
 //   eval CKPT --data PREFIX  mean LM loss and perplexity on an indexed dataset
 //   logits CKPT --tokens ... the model's logits for one sequence (raw fp32 file; golden tests)
 // CKPT is a save directory (its `latest` is followed) or one iter_* directory.
@@ -12,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "base/error.h"
+#include "base/rng.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_mixtral.h"
 #include "comm/mpi_runtime.h"
@@ -89,29 +91,85 @@ int export_hf(const std::string& path, const std::string& out, const std::string
   return 0;
 }
 
+// A step-0 checkpoint (zero Adam moments, fresh optimizer) of a 1-rank model of `cfg` whose
+// parameters `fill` sets (given each parameter and its host buffer, pre-filled with the init).
+template <typename Fill>
+std::string save_fresh_checkpoint(const std::string& out, const Config& cfg, Fill fill) {
+  auto world = make_mpi_world();
+  check(world->size() == 1, "origami-ckpt writes new checkpoints as a single process");
+  auto be = make_backend("cpu");
+  MoeTransformer model(*be, cfg, MicroBatchShape{1, 1}, cfg.training.seed);
+  ParamStore& store = model.params();
+  std::vector<float> host;
+  for (const Param& p : store.all()) {
+    host.resize(size_t(p.value.numel()));
+    be->copy_to_host(host.data(), p.value.data(), p.value.bytes());
+    fill(p.spec, host);
+    be->copy_from_host(p.value.data(), host.data(), p.value.bytes());
+  }
+  const auto groups = ProcessGroups::create(*world, ParallelLayout::from_config(ParallelConfig{}, 1));
+  Config saved_cfg = cfg;
+  saved_cfg.parallel = ParallelConfig{};
+  saved_cfg.checkpoint.load.clear();
+  std::vector<float> zeros(size_t(store.count()), 0.f);
+  return save_checkpoint(out, 0, TrainingState{}, to_yaml(saved_cfg), store, zeros, zeros, groups,
+                         *world);
+}
+
 int import_hf(const std::string& hf_dir, const std::string& out) {
   const MixtralModel hf = load_mixtral(hf_dir);
-  auto world = make_mpi_world();
-  check(world->size() == 1, "origami-ckpt import-hf runs as a single process");
-  // A 1-rank model declares every parameter with its global shape; its values come from the
-  // HF tensors, its Adam moments start at zero, and the ordinary save writes the checkpoint.
-  auto be = make_backend("cpu");
-  MoeTransformer model(*be, hf.config, MicroBatchShape{1, 1}, hf.config.training.seed);
-  ParamStore& store = model.params();
-  for (const Param& p : store.all()) {
-    auto it = hf.params.find(p.spec.name);
-    check(it != hf.params.end(), "import-hf {}: no tensor for '{}'", hf_dir, p.spec.name);
-    check(it->second.shape == p.spec.global_shape, "import-hf {}: '{}' has shape {}, expected {}",
-          hf_dir, p.spec.name, shape_str(it->second.shape), shape_str(p.spec.global_shape));
-    be->copy_from_host(p.value.data(), it->second.data.data(), p.value.bytes());
-  }
-  const auto layout = ParallelLayout::from_config(hf.config.parallel, 1);
-  const auto groups = ProcessGroups::create(*world, layout);
-  std::vector<float> zeros(size_t(store.count()), 0.f);
-  const std::string saved = save_checkpoint(out, 0, TrainingState{}, to_yaml(hf.config), store,
-                                            zeros, zeros, groups, *world);
-  std::printf("imported %s into %s (%zu tensors); resume from it with checkpoint.load: %s\n",
-              hf_dir.c_str(), saved.c_str(), store.all().size(), out.c_str());
+  const std::string saved = save_fresh_checkpoint(out, hf.config, [&](const ParamSpec& s, auto& v) {
+    auto it = hf.params.find(s.name);
+    check(it != hf.params.end(), "import-hf {}: no tensor for '{}'", hf_dir, s.name);
+    check(it->second.shape == s.global_shape, "import-hf {}: '{}' has shape {}, expected {}",
+          hf_dir, s.name, shape_str(it->second.shape), shape_str(s.global_shape));
+    v = it->second.data;
+  });
+  std::printf("imported %s into %s; resume from it with checkpoint.load: %s\n", hf_dir.c_str(),
+              saved.c_str(), out.c_str());
+  return 0;
+}
+
+// Sparse upcycling (Komatsuzaki et al.): every expert of MoE layer l starts as a copy of the
+// dense layer's MLP (gate/up rows [2F, H] -> [2, F, H] per expert, down [H, F]), optionally with
+// Gaussian noise of std `noise` (counter-based RNG: reproducible); the router starts from the
+// model's init (random) or zeros; everything else is copied. With noise 0 and renormalised top-k
+// the upcycled model computes the dense model's function at step 0.
+int upcycle(const std::string& dense_path, const std::string& out, int64_t experts,
+            int64_t top_k, double noise, const std::string& router_init) {
+  const CheckpointInfo info = read_checkpoint_info(dense_path);
+  const Config dense = checkpoint_config(info);
+  check(dense.moe.num_experts == 0, "upcycle: '{}' is already a MoE model ({} experts); it needs "
+        "a dense checkpoint (moe.num_experts: 0)", info.path, dense.moe.num_experts);
+  Config moe = dense;
+  moe.moe.num_experts = experts;
+  moe.moe.top_k = top_k;
+  moe.moe.expert_ffn_hidden_size = dense.model.ffn_hidden_size;
+  moe.moe.shared_expert_ffn_hidden_size = 0;
+  moe.moe.layer_freq = 1;
+  moe.moe.router.renormalize = true;
+  validate(moe, 1);
+  const auto tensors = read_checkpoint_tensors(info.path);
+  const std::string saved = save_fresh_checkpoint(out, moe, [&](const ParamSpec& s, auto& v) {
+    if (auto it = tensors.find(s.name); it != tensors.end()) {
+      v = it->second.second;  // embeddings, attention, norms, head: unchanged
+      return;
+    }
+    const std::string layer = s.name.substr(0, s.name.find(".moe."));
+    if (s.name.ends_with(".moe.router.weight")) {
+      if (router_init == "zeros") std::fill(v.begin(), v.end(), 0.f);
+      return;
+    }
+    const bool fc1 = s.name.ends_with(".experts.fc1.weight");
+    const auto& mlp = tensors.at(layer + (fc1 ? ".mlp.fc1.weight" : ".mlp.fc2.weight")).second;
+    const size_t per_expert = mlp.size();
+    Rng rng(moe.training.seed, hash_name("upcycle." + s.name));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = mlp[i % per_expert] + (noise > 0 ? float(noise * rng.normal(i)) : 0.f);
+  });
+  std::printf("upcycled %s into %s: %lld experts (top-%lld) per layer from the dense MLP, noise "
+              "%g, router %s\n", info.path.c_str(), saved.c_str(), (long long)experts,
+              (long long)top_k, noise, router_init.c_str());
   return 0;
 }
 
@@ -203,8 +261,16 @@ int main(int argc, char** argv) {
   auto* imp = app.add_subcommand("import-hf", "make a step-0 checkpoint from a Mixtral directory");
   imp->add_option("hf_dir", a)->required();
   imp->add_option("out", out, "save directory for the new checkpoint")->required();
-  std::string data;
-  int64_t samples = 64;
+  std::string data, router_init = "random";
+  int64_t samples = 64, experts = 8, top_k = 2;
+  double noise = 0.0;
+  auto* up = app.add_subcommand("upcycle", "dense checkpoint -> MoE checkpoint (sparse upcycling)");
+  up->add_option("dense", a)->required();
+  up->add_option("out", out, "save directory for the MoE checkpoint")->required();
+  up->add_option("--experts", experts, "experts per layer")->check(CLI::PositiveNumber);
+  up->add_option("--top-k", top_k)->check(CLI::PositiveNumber);
+  up->add_option("--noise", noise, "std of Gaussian noise added to each expert copy");
+  up->add_option("--router-init", router_init)->check(CLI::IsMember({"random", "zeros"}));
   std::vector<int32_t> tokens;
   auto* ev = app.add_subcommand("eval", "mean loss and perplexity on an indexed dataset");
   ev->add_option("checkpoint", a)->required();
@@ -221,6 +287,7 @@ int main(int argc, char** argv) {
     if (*exp) return export_hf(a, out, dtype);
     if (*imp) return import_hf(a, out);
     if (*ev) return eval(a, data, samples);
+    if (*up) return upcycle(a, out, experts, top_k, noise, router_init);
     if (*lg) return logits(a, tokens, out);
   } catch (const Error& e) {
     std::fprintf(stderr, "origami-ckpt: error: %s\n", e.what());

@@ -37,7 +37,7 @@ struct RouterConfig {
 };
 
 struct MoeConfig {
-  int64_t num_experts = 8;
+  int64_t num_experts = 8;             // 0 = a dense model (every layer a SwiGLU MLP)
   int64_t top_k = 2;
   int64_t expert_ffn_hidden_size = 256;
   int64_t shared_expert_ffn_hidden_size = 0;  // 0 = no shared expert

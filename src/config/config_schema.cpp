@@ -246,7 +246,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(bool_field, model.tie_embeddings),
       ORIGAMI_KEY(number_field, model.init_std, positive),
 
-      ORIGAMI_KEY(int_field, moe.num_experts, positive_int),
+      ORIGAMI_KEY(int_field, moe.num_experts, non_negative),
       ORIGAMI_KEY(int_field, moe.top_k, positive_int),
       ORIGAMI_KEY(int_field, moe.expert_ffn_hidden_size, positive_int),
       ORIGAMI_KEY(int_field, moe.shared_expert_ffn_hidden_size, non_negative),

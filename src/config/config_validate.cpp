@@ -102,7 +102,7 @@ void validate(const Config& cfg, int world_size) {
       t.seq_length <= m.max_seq_length,
       fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "training.seq_length", t.seq_length),
                   ref(cfg, "model.max_seq_length", m.max_seq_length), m.max_seq_length));
-  require(moe.top_k <= moe.num_experts,
+  require(moe.num_experts == 0 || moe.top_k <= moe.num_experts,
           fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "moe.top_k", moe.top_k),
                       ref(cfg, "moe.num_experts", moe.num_experts), moe.num_experts));
   if (p.tensor > 1) {

@@ -13,3 +13,10 @@ add_test(NAME cli.ckpt_crash_during_save
           ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
 set_tests_properties(cli.ckpt_crash_during_save PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
   LABELS cli TIMEOUT 300 PROCESSORS 2)
+
+# Dense -> MoE upcycling: same function at step 0, then trains with expert parallelism.
+add_test(NAME cli.ckpt_upcycle
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint/upcycle.sh ${PROJECT_SOURCE_DIR}
+          ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
+set_tests_properties(cli.ckpt_upcycle PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
+  LABELS cli TIMEOUT 300 PROCESSORS 2)
