@@ -3,6 +3,7 @@
 //   diff A B [--tol X]       compare two checkpoints' weights (exit 1 when they differ)
 //   export-hf CKPT OUT       Hugging Face directory (Mixtral naming, safetensors + config.json)
 //   import-hf HF_DIR OUT     a step-0 Origami checkpoint from such a directory
+//   reshard CKPT OUT --world W --set parallel.K=V ...   files laid out for another layout
 //   upcycle DENSE OUT --experts E --top-k K   dense -> MoE (sparse upcycling)
 //   eval CKPT --data PREFIX  mean LM loss and perplexity on an indexed dataset
 //   logits CKPT --tokens ... the model's logits for one sequence (raw fp32 file; golden tests)
@@ -17,6 +18,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_mixtral.h"
 #include "comm/mpi_runtime.h"
+#include "comm/shape_only_communicator.h"
 #include "data/sample_source.h"
 #include "config/config.h"
 #include "model/moe_transformer.h"
@@ -127,6 +129,40 @@ int import_hf(const std::string& hf_dir, const std::string& out) {
   });
   std::printf("imported %s into %s; resume from it with checkpoint.load: %s\n", hf_dir.c_str(),
               saved.c_str(), out.c_str());
+  return 0;
+}
+
+// Loading reshards on the fly; this writes the files a target layout would have written, for
+// users who stage checkpoints ahead of a job. Only parallel.* may change (the model stays).
+int reshard(const std::string& path, const std::string& out, int world_size,
+            const std::vector<std::string>& overrides) {
+  const CheckpointInfo info = read_checkpoint_info(path);
+  Config cfg = checkpoint_config(info);
+  for (const auto& o : overrides) {
+    check(o.starts_with("parallel."), "reshard: --set {}: only parallel.* keys change the layout",
+          o);
+    apply_override(cfg, o);
+  }
+  validate(cfg, world_size);
+  const auto layout = ParallelLayout::from_config(cfg.parallel, world_size);
+  auto be = make_backend("cpu");
+  std::vector<std::vector<ParamSpec>> rank_specs(static_cast<size_t>(world_size));
+  for (int r = 0; r < world_size; ++r) {
+    const auto c = layout.coord(r);
+    ShapeOnlyCommunicator ep(c.ep, layout.ep(), "ep"), etp(c.etp, layout.etp(), "etp");
+    MoeTransformer specs(*be, cfg, MicroBatchShape{1, 1}, cfg.training.seed,
+                         ModelGroups{.ep = &ep, .etp = &etp}, /*allocate_parameters=*/false);
+    for (const Param& p : specs.params().all()) {
+      // The first replica writes: dense from DP x CP rank 0, experts from EDP rank 0.
+      const bool first = p.spec.grad_group == GradGroup::dense ? c.dp == 0 && c.cp == 0 : c.edp == 0;
+      if (first) rank_specs[size_t(r)].push_back(p.spec);
+    }
+  }
+  const std::string saved = write_checkpoint_for_layout(
+      out, info.state, to_yaml(cfg), rank_specs, read_checkpoint_tensors(path, "model"),
+      read_checkpoint_tensors(path, "exp_avg"), read_checkpoint_tensors(path, "exp_avg_sq"));
+  std::printf("resharded %s (saved by %lld ranks) into %s for %d ranks: %s\n", info.path.c_str(),
+              (long long)info.world_size, saved.c_str(), world_size, layout.describe().c_str());
   return 0;
 }
 
@@ -264,6 +300,13 @@ int main(int argc, char** argv) {
   std::string data, router_init = "random";
   int64_t samples = 64, experts = 8, top_k = 2;
   double noise = 0.0;
+  int world_size = 1;
+  std::vector<std::string> sets;
+  auto* rs = app.add_subcommand("reshard", "write a checkpoint laid out for another layout");
+  rs->add_option("checkpoint", a)->required();
+  rs->add_option("out", out, "save directory for the resharded checkpoint")->required();
+  rs->add_option("--world", world_size, "ranks of the target job")->required();
+  rs->add_option("--set", sets, "target layout, e.g. --set parallel.expert=4");
   auto* up = app.add_subcommand("upcycle", "dense checkpoint -> MoE checkpoint (sparse upcycling)");
   up->add_option("dense", a)->required();
   up->add_option("out", out, "save directory for the MoE checkpoint")->required();
@@ -287,6 +330,7 @@ int main(int argc, char** argv) {
     if (*exp) return export_hf(a, out, dtype);
     if (*imp) return import_hf(a, out);
     if (*ev) return eval(a, data, samples);
+    if (*rs) return reshard(a, out, world_size, sets);
     if (*up) return upcycle(a, out, experts, top_k, noise, router_init);
     if (*lg) return logits(a, tokens, out);
   } catch (const Error& e) {

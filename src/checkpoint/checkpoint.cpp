@@ -75,6 +75,39 @@ void agree(const Communicator& world, bool ok, const std::string& what) {
   if (!all_ok) fail("{}", what);
 }
 
+json index_header(const TrainingState& state, int64_t world_size, const std::string& config_yaml) {
+  return json{{"format_version", kCheckpointFormatVersion},
+              {"step", state.step},
+              {"consumed_samples", state.consumed_samples},
+              {"skipped_iterations", state.skipped},
+              {"optimizer_steps", state.optimizer_steps},
+              {"world_size", world_size},
+              {"config", config_yaml},
+              {"tensors", json::object()}};
+}
+
+// The last, single-writer part of a save: index.json into the .tmp directory, rename it to its
+// final name, point `latest` at it (write + rename: atomic), drop checkpoints beyond keep_last.
+void publish(const std::string& dir, const fs::path& tmp_dir, const fs::path& final_dir,
+             const json& index, int64_t step, int64_t keep_last) {
+  const fs::path index_tmp = tmp_dir / "index.json.tmp";
+  std::ofstream(index_tmp) << index.dump(1) << "\n";
+  fs::rename(index_tmp, tmp_dir / "index.json");
+  fs::remove_all(final_dir);
+  fs::rename(tmp_dir, final_dir);
+  const fs::path latest_tmp = fs::path(dir) / "latest.tmp";
+  std::ofstream(latest_tmp) << iter_name(step) << "\n";
+  fs::rename(latest_tmp, fs::path(dir) / "latest");
+  std::vector<fs::path> saved;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string().starts_with("iter_") &&
+        e.path().extension() != ".tmp")
+      saved.push_back(e.path());
+  std::sort(saved.begin(), saved.end());
+  if (keep_last > 0)
+    for (size_t i = 0; i + size_t(keep_last) < saved.size(); ++i) fs::remove_all(saved[i]);
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& dir, int64_t keep_last, const TrainingState& state,
@@ -163,37 +196,14 @@ std::string save_checkpoint(const std::string& dir, int64_t keep_last, const Tra
   world.allgatherv(mine.data(), len, all.data(), lens, displs, CommDType::u8);
   if (world.rank() == 0) {
     try {
-      json index{{"format_version", kCheckpointFormatVersion},
-                 {"step", state.step},
-                 {"consumed_samples", state.consumed_samples},
-                 {"skipped_iterations", state.skipped},
-                 {"optimizer_steps", state.optimizer_steps},
-                 {"world_size", world.size()},
-                 {"config", config_yaml},
-                 {"tensors", json::object()}};
+      json index = index_header(state, world.size(), config_yaml);
       for (size_t r = 0; r < lens.size(); ++r)
         for (auto& piece : json::parse(all.substr(size_t(displs[r]), size_t(lens[r])))) {
           auto& t = index["tensors"][piece["name"].get<std::string>()];
           t["global_shape"] = store.find(piece["name"]).spec.global_shape;
           t["pieces"].push_back(piece);
         }
-      const fs::path index_tmp = tmp_dir / "index.json.tmp";
-      std::ofstream(index_tmp) << index.dump(1) << "\n";
-      fs::rename(index_tmp, tmp_dir / "index.json");
-      fs::remove_all(final_dir);
-      fs::rename(tmp_dir, final_dir);
-      const fs::path latest_tmp = fs::path(dir) / "latest.tmp";
-      std::ofstream(latest_tmp) << iter_name(state.step) << "\n";
-      fs::rename(latest_tmp, fs::path(dir) / "latest");
-      // Keep the newest keep_last checkpoints.
-      std::vector<fs::path> saved;
-      for (const auto& e : fs::directory_iterator(dir))
-        if (e.is_directory() && e.path().filename().string().starts_with("iter_") &&
-            e.path().extension() != ".tmp")
-          saved.push_back(e.path());
-      std::sort(saved.begin(), saved.end());
-      if (keep_last > 0)
-        for (size_t i = 0; i + size_t(keep_last) < saved.size(); ++i) fs::remove_all(saved[i]);
+      publish(dir, tmp_dir, final_dir, index, state.step, keep_last);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -317,7 +327,7 @@ CheckpointInfo read_checkpoint_info(const std::string& path_in) {
   return info;
 }
 
-std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> read_checkpoint_tensors(
+GlobalTensors read_checkpoint_tensors(
     const std::string& path_in, const std::string& kind) {
   const CheckpointInfo info = read_checkpoint_info(path_in);
   const json index = json::parse(std::ifstream(fs::path(info.path) / "index.json"));
@@ -347,6 +357,47 @@ std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> read_
           info.path, name, covered, n);
   }
   return out;
+}
+
+std::string write_checkpoint_for_layout(
+    const std::string& dir, const TrainingState& state, const std::string& config_yaml,
+    const std::vector<std::vector<ParamSpec>>& rank_specs, const GlobalTensors& model,
+    const GlobalTensors& exp_avg, const GlobalTensors& exp_avg_sq) {
+  const fs::path final_dir = fs::path(dir) / iter_name(state.step);
+  const fs::path tmp_dir = fs::path(dir) / (iter_name(state.step) + ".tmp");
+  fs::create_directories(dir);
+  fs::remove_all(tmp_dir);
+  fs::create_directory(tmp_dir);
+  json index = index_header(state, int64_t(rank_specs.size()), config_yaml);
+  const GlobalTensors* sources[3] = {&model, &exp_avg, &exp_avg_sq};
+  for (size_t r = 0; r < rank_specs.size(); ++r) {
+    if (rank_specs[r].empty()) continue;
+    const std::string file = fmt::format("rank_{:05d}.h5", r);
+    Hdf5File f = Hdf5File::create((tmp_dir / file).string());
+    for (const ParamSpec& s : rank_specs[r]) {
+      json piece{{"name", s.name}, {"file", file}, {"offsets", offsets_of(s)},
+                 {"shape", s.local_shape}};
+      for (int k = 0; k < 3; ++k) {
+        const auto it = sources[k]->find(s.name);
+        check(it != sources[k]->end() && it->second.first == s.global_shape,
+              "reshard: tensor '{}' ({}) is missing or has another shape in the source", s.name,
+              kKinds[k]);
+        std::vector<float> local(static_cast<size_t>(numel_of(s.local_shape)));
+        copy_intersection(std::vector<int64_t>(s.global_shape.size(), 0), s.global_shape,
+                          it->second.second.data(), offsets_of(s), s.local_shape, local.data());
+        const std::string ds = std::string(kKinds[k]) + "/" + s.name;
+        f.write(ds, s.local_shape, local.data());
+        f.set_attribute(ds, "offsets", offsets_of(s));
+        f.set_attribute(ds, "global_shape", s.global_shape);
+        piece[std::string("checksum_") + kKinds[k]] = checksum(local.data(), int64_t(local.size()));
+      }
+      auto& t = index["tensors"][s.name];
+      t["global_shape"] = s.global_shape;
+      t["pieces"].push_back(piece);
+    }
+  }
+  publish(dir, tmp_dir, final_dir, index, state.step, 0);
+  return final_dir.string();
 }
 
 }  // namespace origami

@@ -53,7 +53,14 @@ struct CheckpointInfo {
   std::map<std::string, std::vector<int64_t>> shapes;  // tensor -> global shape
 };
 CheckpointInfo read_checkpoint_info(const std::string& path);
-std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> read_checkpoint_tensors(
-    const std::string& path, const std::string& kind = "model");
+using GlobalTensors = std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>>;
+GlobalTensors read_checkpoint_tensors(const std::string& path, const std::string& kind = "model");
+
+// Offline (one process): writes a checkpoint laid out for another layout, given for each of its
+// ranks the specs of the pieces that rank would write (its first-replica parameters).
+std::string write_checkpoint_for_layout(
+    const std::string& dir, const TrainingState& state, const std::string& config_yaml,
+    const std::vector<std::vector<ParamSpec>>& rank_specs, const GlobalTensors& model,
+    const GlobalTensors& exp_avg, const GlobalTensors& exp_avg_sq);
 
 }  // namespace origami

@@ -11,7 +11,7 @@ bool MoeTransformer::is_moe_layer(const Config& cfg, int layer) {
 }
 
 MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape,
-                               uint64_t seed, ModelGroups groups)
+                               uint64_t seed, ModelGroups groups, bool allocate_parameters)
     : ctx_{backend, config, shape, groups} {
   const auto& m = config.model;
   const int64_t V = m.vocab_size, H = m.hidden_size, N = shape.tokens();
@@ -27,6 +27,7 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
   lm_head_ = m.tie_embeddings ? embedding_
                               : store_.declare({.name = "lm_head.weight", .global_shape = {V, H},
                                                 .init_std = m.init_std});
+  if (!allocate_parameters) return;
   store_.finalize(backend, seed);
 
   tokens_ = IndexTensor::zeros(backend, {N});

@@ -24,8 +24,9 @@ struct ForwardStats {
 class MoeTransformer {
  public:
   // groups: the expert-parallel groups this rank's MoE layers exchange tokens over ({} = alone).
+  // allocate_parameters = false declares the parameter specs only (offline tools: no values).
   MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape, uint64_t seed,
-                 ModelGroups groups = {});
+                 ModelGroups groups = {}, bool allocate_parameters = true);
 
   // tokens / targets: host arrays [B*T]; target -1 = no loss at that position.
   ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s);

@@ -2,7 +2,8 @@
 # End to end through the real binaries: train 2 steps on 2 ranks with EP2 and save; inspect;
 # export to a Hugging Face (Mixtral) directory in F32; import it back; the imported checkpoint's
 # weights must equal the saved ones bit for bit; PyTorch's Mixtral forward on the export gives
-# Origami's logits; and training resumes from the import.
+# Origami's logits; training resumes from the import; an offline reshard to EP4 keeps every
+# tensor and a 4-rank job resumes from it.
 # usage: hf_round_trip.sh SOURCE_DIR BUILD_DIR MPIRUN...
 set -euo pipefail
 src=$1; build=$2; shift 2
@@ -31,4 +32,13 @@ tokens=5,17,300,2,8000,45,99,1000,7,7,7,123,4567,8191,0,42
 /usr/bin/python3 "$src/tests/checkpoint/mixtral_reference.py" "$work/hf" "$tokens" "$work/logits.bin"
 "$@" -np 2 "$build/src/origami-train" "${common[@]}" --set training.train_steps=3 \
   --set "checkpoint.load=$work/imported" --set "logging.dir=$work/run2"
+# Offline reshard of the EP2 checkpoint for 4 ranks with EP4 and ZeRO-1: same weights and
+# moments (diff), one file per expert shard, and a 4-rank job resumes from it.
+"$build/src/origami-ckpt" reshard "$work/ckpt" "$work/resharded" --world 4 \
+  --set parallel.expert=4 --set optimizer.distributed=true 2>/dev/null && exit 1  # only parallel.*
+"$build/src/origami-ckpt" reshard "$work/ckpt" "$work/resharded" --world 4 --set parallel.expert=4
+"$build/src/origami-ckpt" diff "$work/ckpt" "$work/resharded"
+test -f "$work/resharded/iter_0000002/rank_00003.h5"
+"$@" -np 4 "$build/src/origami-train" "${common[@]}" --set parallel.expert=4 \
+  --set training.train_steps=3 --set "checkpoint.load=$work/resharded" --set "logging.dir=$work/run3"
 echo "hf round trip: ok"
