@@ -1,7 +1,8 @@
 // origami-ckpt: the user's tools around checkpoints (docs/checkpoints.md).
 //   inspect CKPT             metadata, tensors, shapes, pieces, sizes; checksums verified
 //   diff A B [--tol X]       compare two checkpoints' weights (exit 1 when they differ)
-//   export-hf CKPT OUT       Hugging Face directory (Mixtral naming, safetensors + config.json)
+//   export-hf CKPT OUT [--format mixtral|qwen2_moe]   Hugging Face directory (safetensors +
+//                            config.json); qwen2_moe for shared experts or dense layers
 //   import-hf HF_DIR OUT     a step-0 Origami checkpoint from such a directory
 //   reshard CKPT OUT --world W --set parallel.K=V ...   files laid out for another layout
 //   upcycle DENSE OUT --experts E --top-k K   dense -> MoE (sparse upcycling)
@@ -11,12 +12,15 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
 #include "base/error.h"
 #include "base/rng.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/hf_mixtral.h"
+#include "checkpoint/hf_qwen2_moe.h"
 #include "comm/mpi_runtime.h"
 #include "comm/shape_only_communicator.h"
 #include "data/sample_source.h"
@@ -81,15 +85,19 @@ Config checkpoint_config(const CheckpointInfo& info) {
   return parse_config(info.config_yaml, info.path + "/index.json (config)");
 }
 
-int export_hf(const std::string& path, const std::string& out, const std::string& dtype) {
+int export_hf(const std::string& path, const std::string& out, const std::string& dtype,
+              const std::string& format) {
   const CheckpointInfo info = read_checkpoint_info(path);
   const Config cfg = checkpoint_config(info);
   HostTensorMap tensors;
   for (auto& [name, t] : read_checkpoint_tensors(path)) tensors[name] = {t.first, std::move(t.second)};
-  save_mixtral(out, tensors, cfg, dtype);
-  std::printf("exported %s (step %lld) to %s: %zu Origami tensors, Mixtral naming, %s\n",
+  if (format == "qwen2_moe")
+    save_qwen2_moe(out, tensors, cfg, dtype);
+  else
+    save_mixtral(out, tensors, cfg, dtype);
+  std::printf("exported %s (step %lld) to %s: %zu Origami tensors, %s naming, %s\n",
               info.path.c_str(), (long long)info.state.step, out.c_str(), tensors.size(),
-              dtype.c_str());
+              format.c_str(), dtype.c_str());
   return 0;
 }
 
@@ -119,7 +127,26 @@ std::string save_fresh_checkpoint(const std::string& out, const Config& cfg, Fil
 }
 
 int import_hf(const std::string& hf_dir, const std::string& out) {
-  const MixtralModel hf = load_mixtral(hf_dir);
+  // The naming follows config.json's model_type (both loaders refuse the other's files).
+  std::string model_type;
+  try {
+    model_type = nlohmann::json::parse(std::ifstream(hf_dir + "/config.json")).value("model_type", "");
+  } catch (const std::exception& e) {
+    fail("import-hf {}: config.json is missing or not JSON: {}", hf_dir, e.what());
+  }
+  struct {
+    Config config;
+    HostTensorMap params;
+  } hf;
+  if (model_type == "qwen2_moe") {
+    auto m = load_qwen2_moe(hf_dir);
+    hf = {std::move(m.config), std::move(m.params)};
+  } else {
+    check(model_type == "mixtral", "import-hf {}: model_type '{}' is not supported (allowed: "
+          "mixtral, qwen2_moe)", hf_dir, model_type);
+    auto m = load_mixtral(hf_dir);
+    hf = {std::move(m.config), std::move(m.params)};
+  }
   const std::string saved = save_fresh_checkpoint(out, hf.config, [&](const ParamSpec& s, auto& v) {
     auto it = hf.params.find(s.name);
     check(it != hf.params.end(), "import-hf {}: no tensor for '{}'", hf_dir, s.name);
@@ -290,11 +317,15 @@ int main(int argc, char** argv) {
   dif->add_option("a", a)->required();
   dif->add_option("b", b)->required();
   dif->add_option("--tol", tol, "largest |difference| still equal (default 0: bitwise)");
-  auto* exp = app.add_subcommand("export-hf", "write a Hugging Face (Mixtral) directory");
+  std::string format = "mixtral";
+  auto* exp = app.add_subcommand("export-hf", "write a Hugging Face directory");
   exp->add_option("checkpoint", a)->required();
   exp->add_option("out", out)->required();
   exp->add_option("--dtype", dtype, "F32 or BF16")->check(CLI::IsMember({"F32", "BF16"}));
-  auto* imp = app.add_subcommand("import-hf", "make a step-0 checkpoint from a Mixtral directory");
+  exp->add_option("--format", format, "mixtral, or qwen2_moe (shared experts, dense layers)")
+      ->check(CLI::IsMember({"mixtral", "qwen2_moe"}));
+  auto* imp = app.add_subcommand(
+      "import-hf", "make a step-0 checkpoint from a Mixtral or Qwen2-MoE directory (by model_type)");
   imp->add_option("hf_dir", a)->required();
   imp->add_option("out", out, "save directory for the new checkpoint")->required();
   std::string data, router_init = "random";
@@ -327,7 +358,7 @@ int main(int argc, char** argv) {
   try {
     if (*ins) return inspect(a);
     if (*dif) return diff(a, b, tol);
-    if (*exp) return export_hf(a, out, dtype);
+    if (*exp) return export_hf(a, out, dtype, format);
     if (*imp) return import_hf(a, out);
     if (*ev) return eval(a, data, samples);
     if (*rs) return reshard(a, out, world_size, sets);

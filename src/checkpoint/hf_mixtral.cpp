@@ -23,7 +23,7 @@ namespace {
 const char* const kQwenHint =
     "Mixtral has only routed experts in every layer; shared experts and dense MLP layers need "
     "Qwen2-MoE naming (mlp.experts.E.{gate,up,down}_proj, mlp.shared_expert.*, "
-    "mlp.shared_expert_gate), which Origami does not convert yet";
+    "mlp.shared_expert_gate): use origami-ckpt export-hf --format qwen2_moe";
 
 struct Dims {
   int64_t V, H, nh, nkv, hd, E, F, L;

@@ -123,11 +123,10 @@ HostTensor scaled(const HostTensor& t, float factor, const std::string& name, co
 }
 
 // Origami has no parameter for these; only zeros (the value Origami computes with) convert.
-void require_zeros(const HostTensor& t, const std::string& name, const char* fn,
-                   const char* why) {
+void require_zeros(const HostTensor& t, const std::string& name, const char* fn, const char* why) {
   for (size_t i = 0; i < t.data.size(); ++i)
-    check(t.data[i] == 0.f, "{}: tensor '{}' element {} is {}, not 0; {}", fn, name, i,
-          t.data[i], why);
+    check(t.data[i] == 0.f, "{}: tensor '{}' element {} is {}, not 0; {}", fn, name, i, t.data[i],
+          why);
 }
 
 const char* const kBiasWhy =
@@ -182,7 +181,8 @@ HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
     const std::string sfc2 = o + "moe.shared_expert.fc2.weight";
     hf[h + "mlp.shared_expert.gate_proj.weight"] = block(sfc1, 0, {d.S, d.H});
     hf[h + "mlp.shared_expert.up_proj.weight"] = block(sfc1, d.S * d.H, {d.S, d.H});
-    hf[h + "mlp.shared_expert.down_proj.weight"] = scaled(src.take(sfc2, {d.H, d.S}), 2.f, sfc2, fn);
+    hf[h + "mlp.shared_expert.down_proj.weight"] =
+        scaled(src.take(sfc2, {d.H, d.S}), 2.f, sfc2, fn);
     hf[h + "mlp.shared_expert_gate.weight"] = zeros({1, d.H});
   }
   hf["model.norm.weight"] = src.take("final_norm.weight", {d.H});
@@ -208,7 +208,8 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
     put(qkv, (q_rows + kv_rows) * d.H, src.take(h + "self_attn.v_proj.weight", {kv_rows, d.H}));
     o[p + "attention.qkv.weight"] = std::move(qkv);
     // Biases are absent when config.json says qkv_bias false; present, they must be zero.
-    const std::pair<const char*, int64_t> biases[] = {{"q", q_rows}, {"k", kv_rows}, {"v", kv_rows}};
+    const std::pair<const char*, int64_t> biases[] = {
+        {"q", q_rows}, {"k", kv_rows}, {"v", kv_rows}};
     for (const auto& [proj, rows] : biases) {
       const std::string bias = fmt::format("{}self_attn.{}_proj.bias", h, proj);
       if (src.has(bias)) require_zeros(src.take(bias, {rows}), bias, fn, kBiasWhy);
@@ -364,7 +365,7 @@ Config config_from_qwen2_moe_json(const nlohmann::json& j, const std::string& so
   double theta = 10000.0;
   if (present("rope_parameters")) {
     const auto& rp = j["rope_parameters"];
-    check(rp.is_object() && rp.value("rope_type", std::string("default")) == "default",
+    check(rp.is_object() && (!rp.contains("rope_type") || rp["rope_type"] == "default"),
           "{}: rope_parameters {} is not supported (Origami uses plain RoPE: rope_type default)",
           source, rp.dump());
     if (rp.contains("rope_theta")) {
@@ -388,8 +389,7 @@ Config config_from_qwen2_moe_json(const nlohmann::json& j, const std::string& so
   check(moe.top_k <= moe.num_experts, "{}: num_experts_per_tok {} exceeds num_experts {}", source,
         moe.top_k, moe.num_experts);
   moe.expert_ffn_hidden_size = integer("moe_intermediate_size", 1408);
-  check(!present("shared_expert_intermediate_size") ||
-            j["shared_expert_intermediate_size"] != 0,
+  check(!present("shared_expert_intermediate_size") || j["shared_expert_intermediate_size"] != 0,
         "{}: shared_expert_intermediate_size 0 (no shared expert) is not converted; Origami "
         "imports Qwen2-MoE models with a shared expert",
         source);
@@ -417,8 +417,7 @@ Config config_from_qwen2_moe_json(const nlohmann::json& j, const std::string& so
     if (!mlp_only.count(l) && (l + 1) % step == 0) moe_layers.push_back(l);
   const std::string pattern = fmt::format(
       "decoder_sparse_step {} and mlp_only_layers {} make layers [{}] MoE", step,
-      present("mlp_only_layers") ? j["mlp_only_layers"].dump() : "[]",
-      fmt::join(moe_layers, ", "));
+      present("mlp_only_layers") ? j["mlp_only_layers"].dump() : "[]", fmt::join(moe_layers, ", "));
   check(!moe_layers.empty() && moe_layers[0] == 0,
         "{}: {}; Origami's MoE layers are those with l % moe.layer_freq == 0, which always "
         "includes layer 0",
@@ -437,8 +436,7 @@ void save_qwen2_moe(const std::string& dir, const HostTensorMap& origami, const 
                     const std::string& dtype, uint64_t max_shard_bytes) {
   check(dtype == "F32" || dtype == "BF16", "save_qwen2_moe: dtype '{}' (F32 or BF16)", dtype);
   HostTensorMap hf = to_qwen2_moe(origami, cfg);
-  const nlohmann::json config =
-      qwen2_moe_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16");
+  const nlohmann::json config = qwen2_moe_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16");
   std::error_code ec;
   fs::create_directories(dir, ec);
   check(!ec, "save_qwen2_moe: cannot create directory '{}': {}", dir, ec.message());
@@ -462,8 +460,7 @@ Qwen2MoeModel load_qwen2_moe(const std::string& dir, const Config& base) {
   }
   Qwen2MoeModel model;
   model.config = config_from_qwen2_moe_json(j, path, base);
-  model.params =
-      from_qwen2_moe(decode_tensors(read_safetensors_model(dir).tensors), model.config);
+  model.params = from_qwen2_moe(decode_tensors(read_safetensors_model(dir).tensors), model.config);
   return model;
 }
 

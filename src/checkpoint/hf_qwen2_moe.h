@@ -24,8 +24,7 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg);
 
 // config.json for Qwen2MoeForCausalLM; torch_dtype "float32" or "bfloat16". Dense layers are
 // listed in mlp_only_layers with decoder_sparse_step 1.
-nlohmann::json qwen2_moe_config_json(const Config& cfg,
-                                     const std::string& torch_dtype = "float32");
+nlohmann::json qwen2_moe_config_json(const Config& cfg, const std::string& torch_dtype = "float32");
 // Fills base's model and moe sections from a Qwen2-MoE config.json (other sections kept); keys
 // transformers' Qwen2MoeConfig defaults may be absent. Refuses an MoE-layer pattern
 // (decoder_sparse_step, mlp_only_layers) that moe.layer_freq cannot express. `source` names the

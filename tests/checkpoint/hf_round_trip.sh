@@ -3,7 +3,8 @@
 # export to a Hugging Face (Mixtral) directory in F32; import it back; the imported checkpoint's
 # weights must equal the saved ones bit for bit; PyTorch's Mixtral forward on the export gives
 # Origami's logits; training resumes from the import; an offline reshard to EP4 keeps every
-# tensor and a 4-rank job resumes from it.
+# tensor and a 4-rank job resumes from it; the same export/import/golden with Qwen2-MoE naming
+# for a model with a shared expert and a dense layer.
 # usage: hf_round_trip.sh SOURCE_DIR BUILD_DIR MPIRUN...
 set -euo pipefail
 src=$1; build=$2; shift 2
@@ -41,4 +42,14 @@ tokens=5,17,300,2,8000,45,99,1000,7,7,7,123,4567,8191,0,42
 test -f "$work/resharded/iter_0000002/rank_00003.h5"
 "$@" -np 4 "$build/src/origami-train" "${common[@]}" --set parallel.expert=4 \
   --set training.train_steps=3 --set "checkpoint.load=$work/resharded" --set "logging.dir=$work/run3"
+# Qwen2-MoE naming for a model Mixtral cannot express: a shared expert and a dense layer.
+qwen=(--set moe.shared_expert_ffn_hidden_size=32 --set moe.layer_freq=2)
+"$@" -np 2 "$build/src/origami-train" "${common[@]}" "${qwen[@]}" --set training.train_steps=1 \
+  --set checkpoint.save_interval=1 --set "checkpoint.dir=$work/qckpt" --set "logging.dir=$work/qrun"
+"$build/src/origami-ckpt" export-hf "$work/qckpt" "$work/qhf" 2>/dev/null && exit 1  # Mixtral refuses
+"$build/src/origami-ckpt" export-hf "$work/qckpt" "$work/qhf" --format qwen2_moe --dtype F32
+"$build/src/origami-ckpt" import-hf "$work/qhf" "$work/qimported"
+"$build/src/origami-ckpt" diff "$work/qckpt" "$work/qimported"
+"$build/src/origami-ckpt" logits "$work/qckpt" --tokens "$tokens" --out "$work/qlogits.bin"
+/usr/bin/python3 "$src/tests/checkpoint/qwen2_moe_reference.py" "$work/qhf" "$tokens" "$work/qlogits.bin"
 echo "hf round trip: ok"

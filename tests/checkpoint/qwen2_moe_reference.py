@@ -27,7 +27,8 @@ def load_safetensors_file(path, out):
             continue
         assert t["dtype"] == "F32", f"{name}: export with --dtype F32 for the golden test"
         b, e = t["data_offsets"]
-        out[name] = torch.from_numpy(np.frombuffer(buf[b:e], dtype="<f4").reshape(t["shape"]).copy())
+        data = np.frombuffer(buf[b:e], dtype="<f4").reshape(t["shape"])
+        out[name] = torch.from_numpy(data.copy())
 
 
 def load_weights(hf_dir):
@@ -114,8 +115,8 @@ def main():
     diff = (ours - ref).abs().max().item()
     scale = ref.abs().max().item()
     ok = diff <= 1e-5 * scale + 1e-6
-    print(f"logits {tuple(ref.shape)}: max |Origami - PyTorch| = {diff:.3g} (max |logit| {scale:.3g}): "
-          f"{'ok' if ok else 'MISMATCH'}")
+    print(f"logits {tuple(ref.shape)}: max |Origami - PyTorch| = {diff:.3g} "
+          f"(max |logit| {scale:.3g}): {'ok' if ok else 'MISMATCH'}")
     return 0 if ok else 1
 
 
