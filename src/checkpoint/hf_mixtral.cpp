@@ -13,10 +13,13 @@
 #include <set>
 
 #include "base/error.h"
+#include "checkpoint/hf_tensor_map.h"
 
 namespace origami {
 
 namespace fs = std::filesystem;
+
+using namespace hf;  // TensorSource, block, put, zeros
 
 namespace {
 
@@ -60,54 +63,6 @@ Dims mixtral_dims(const Config& cfg, const char* fn) {
           m.tie_embeddings};
 }
 
-// Looks up `name`, checks its shape, and marks it used (leftovers are unknown names).
-class Source {
- public:
-  Source(const HostTensorMap& m, const char* fn) : m_(m), fn_(fn) {}
-
-  const HostTensor& take(const std::string& name, const std::vector<int64_t>& shape) {
-    auto it = m_.find(name);
-    check(it != m_.end(), "{}: tensor '{}' is missing (expected shape {})", fn_, name,
-          shape_str(shape));
-    const HostTensor& t = it->second;
-    check(t.shape == shape, "{}: tensor '{}' has shape {}, expected {}", fn_, name,
-          shape_str(t.shape), shape_str(shape));
-    check(t.data.size() == size_t(numel(shape)), "{}: tensor '{}' of shape {} holds {} values", fn_,
-          name, shape_str(shape), t.data.size());
-    used_.insert(name);
-    return t;
-  }
-  bool has(const std::string& name) const { return m_.count(name) == 1; }
-  void skip(const std::string& name) { used_.insert(name); }
-
-  void check_all_used(const char* what) const {
-    for (const auto& [name, t] : m_)
-      check(used_.count(name) == 1, "{}: tensor '{}' is not a {} parameter of this config", fn_,
-            name, what);
-  }
-
- private:
-  const HostTensorMap& m_;
-  const char* fn_;
-  std::set<std::string> used_;
-};
-
-// Elements [offset, offset + numel(shape)) of t as a tensor of `shape`.
-HostTensor block(const HostTensor& t, int64_t offset, std::vector<int64_t> shape) {
-  const int64_t n = numel(shape);
-  return {std::move(shape),
-          std::vector<float>(t.data.begin() + offset, t.data.begin() + offset + n)};
-}
-
-void put(HostTensor& dst, int64_t offset, const HostTensor& src) {
-  std::copy(src.data.begin(), src.data.end(), dst.data.begin() + offset);
-}
-
-HostTensor zeros(std::vector<int64_t> shape) {
-  const size_t n = size_t(numel(shape));
-  return {std::move(shape), std::vector<float>(n)};
-}
-
 std::string origami_layer(int64_t l) { return fmt::format("layers.{}.", l); }
 std::string hf_layer(int64_t l) { return fmt::format("model.layers.{}.", l); }
 
@@ -121,7 +76,7 @@ HostTensorMap to_mixtral(const HostTensorMap& origami, const Config& cfg) {
               name.find(".mlp.") == std::string::npos,
           "{}: parameter '{}' has no Mixtral counterpart; {}", fn, name, kQwenHint);
   const Dims d = mixtral_dims(cfg, fn);
-  Source src(origami, fn);
+  TensorSource src(origami, fn);
   HostTensorMap hf;
   hf["model.embed_tokens.weight"] = src.take("embedding.weight", {d.V, d.H});
   for (int64_t l = 0; l < d.L; ++l) {
@@ -154,7 +109,7 @@ HostTensorMap to_mixtral(const HostTensorMap& origami, const Config& cfg) {
 HostTensorMap from_mixtral(const HostTensorMap& hf, const Config& cfg) {
   const char* fn = "from_mixtral";
   const Dims d = mixtral_dims(cfg, fn);
-  Source src(hf, fn);
+  TensorSource src(hf, fn);
   HostTensorMap o;
   o["embedding.weight"] = src.take("model.embed_tokens.weight", {d.V, d.H});
   const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;

@@ -15,11 +15,14 @@
 #include <set>
 
 #include "base/error.h"
+#include "checkpoint/hf_tensor_map.h"
 #include "model/moe_transformer.h"
 
 namespace origami {
 
 namespace fs = std::filesystem;
+
+using namespace hf;  // TensorSource, block, put, zeros
 
 namespace {
 
@@ -60,54 +63,6 @@ Dims qwen_dims(const Config& cfg, const char* fn) {
           m.tie_embeddings};
 }
 
-// Looks up `name`, checks its shape, and marks it used (leftovers are unknown names).
-class Source {
- public:
-  Source(const HostTensorMap& m, const char* fn) : m_(m), fn_(fn) {}
-
-  const HostTensor& take(const std::string& name, const std::vector<int64_t>& shape) {
-    auto it = m_.find(name);
-    check(it != m_.end(), "{}: tensor '{}' is missing (expected shape {})", fn_, name,
-          shape_str(shape));
-    const HostTensor& t = it->second;
-    check(t.shape == shape, "{}: tensor '{}' has shape {}, expected {}", fn_, name,
-          shape_str(t.shape), shape_str(shape));
-    check(t.data.size() == size_t(numel(shape)), "{}: tensor '{}' of shape {} holds {} values", fn_,
-          name, shape_str(shape), t.data.size());
-    used_.insert(name);
-    return t;
-  }
-  bool has(const std::string& name) const { return m_.count(name) == 1; }
-  void skip(const std::string& name) { used_.insert(name); }
-
-  void check_all_used(const char* what) const {
-    for (const auto& [name, t] : m_)
-      check(used_.count(name) == 1, "{}: tensor '{}' is not a {} parameter of this config", fn_,
-            name, what);
-  }
-
- private:
-  const HostTensorMap& m_;
-  const char* fn_;
-  std::set<std::string> used_;
-};
-
-// Elements [offset, offset + numel(shape)) of t as a tensor of `shape`.
-HostTensor block(const HostTensor& t, int64_t offset, std::vector<int64_t> shape) {
-  const int64_t n = numel(shape);
-  return {std::move(shape),
-          std::vector<float>(t.data.begin() + offset, t.data.begin() + offset + n)};
-}
-
-void put(HostTensor& dst, int64_t offset, const HostTensor& src) {
-  std::copy(src.data.begin(), src.data.end(), dst.data.begin() + offset);
-}
-
-HostTensor zeros(std::vector<int64_t> shape) {
-  const size_t n = size_t(numel(shape));
-  return {std::move(shape), std::vector<float>(n)};
-}
-
 // t * factor for factor 2 or 1/2: exact for every finite result (a power of two only moves the
 // exponent), except halving a subnormal, which can round away its lowest bit (|change| <= 2^-150).
 HostTensor scaled(const HostTensor& t, float factor, const std::string& name, const char* fn) {
@@ -144,7 +99,7 @@ std::string hf_layer(int64_t l) { return fmt::format("model.layers.{}.", l); }
 HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
   const char* fn = "to_qwen2_moe";
   const Dims d = qwen_dims(cfg, fn);
-  Source src(origami, fn);
+  TensorSource src(origami, fn);
   HostTensorMap hf;
   hf["model.embed_tokens.weight"] = src.take("embedding.weight", {d.V, d.H});
   const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
@@ -195,7 +150,7 @@ HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
 HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
   const char* fn = "from_qwen2_moe";
   const Dims d = qwen_dims(cfg, fn);
-  Source src(hf, fn);
+  TensorSource src(hf, fn);
   HostTensorMap o;
   o["embedding.weight"] = src.take("model.embed_tokens.weight", {d.V, d.H});
   const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;

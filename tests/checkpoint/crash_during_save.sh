@@ -6,15 +6,8 @@
 set -uo pipefail
 src=$1; build=$2; shift 2
 work=$build/test-ckpt/crash-during-save
-rm -rf "$work"; mkdir -p "$work"
-data=$src/data/brown
-common=(--set "model.hidden_size=32" --set "model.num_layers=2" --set "model.ffn_hidden_size=64"
-        --set "moe.num_experts=4" --set "moe.expert_ffn_hidden_size=48"
-        --set "training.micro_batch_size=2" --set "training.global_batch_size=8"
-        --set "training.seq_length=32" --set "model.max_seq_length=32" --set "training.eval_interval=0"
-        --set "data.blend=[{path: $data/brown_a_text_document, weight: 1}]"
-        --set "data.tokenizer.model=$data/tokenizer.model" --set "data.cache_dir=$work/cache"
-        --set "checkpoint.dir=$work/ckpt" --set "checkpoint.save_interval=1")
+source "$src/tests/checkpoint/tiny_job.sh"
+common+=(--set "checkpoint.dir=$work/ckpt" --set "checkpoint.save_interval=1")
 ORIGAMI_TEST_CRASH_IN_SAVE_AT_STEP=2 "$@" -np 2 "$build/src/origami-train" "${common[@]}" \
   --set training.train_steps=3 --set "logging.dir=$work/run1" > "$work/crash.log" 2>&1
 status=$?

@@ -7,13 +7,7 @@
 set -euo pipefail
 src=$1; build=$2; shift 2
 work=$build/test-ckpt/upcycle
-rm -rf "$work"; mkdir -p "$work"
-data=$src/data/brown
-common=(--set "model.hidden_size=32" --set "model.num_layers=2" --set "model.ffn_hidden_size=64"
-        --set "training.micro_batch_size=2" --set "training.global_batch_size=8"
-        --set "training.seq_length=32" --set "model.max_seq_length=32" --set "training.eval_interval=0"
-        --set "data.blend=[{path: $data/brown_a_text_document, weight: 1}]"
-        --set "data.tokenizer.model=$data/tokenizer.model" --set "data.cache_dir=$work/cache")
+source "$src/tests/checkpoint/tiny_job.sh"
 "$@" -np 2 "$build/src/origami-train" "${common[@]}" --set moe.num_experts=0 \
   --set training.train_steps=2 --set checkpoint.save_interval=2 --set "checkpoint.dir=$work/dense" \
   --set "logging.dir=$work/run-dense"

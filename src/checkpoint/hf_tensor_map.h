@@ -1,0 +1,63 @@
+// defines: hf::TensorSource, hf::block(), hf::put(), hf::zeros()
+// The small tools both Hugging Face namings (hf_mixtral.cpp, hf_qwen2_moe.cpp) convert with:
+// taking named tensors with their shapes checked (and catching leftovers), and cutting or
+// placing row blocks of fused tensors.
+#pragma once
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "checkpoint/safetensors.h"
+
+namespace origami::hf {
+
+// Looks up `name`, checks its shape, and marks it used (leftovers are unknown names).
+class TensorSource {
+ public:
+  TensorSource(const HostTensorMap& m, const char* fn) : m_(m), fn_(fn) {}
+
+  const HostTensor& take(const std::string& name, const std::vector<int64_t>& shape) {
+    auto it = m_.find(name);
+    check(it != m_.end(), "{}: tensor '{}' is missing (expected shape {})", fn_, name,
+          shape_str(shape));
+    const HostTensor& t = it->second;
+    check(t.shape == shape, "{}: tensor '{}' has shape {}, expected {}", fn_, name,
+          shape_str(t.shape), shape_str(shape));
+    check(t.data.size() == size_t(numel(shape)), "{}: tensor '{}' of shape {} holds {} values", fn_,
+          name, shape_str(shape), t.data.size());
+    used_.insert(name);
+    return t;
+  }
+  bool has(const std::string& name) const { return m_.count(name) == 1; }
+  void skip(const std::string& name) { used_.insert(name); }
+
+  void check_all_used(const char* what) const {
+    for (const auto& [name, t] : m_)
+      check(used_.count(name) == 1, "{}: tensor '{}' is not a {} parameter of this config", fn_,
+            name, what);
+  }
+
+ private:
+  const HostTensorMap& m_;
+  const char* fn_;
+  std::set<std::string> used_;
+};
+
+// Elements [offset, offset + numel(shape)) of t as a tensor of `shape`.
+inline HostTensor block(const HostTensor& t, int64_t offset, std::vector<int64_t> shape) {
+  const int64_t n = numel(shape);
+  return {std::move(shape),
+          std::vector<float>(t.data.begin() + offset, t.data.begin() + offset + n)};
+}
+
+inline void put(HostTensor& dst, int64_t offset, const HostTensor& src) {
+  std::copy(src.data.begin(), src.data.end(), dst.data.begin() + offset);
+}
+
+inline HostTensor zeros(std::vector<int64_t> shape) {
+  const size_t n = size_t(numel(shape));
+  return {std::move(shape), std::vector<float>(n)};
+}
+
+}  // namespace origami::hf
