@@ -34,6 +34,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
       layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
       groups_(ProcessGroups::create(world, layout_)) {
   const auto& t = cfg_.training;
+  validate(cfg_, world.size());  // apps validate earlier; programmatic users get the same checks
   // A checkpoint to resume from must exist before anything large is allocated.
   const std::string resume = cfg_.checkpoint.load.empty() ? "" : resolve_checkpoint(cfg_.checkpoint.load);
   const int dp = layout_.dp();

@@ -66,6 +66,8 @@ TEST(Checkpoint, LoadsIntoOtherLayouts) {
   // Saved by EP=W experts-over-all-ranks with ZeRO-1 ...
   Config saved = small_config(fmt::format("relayout-{}", W));
   saved.training.train_steps = 6;
+  saved.moe.num_experts = std::max(4, W);  // EP = W needs at least W experts
+  saved.training.global_batch_size = 8 * std::max(1, W / 4);  // DP = W needs gbs % (2 W) == 0
   saved.parallel.expert = W;
   saved.optimizer.distributed = true;
   saved.checkpoint.dir = dir;
@@ -92,6 +94,21 @@ TEST(Checkpoint, LoadsIntoOtherLayouts) {
   ASSERT_EQ(relayout.size(), 3u);
   for (size_t i = 0; i < 3; ++i)
     EXPECT_NEAR(relayout[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i]) << "step " << 4 + i;
+  // ... into a quarter of the ranks (8 -> 2 at 8 ranks), expert parallel over them,
+  if (W >= 4) {
+    const int part = W / 4;
+    auto sub = world->split(world->rank() < part ? 0 : 1, world->rank(), "quarter");
+    if (world->rank() < part) {
+      Config q = other;
+      q.parallel.expert = part;
+      q.logging.dir += "-quarter";
+      const std::vector<double> quarter = Trainer(q, *sub).train();
+      for (size_t i = 0; i < 3; ++i)
+        EXPECT_NEAR(quarter[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i])
+            << W << " -> " << part << " ranks, step " << 4 + i;
+    }
+    world->barrier();
+  }
   // ... and into a single rank.
   auto solo = world->split(world->rank() == 0 ? 0 : 1, world->rank(), "solo");
   if (world->rank() == 0) {
@@ -103,6 +120,33 @@ TEST(Checkpoint, LoadsIntoOtherLayouts) {
       EXPECT_NEAR(single[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i]) << "step " << 4 + i;
   }
   world->barrier();
+}
+
+TEST(Checkpoint, OneRankCheckpointLoadsOnAllRanks) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  const int W = world->size();
+  const std::string dir = fresh_dir(*world, fmt::format("from-one-{}", W));
+  Config one = small_config(fmt::format("from-one-{}", W));
+  one.training.train_steps = 6;
+  one.moe.num_experts = std::max(4, W);
+  one.training.global_batch_size = 8 * std::max(1, W / 4);  // DP = W needs gbs % (2 W) == 0
+  one.checkpoint.dir = dir;
+  one.checkpoint.save_interval = 3;
+  std::vector<double> uninterrupted;
+  auto solo = world->split(world->rank() == 0 ? 0 : 1, world->rank(), "solo");
+  if (world->rank() == 0) uninterrupted = Trainer(one, *solo).train();  // saves at 3 and 6
+  world->barrier();
+  // 1 -> W ranks, expert parallel over all of them with ZeRO-1, from iteration 3.
+  Config all = one;
+  all.parallel.expert = W;
+  all.optimizer.distributed = true;
+  all.checkpoint = {.load = dir + "/iter_0000003"};
+  all.logging.dir += "-all";
+  const std::vector<double> resumed = Trainer(all, *world).train();
+  if (world->rank() == 0)
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(resumed[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i]) << "step " << 4 + i;
 }
 
 // Each bad checkpoint: the error names the checkpoint, the tensor or file, and the mismatch.

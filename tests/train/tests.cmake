@@ -34,3 +34,4 @@ origami_mpi_test(train expert_report 2 "ExpertReport.*")
 # Checkpoints: bitwise resume, loading into other layouts, refusal of bad checkpoints.
 origami_mpi_test(train checkpoint 2 "Checkpoint*")
 origami_mpi_test(train checkpoint 4 "Checkpoint*")
+origami_mpi_test(train checkpoint 8 "Checkpoint.LoadsIntoOtherLayouts:Checkpoint.OneRank*")
