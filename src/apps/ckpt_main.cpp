@@ -122,7 +122,7 @@ std::string save_fresh_checkpoint(const std::string& out, const Config& cfg, Fil
   saved_cfg.parallel = ParallelConfig{};
   saved_cfg.checkpoint.load.clear();
   std::vector<float> zeros(size_t(store.count()), 0.f);
-  return save_checkpoint(out, 0, TrainingState{}, to_yaml(saved_cfg), store, zeros, zeros, groups,
+  return save_checkpoint(*be, out, 0, TrainingState{}, to_yaml(saved_cfg), store, zeros, zeros, groups,
                          *world);
 }
 
@@ -251,7 +251,7 @@ LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq) {
   lm.model = std::make_unique<MoeTransformer>(*lm.be, lm.cfg, MicroBatchShape{batch, seq},
                                               lm.cfg.training.seed);
   std::vector<float> m, v;
-  load_checkpoint(info.path, lm.model->params(), m, v);
+  load_checkpoint(*lm.be, info.path, lm.model->params(), m, v);
   return lm;
 }
 

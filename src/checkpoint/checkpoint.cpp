@@ -110,7 +110,8 @@ void publish(const std::string& dir, const fs::path& tmp_dir, const fs::path& fi
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& dir, int64_t keep_last, const TrainingState& state,
+std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
+                            const TrainingState& state,
                             const std::string& config_yaml, const ParamStore& store,
                             const std::vector<float>& m, const std::vector<float>& v,
                             const ProcessGroups& groups, const Communicator& world) {
@@ -150,7 +151,7 @@ std::string save_checkpoint(const std::string& dir, int64_t keep_last, const Tra
                      {"shape", p->spec.local_shape}};
           const float* sources[3] = {nullptr, m.data() + off, v.data() + off};
           host.resize(size_t(n));
-          std::copy(base + off, base + off + n, host.begin());  // CPU backend: host memory
+          be.copy_to_host(host.data(), p->value.data(), size_t(n) * sizeof(float));
           sources[0] = host.data();
           for (int k = 0; k < 3; ++k) {
             const std::string ds = std::string(kKinds[k]) + "/" + p->spec.name;
@@ -234,8 +235,8 @@ std::string resolve_checkpoint(const std::string& path) {
        "'latest')", path);
 }
 
-TrainingState load_checkpoint(const std::string& path_in, ParamStore& store, std::vector<float>& m,
-                              std::vector<float>& v) {
+TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStore& store,
+                              std::vector<float>& m, std::vector<float>& v) {
   const std::string path = resolve_checkpoint(path_in);
   json index;
   try {
@@ -299,7 +300,7 @@ TrainingState load_checkpoint(const std::string& path_in, ParamStore& store, std
   }
   // All valid: now the weights change.
   Tensor all = store.all_values();
-  std::copy(values.begin(), values.end(), all.data());  // CPU backend: host memory
+  be.copy_from_host(all.data(), values.data(), values.size() * sizeof(float));
   return TrainingState{.step = index["step"], .consumed_samples = index["consumed_samples"],
                        .skipped = index["skipped_iterations"],
                        .optimizer_steps = index["optimizer_steps"]};

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "comm/parallel_layout.h"
 #include "model/parameters.h"
 
@@ -28,7 +29,9 @@ struct TrainingState {
 // Collective over `world`. m / v: this rank's Adam moments laid out like store's value buffer.
 // Writes <dir>/iter_<step>, points <dir>/latest at it, keeps the newest keep_last (0 = all).
 // Returns the checkpoint's path.
-std::string save_checkpoint(const std::string& dir, int64_t keep_last, const TrainingState& state,
+// `be` holds the store's memory (device or host); m and v are host vectors.
+std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
+                            const TrainingState& state,
                             const std::string& config_yaml, const ParamStore& store,
                             const std::vector<float>& m, const std::vector<float>& v,
                             const ProcessGroups& groups, const Communicator& world);
@@ -39,8 +42,8 @@ std::string resolve_checkpoint(const std::string& path);
 // Fills store values and m / v (resized like the store) for this rank's shards from a
 // checkpoint saved under any layout, after validating version, names, shapes, coverage and
 // checksums (an Error names the checkpoint, the tensor and the mismatch; nothing is overwritten).
-TrainingState load_checkpoint(const std::string& path, ParamStore& store, std::vector<float>& m,
-                              std::vector<float>& v);
+TrainingState load_checkpoint(Backend& be, const std::string& path, ParamStore& store,
+                              std::vector<float>& m, std::vector<float>& v);
 
 // Tools (origami-ckpt): the checkpoint's metadata, and whole global tensors assembled from the
 // pieces of every rank (kind: "model", "exp_avg" or "exp_avg_sq"), checksums verified.

@@ -99,7 +99,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
   if (!resume.empty()) {
     std::vector<float> m, v;
-    const TrainingState s = load_checkpoint(resume, model_->params(), m, v);
+    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v);
     if (zero_optimizer_)
       zero_optimizer_->load_moments(m, v, s.optimizer_steps);
     else
@@ -262,7 +262,7 @@ std::string Trainer::save_checkpoint_now() {
   }
   const std::string dir =
       cfg_.checkpoint.dir.empty() ? cfg_.logging.dir + "/checkpoints" : cfg_.checkpoint.dir;
-  return save_checkpoint(dir, cfg_.checkpoint.keep_last,
+  return save_checkpoint(*backend_, dir, cfg_.checkpoint.keep_last,
                          {.step = step_, .consumed_samples = consumed_samples_, .skipped = skipped_,
                           .optimizer_steps = optimizer_steps},
                          to_yaml(cfg_), model_->params(), m, v, groups_, world_);
