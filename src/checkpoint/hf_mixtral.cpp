@@ -269,31 +269,14 @@ Config config_from_mixtral_json(const nlohmann::json& j, const std::string& sour
 void save_mixtral(const std::string& dir, const HostTensorMap& origami, const Config& cfg,
                   const std::string& dtype, uint64_t max_shard_bytes) {
   check(dtype == "F32" || dtype == "BF16", "save_mixtral: dtype '{}' (F32 or BF16)", dtype);
-  HostTensorMap hf = to_mixtral(origami, cfg);
-  const nlohmann::json config = mixtral_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16");
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  check(!ec, "save_mixtral: cannot create directory '{}': {}", dir, ec.message());
-  write_safetensors_sharded(dir, encode_tensors(hf, dtype), max_shard_bytes);
-  const std::string path = (fs::path(dir) / "config.json").string();
-  std::ofstream out(path, std::ios::trunc);
-  out << config.dump(2) << "\n";
-  out.flush();
-  check(bool(out), "save_mixtral: writing '{}' failed", path);
+  write_hf_directory(dir, encode_tensors(to_mixtral(origami, cfg), dtype),
+                     mixtral_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16"), max_shard_bytes);
 }
 
 MixtralModel load_mixtral(const std::string& dir, const Config& base) {
-  const std::string path = (fs::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  check(bool(in), "load_mixtral: cannot open '{}'", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("load_mixtral: '{}' is not valid JSON: {}", path, e.what());
-  }
+  const auto [config_json, path] = read_hf_config(dir);
   MixtralModel model;
-  model.config = config_from_mixtral_json(j, path, base);
+  model.config = config_from_mixtral_json(config_json, path, base);
   model.params = from_mixtral(decode_tensors(read_safetensors_model(dir).tensors), model.config);
   return model;
 }

@@ -390,31 +390,14 @@ Config config_from_qwen2_moe_json(const nlohmann::json& j, const std::string& so
 void save_qwen2_moe(const std::string& dir, const HostTensorMap& origami, const Config& cfg,
                     const std::string& dtype, uint64_t max_shard_bytes) {
   check(dtype == "F32" || dtype == "BF16", "save_qwen2_moe: dtype '{}' (F32 or BF16)", dtype);
-  HostTensorMap hf = to_qwen2_moe(origami, cfg);
-  const nlohmann::json config = qwen2_moe_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16");
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  check(!ec, "save_qwen2_moe: cannot create directory '{}': {}", dir, ec.message());
-  write_safetensors_sharded(dir, encode_tensors(hf, dtype), max_shard_bytes);
-  const std::string path = (fs::path(dir) / "config.json").string();
-  std::ofstream out(path, std::ios::trunc);
-  out << config.dump(2) << "\n";
-  out.flush();
-  check(bool(out), "save_qwen2_moe: writing '{}' failed", path);
+  write_hf_directory(dir, encode_tensors(to_qwen2_moe(origami, cfg), dtype),
+                     qwen2_moe_config_json(cfg, dtype == "F32" ? "float32" : "bfloat16"), max_shard_bytes);
 }
 
 Qwen2MoeModel load_qwen2_moe(const std::string& dir, const Config& base) {
-  const std::string path = (fs::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  check(bool(in), "load_qwen2_moe: cannot open '{}'", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("load_qwen2_moe: '{}' is not valid JSON: {}", path, e.what());
-  }
+  const auto [config_json, path] = read_hf_config(dir);
   Qwen2MoeModel model;
-  model.config = config_from_qwen2_moe_json(j, path, base);
+  model.config = config_from_qwen2_moe_json(config_json, path, base);
   model.params = from_qwen2_moe(decode_tensors(read_safetensors_model(dir).tensors), model.config);
   return model;
 }

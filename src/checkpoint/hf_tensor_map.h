@@ -1,4 +1,5 @@
-// defines: hf::TensorSource, hf::block(), hf::put(), hf::zeros()
+// defines: hf::TensorSource, hf::block(), hf::put(), hf::zeros(), write_hf_directory(),
+//          read_hf_config()
 // The small tools both Hugging Face namings (hf_mixtral.cpp, hf_qwen2_moe.cpp) convert with:
 // taking named tensors with their shapes checked (and catching leftovers), and cutting or
 // placing row blocks of fused tensors.
@@ -6,6 +7,9 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
+#include <utility>
 
 #include "base/error.h"
 #include "checkpoint/safetensors.h"
@@ -61,3 +65,14 @@ inline HostTensor zeros(std::vector<int64_t> shape) {
 }
 
 }  // namespace origami::hf
+
+namespace origami {
+
+// A transformers directory: the tensors as safetensors (sharded above max_shard_bytes, with an
+// index) and config.json.
+void write_hf_directory(const std::string& dir, const StTensorMap& tensors,
+                        const nlohmann::json& config, uint64_t max_shard_bytes);
+// config.json of such a directory, and its path (for error messages).
+std::pair<nlohmann::json, std::string> read_hf_config(const std::string& dir);
+
+}  // namespace origami
