@@ -33,6 +33,10 @@ struct Dims {
   bool tied;
 };
 
+LlamaShapes llama_shapes(const Dims& d) {
+  return {.V = d.V, .H = d.H, .q_rows = d.nh * d.hd, .kv_rows = d.nkv * d.hd, .tied = d.tied};
+}
+
 // The model shapes cfg implies, after checking Mixtral can express that model at all.
 Dims mixtral_dims(const Config& cfg, const char* fn) {
   const auto& m = cfg.model;
@@ -78,17 +82,11 @@ HostTensorMap to_mixtral(const HostTensorMap& origami, const Config& cfg) {
   const Dims d = mixtral_dims(cfg, fn);
   TensorSource src(origami, fn);
   HostTensorMap hf;
-  hf["model.embed_tokens.weight"] = src.take("embedding.weight", {d.V, d.H});
+  const LlamaShapes ls = llama_shapes(d);
+  ends_to_hf(src, hf, ls);
   for (int64_t l = 0; l < d.L; ++l) {
     const std::string o = origami_layer(l), h = hf_layer(l);
-    hf[h + "input_layernorm.weight"] = src.take(o + "attention_norm.weight", {d.H});
-    const HostTensor& qkv = src.take(o + "attention.qkv.weight", {(d.nh + 2 * d.nkv) * d.hd, d.H});
-    const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
-    hf[h + "self_attn.q_proj.weight"] = block(qkv, 0, {q_rows, d.H});
-    hf[h + "self_attn.k_proj.weight"] = block(qkv, q_rows * d.H, {kv_rows, d.H});
-    hf[h + "self_attn.v_proj.weight"] = block(qkv, (q_rows + kv_rows) * d.H, {kv_rows, d.H});
-    hf[h + "self_attn.o_proj.weight"] = src.take(o + "attention.proj.weight", {d.H, q_rows});
-    hf[h + "post_attention_layernorm.weight"] = src.take(o + "ffn_norm.weight", {d.H});
+    attention_to_hf(src, hf, o, h, ls);
     hf[h + "block_sparse_moe.gate.weight"] = src.take(o + "moe.router.weight", {d.E, d.H});
     const HostTensor& fc1 = src.take(o + "moe.experts.fc1.weight", {d.E, 2, d.F, d.H});
     const HostTensor& fc2 = src.take(o + "moe.experts.fc2.weight", {d.E, d.H, d.F});
@@ -99,9 +97,6 @@ HostTensorMap to_mixtral(const HostTensorMap& origami, const Config& cfg) {
       hf[x + "w2.weight"] = block(fc2, e * d.H * d.F, {d.H, d.F});            // down
     }
   }
-  hf["model.norm.weight"] = src.take("final_norm.weight", {d.H});
-  // Tied: transformers re-ties lm_head to embed_tokens on load, so the file omits it.
-  if (!d.tied) hf["lm_head.weight"] = src.take("lm_head.weight", {d.V, d.H});
   src.check_all_used(d.tied ? "Origami (tied embeddings: no lm_head.weight)" : "Origami");
   return hf;
 }
@@ -111,18 +106,11 @@ HostTensorMap from_mixtral(const HostTensorMap& hf, const Config& cfg) {
   const Dims d = mixtral_dims(cfg, fn);
   TensorSource src(hf, fn);
   HostTensorMap o;
-  o["embedding.weight"] = src.take("model.embed_tokens.weight", {d.V, d.H});
-  const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
+  const LlamaShapes ls = llama_shapes(d);
+  ends_from_hf(src, o, ls, fn);
   for (int64_t l = 0; l < d.L; ++l) {
     const std::string p = origami_layer(l), h = hf_layer(l);
-    o[p + "attention_norm.weight"] = src.take(h + "input_layernorm.weight", {d.H});
-    HostTensor qkv = zeros({q_rows + 2 * kv_rows, d.H});
-    put(qkv, 0, src.take(h + "self_attn.q_proj.weight", {q_rows, d.H}));
-    put(qkv, q_rows * d.H, src.take(h + "self_attn.k_proj.weight", {kv_rows, d.H}));
-    put(qkv, (q_rows + kv_rows) * d.H, src.take(h + "self_attn.v_proj.weight", {kv_rows, d.H}));
-    o[p + "attention.qkv.weight"] = std::move(qkv);
-    o[p + "attention.proj.weight"] = src.take(h + "self_attn.o_proj.weight", {d.H, q_rows});
-    o[p + "ffn_norm.weight"] = src.take(h + "post_attention_layernorm.weight", {d.H});
+    attention_from_hf(src, o, p, h, ls);
     o[p + "moe.router.weight"] = src.take(h + "block_sparse_moe.gate.weight", {d.E, d.H});
     HostTensor fc1 = zeros({d.E, 2, d.F, d.H}), fc2 = zeros({d.E, d.H, d.F});
     for (int64_t e = 0; e < d.E; ++e) {
@@ -133,20 +121,6 @@ HostTensorMap from_mixtral(const HostTensorMap& hf, const Config& cfg) {
     }
     o[p + "moe.experts.fc1.weight"] = std::move(fc1);
     o[p + "moe.experts.fc2.weight"] = std::move(fc2);
-    // Old checkpoints carry the RoPE frequency buffer; it is derived from rope_theta, not learnt.
-    const std::string inv_freq = h + "self_attn.rotary_emb.inv_freq";
-    if (src.has(inv_freq)) src.skip(inv_freq);
-  }
-  o["final_norm.weight"] = src.take("model.norm.weight", {d.H});
-  if (!d.tied) {
-    o["lm_head.weight"] = src.take("lm_head.weight", {d.V, d.H});
-  } else if (src.has("lm_head.weight")) {
-    // Some tied checkpoints still store the head; accept it only if it really is the embedding.
-    const HostTensor& head = src.take("lm_head.weight", {d.V, d.H});
-    check(head == o["embedding.weight"],
-          "{}: model.tie_embeddings is true but 'lm_head.weight' differs from "
-          "'model.embed_tokens.weight'; load with tie_embeddings false",
-          fn);
   }
   src.check_all_used("Mixtral");
   return o;

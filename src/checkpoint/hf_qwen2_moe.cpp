@@ -31,6 +31,10 @@ struct Dims {
   bool tied;
 };
 
+LlamaShapes llama_shapes(const Dims& d) {
+  return {.V = d.V, .H = d.H, .q_rows = d.nh * d.hd, .kv_rows = d.nkv * d.hd, .tied = d.tied};
+}
+
 // The model shapes cfg implies, after checking Qwen2-MoE can express that model at all.
 Dims qwen_dims(const Config& cfg, const char* fn) {
   const auto& m = cfg.model;
@@ -101,21 +105,16 @@ HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
   const Dims d = qwen_dims(cfg, fn);
   TensorSource src(origami, fn);
   HostTensorMap hf;
-  hf["model.embed_tokens.weight"] = src.take("embedding.weight", {d.V, d.H});
-  const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
+  const LlamaShapes ls = llama_shapes(d);
+  const int64_t q_rows = ls.q_rows, kv_rows = ls.kv_rows;
+  ends_to_hf(src, hf, ls);
   for (int64_t l = 0; l < d.L; ++l) {
     const std::string o = origami_layer(l), h = hf_layer(l);
-    hf[h + "input_layernorm.weight"] = src.take(o + "attention_norm.weight", {d.H});
-    const HostTensor& qkv = src.take(o + "attention.qkv.weight", {q_rows + 2 * kv_rows, d.H});
-    hf[h + "self_attn.q_proj.weight"] = block(qkv, 0, {q_rows, d.H});
-    hf[h + "self_attn.k_proj.weight"] = block(qkv, q_rows * d.H, {kv_rows, d.H});
-    hf[h + "self_attn.v_proj.weight"] = block(qkv, (q_rows + kv_rows) * d.H, {kv_rows, d.H});
+    attention_to_hf(src, hf, o, h, ls);
     // Qwen2 attention always has q/k/v biases (qkv_bias defaults to true): Origami's are zero.
     hf[h + "self_attn.q_proj.bias"] = zeros({q_rows});
     hf[h + "self_attn.k_proj.bias"] = zeros({kv_rows});
     hf[h + "self_attn.v_proj.bias"] = zeros({kv_rows});
-    hf[h + "self_attn.o_proj.weight"] = src.take(o + "attention.proj.weight", {d.H, q_rows});
-    hf[h + "post_attention_layernorm.weight"] = src.take(o + "ffn_norm.weight", {d.H});
     if (!MoeTransformer::is_moe_layer(cfg, int(l))) {
       const HostTensor& fc1 = src.take(o + "mlp.fc1.weight", {2 * d.D, d.H});
       hf[h + "mlp.gate_proj.weight"] = block(fc1, 0, {d.D, d.H});
@@ -140,9 +139,6 @@ HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
         scaled(src.take(sfc2, {d.H, d.S}), 2.f, sfc2, fn);
     hf[h + "mlp.shared_expert_gate.weight"] = zeros({1, d.H});
   }
-  hf["model.norm.weight"] = src.take("final_norm.weight", {d.H});
-  // Tied: transformers re-ties lm_head to embed_tokens on load, so the file omits it.
-  if (!d.tied) hf["lm_head.weight"] = src.take("lm_head.weight", {d.V, d.H});
   src.check_all_used(d.tied ? "Origami (tied embeddings: no lm_head.weight)" : "Origami");
   return hf;
 }
@@ -152,16 +148,12 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
   const Dims d = qwen_dims(cfg, fn);
   TensorSource src(hf, fn);
   HostTensorMap o;
-  o["embedding.weight"] = src.take("model.embed_tokens.weight", {d.V, d.H});
-  const int64_t q_rows = d.nh * d.hd, kv_rows = d.nkv * d.hd;
+  const LlamaShapes ls = llama_shapes(d);
+  const int64_t q_rows = ls.q_rows, kv_rows = ls.kv_rows;
+  ends_from_hf(src, o, ls, fn);
   for (int64_t l = 0; l < d.L; ++l) {
     const std::string p = origami_layer(l), h = hf_layer(l);
-    o[p + "attention_norm.weight"] = src.take(h + "input_layernorm.weight", {d.H});
-    HostTensor qkv = zeros({q_rows + 2 * kv_rows, d.H});
-    put(qkv, 0, src.take(h + "self_attn.q_proj.weight", {q_rows, d.H}));
-    put(qkv, q_rows * d.H, src.take(h + "self_attn.k_proj.weight", {kv_rows, d.H}));
-    put(qkv, (q_rows + kv_rows) * d.H, src.take(h + "self_attn.v_proj.weight", {kv_rows, d.H}));
-    o[p + "attention.qkv.weight"] = std::move(qkv);
+    attention_from_hf(src, o, p, h, ls);
     // Biases are absent when config.json says qkv_bias false; present, they must be zero.
     const std::pair<const char*, int64_t> biases[] = {
         {"q", q_rows}, {"k", kv_rows}, {"v", kv_rows}};
@@ -169,11 +161,6 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
       const std::string bias = fmt::format("{}self_attn.{}_proj.bias", h, proj);
       if (src.has(bias)) require_zeros(src.take(bias, {rows}), bias, fn, kBiasWhy);
     }
-    o[p + "attention.proj.weight"] = src.take(h + "self_attn.o_proj.weight", {d.H, q_rows});
-    o[p + "ffn_norm.weight"] = src.take(h + "post_attention_layernorm.weight", {d.H});
-    // Old checkpoints carry the RoPE frequency buffer; it is derived from rope_theta, not learnt.
-    const std::string inv_freq = h + "self_attn.rotary_emb.inv_freq";
-    if (src.has(inv_freq)) src.skip(inv_freq);
     if (!MoeTransformer::is_moe_layer(cfg, int(l))) {
       HostTensor fc1 = zeros({2 * d.D, d.H});
       put(fc1, 0, src.take(h + "mlp.gate_proj.weight", {d.D, d.H}));
@@ -200,17 +187,6 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
     o[p + "moe.shared_expert.fc1.weight"] = std::move(sfc1);
     const std::string down = h + "mlp.shared_expert.down_proj.weight";
     o[p + "moe.shared_expert.fc2.weight"] = scaled(src.take(down, {d.H, d.S}), 0.5f, down, fn);
-  }
-  o["final_norm.weight"] = src.take("model.norm.weight", {d.H});
-  if (!d.tied) {
-    o["lm_head.weight"] = src.take("lm_head.weight", {d.V, d.H});
-  } else if (src.has("lm_head.weight")) {
-    // Some tied checkpoints still store the head; accept it only if it really is the embedding.
-    const HostTensor& head = src.take("lm_head.weight", {d.V, d.H});
-    check(head == o["embedding.weight"],
-          "{}: model.tie_embeddings is true but 'lm_head.weight' differs from "
-          "'model.embed_tokens.weight'; load with tie_embeddings false",
-          fn);
   }
   src.check_all_used("Qwen2-MoE");
   return o;

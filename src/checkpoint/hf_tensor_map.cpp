@@ -7,6 +7,58 @@ namespace origami {
 
 namespace fs = std::filesystem;
 
+namespace hf {
+
+void attention_to_hf(TensorSource& src, HostTensorMap& hf, const std::string& o,
+                     const std::string& h, const LlamaShapes& s) {
+  hf[h + "input_layernorm.weight"] = src.take(o + "attention_norm.weight", {s.H});
+  const HostTensor& qkv = src.take(o + "attention.qkv.weight", {s.q_rows + 2 * s.kv_rows, s.H});
+  hf[h + "self_attn.q_proj.weight"] = block(qkv, 0, {s.q_rows, s.H});
+  hf[h + "self_attn.k_proj.weight"] = block(qkv, s.q_rows * s.H, {s.kv_rows, s.H});
+  hf[h + "self_attn.v_proj.weight"] = block(qkv, (s.q_rows + s.kv_rows) * s.H, {s.kv_rows, s.H});
+  hf[h + "self_attn.o_proj.weight"] = src.take(o + "attention.proj.weight", {s.H, s.q_rows});
+  hf[h + "post_attention_layernorm.weight"] = src.take(o + "ffn_norm.weight", {s.H});
+}
+
+void attention_from_hf(TensorSource& src, HostTensorMap& out, const std::string& o,
+                       const std::string& h, const LlamaShapes& s) {
+  out[o + "attention_norm.weight"] = src.take(h + "input_layernorm.weight", {s.H});
+  HostTensor qkv = zeros({s.q_rows + 2 * s.kv_rows, s.H});
+  put(qkv, 0, src.take(h + "self_attn.q_proj.weight", {s.q_rows, s.H}));
+  put(qkv, s.q_rows * s.H, src.take(h + "self_attn.k_proj.weight", {s.kv_rows, s.H}));
+  put(qkv, (s.q_rows + s.kv_rows) * s.H, src.take(h + "self_attn.v_proj.weight", {s.kv_rows, s.H}));
+  out[o + "attention.qkv.weight"] = std::move(qkv);
+  out[o + "attention.proj.weight"] = src.take(h + "self_attn.o_proj.weight", {s.H, s.q_rows});
+  out[o + "ffn_norm.weight"] = src.take(h + "post_attention_layernorm.weight", {s.H});
+  // Old checkpoints carry the RoPE frequency buffer; it is derived from rope_theta, not learnt.
+  const std::string inv_freq = h + "self_attn.rotary_emb.inv_freq";
+  if (src.has(inv_freq)) src.skip(inv_freq);
+}
+
+void ends_to_hf(TensorSource& src, HostTensorMap& hf, const LlamaShapes& s) {
+  hf["model.embed_tokens.weight"] = src.take("embedding.weight", {s.V, s.H});
+  hf["model.norm.weight"] = src.take("final_norm.weight", {s.H});
+  // Tied: transformers re-ties lm_head to embed_tokens on load, so the file omits it.
+  if (!s.tied) hf["lm_head.weight"] = src.take("lm_head.weight", {s.V, s.H});
+}
+
+void ends_from_hf(TensorSource& src, HostTensorMap& out, const LlamaShapes& s, const char* fn) {
+  out["embedding.weight"] = src.take("model.embed_tokens.weight", {s.V, s.H});
+  out["final_norm.weight"] = src.take("model.norm.weight", {s.H});
+  if (!s.tied) {
+    out["lm_head.weight"] = src.take("lm_head.weight", {s.V, s.H});
+  } else if (src.has("lm_head.weight")) {
+    // Some tied checkpoints still store the head; accept it only if it really is the embedding.
+    const HostTensor& head = src.take("lm_head.weight", {s.V, s.H});
+    check(head == out["embedding.weight"],
+          "{}: model.tie_embeddings is true but 'lm_head.weight' differs from "
+          "'model.embed_tokens.weight'; load with tie_embeddings false",
+          fn);
+  }
+}
+
+}  // namespace hf
+
 void write_hf_directory(const std::string& dir, const StTensorMap& tensors,
                         const nlohmann::json& config, uint64_t max_shard_bytes) {
   std::error_code ec;

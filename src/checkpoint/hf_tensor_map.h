@@ -1,5 +1,5 @@
-// defines: hf::TensorSource, hf::block(), hf::put(), hf::zeros(), write_hf_directory(),
-//          read_hf_config()
+// defines: hf::TensorSource, hf::block(), hf::put(), hf::zeros(), hf::LlamaShapes and the
+//          shared attention / embedding conversions, write_hf_directory(), read_hf_config()
 // The small tools both Hugging Face namings (hf_mixtral.cpp, hf_qwen2_moe.cpp) convert with:
 // taking named tensors with their shapes checked (and catching leftovers), and cutting or
 // placing row blocks of fused tensors.
@@ -63,6 +63,23 @@ inline HostTensor zeros(std::vector<int64_t> shape) {
   const size_t n = size_t(numel(shape));
   return {std::move(shape), std::vector<float>(n)};
 }
+
+// The Llama skeleton every supported naming shares: embed_tokens, per layer input_layernorm,
+// self_attn.{q,k,v,o}_proj (Origami's fused qkv rows Wq|Wk|Wv), post_attention_layernorm, and
+// model.norm / lm_head. Each naming adds its MLP / MoE tensors (and extras such as biases).
+struct LlamaShapes {
+  int64_t V, H, q_rows, kv_rows;  // vocabulary, hidden, nh*hd, nkv*hd
+  bool tied;
+};
+// Origami layer prefix `o` ("layers.3.") -> HF prefix `h` ("model.layers.3.").
+void attention_to_hf(TensorSource& src, HostTensorMap& hf, const std::string& o,
+                     const std::string& h, const LlamaShapes& s);
+void attention_from_hf(TensorSource& src, HostTensorMap& out, const std::string& o,
+                       const std::string& h, const LlamaShapes& s);
+// Embedding, final norm and (untied) head; a tied import accepts a stored lm_head only if it
+// equals the embedding.
+void ends_to_hf(TensorSource& src, HostTensorMap& hf, const LlamaShapes& s);
+void ends_from_hf(TensorSource& src, HostTensorMap& out, const LlamaShapes& s, const char* fn);
 
 }  // namespace origami::hf
 
