@@ -44,6 +44,9 @@ class Backend {
   virtual void synchronize() = 0;
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes() const = 0;
+  // True if p points into memory the host cannot dereference (device memory), so that host-side
+  // code (the MPI communicator's staging) knows to copy through copy_to_host/copy_from_host.
+  virtual bool is_device_memory(const void* p) const { return false; }
 
   // ---- dense linear algebra ---------------------------------------------------------------
   virtual void gemm(const GemmDesc& g) = 0;

@@ -13,6 +13,7 @@
 #include "comm/mpi_runtime.h"
 #include "data/tokenizer.h"
 #include "optim/lr_schedule.h"
+#include "train/device_staged_communicator.h"
 #include "train/flops.h"
 
 namespace origami {
@@ -32,7 +33,9 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     : cfg_(cfg),
       world_(world),
       layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
-      groups_(ProcessGroups::create(world, layout_)) {
+      backend_(make_backend(cfg.training.backend, node_local_rank())),
+      device_world_(wrap_for_backend(world, *backend_)),
+      groups_(ProcessGroups::create(device_world_ ? *device_world_ : world, layout_)) {
   const auto& t = cfg_.training;
   validate(cfg_, world.size());  // apps validate earlier; programmatic users get the same checks
   // A checkpoint to resume from must exist before anything large is allocated.
@@ -87,7 +90,6 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   }
 
   // Model and optimizer: all parameters, gradients, moments and activations allocated once.
-  backend_ = make_backend(t.backend, node_local_rank());
   model_ = std::make_unique<MoeTransformer>(
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
       ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get(),

@@ -52,8 +52,11 @@ class Trainer {
   Config cfg_;
   const Communicator& world_;
   ParallelLayout layout_;
-  ProcessGroups groups_;
   std::unique_ptr<Backend> backend_;
+  // The world as the model and optimizer see it: staged through host memory for a device
+  // backend (null for cpu, where world_ is used directly).
+  std::unique_ptr<Communicator> device_world_;
+  ProcessGroups groups_;
   std::unique_ptr<SampleSource> train_data_, valid_data_;
   std::vector<std::unique_ptr<SampleSource>> report_data_;  // one per blend entry
   std::unique_ptr<MoeTransformer> model_;

@@ -35,3 +35,7 @@ origami_mpi_test(train expert_report 2 "ExpertReport.*")
 origami_mpi_test(train checkpoint 2 "Checkpoint*")
 origami_mpi_test(train checkpoint 4 "Checkpoint*")
 origami_mpi_test(train checkpoint 8 "Checkpoint.LoadsIntoOtherLayouts:Checkpoint.OneRank*")
+
+# The CUDA backend end to end (skips without a GPU): 1 rank, and ranks sharing one GPU.
+origami_mpi_test(train cuda_training 1 "CudaTraining.*")
+origami_mpi_test(train cuda_training 2 "CudaTraining.RanksSharingOneGpuMatchOneRank")

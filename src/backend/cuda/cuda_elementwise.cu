@@ -1,0 +1,132 @@
+// defines: CudaBackend fill/add/axpy/scale, the ordered reductions sum/sum_squares, SwiGLU,
+// and scale_matrix (C = beta*C for a GEMM with an empty inner dimension)
+// Elementwise kernels are grid-stride loops. The reductions run in two passes with a fixed grid
+// (per-block fp64 partials, then one block adding them in block order), so a sum is the same
+// bitwise on every run, as the CPU backend's is.
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_launch.h"
+
+namespace origami::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+constexpr int kReduceBlocks = 512;
+
+__global__ void fill_kernel(float* x, float v, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = v;
+}
+__global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+__global__ void axpy_kernel(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] += alpha * x[i];
+}
+__global__ void scale_kernel(float* x, float alpha, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] *= alpha;
+}
+__global__ void scale_matrix_kernel(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float& v = c[(i / cols) * ldc + i % cols];
+    v = beta == 0.f ? 0.f : beta * v;
+  }
+}
+
+__global__ void partial_sum_kernel(const float* x, int64_t n, bool squares, double* partial) {
+  double s = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double v = x[i];
+    s += squares ? v * v : v;
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+__global__ void final_sum_kernel(const double* partial, int count, double* out) {
+  double s = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) *out = s;
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+__global__ void swiglu_forward_kernel(const float* h, float* out, int64_t rows, int64_t F) {
+  const int64_t n = rows * F;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / F, j = i % F;
+    const float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j];
+    out[i] = g * sigmoid(g) * u;
+  }
+}
+// d/dg [g*s(g)*u] = u * s(g) * (1 + g*(1 - s(g))); d/du = g*s(g)
+__global__ void swiglu_backward_kernel(const float* dout, const float* h, float* dh, int64_t rows,
+                                       int64_t F) {
+  const int64_t n = rows * F;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / F, j = i % F;
+    const float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j], s = sigmoid(g), d = dout[i];
+    dh[r * 2 * F + j] = d * u * s * (1.f + g * (1.f - s));
+    dh[r * 2 * F + F + j] = d * g * s;
+  }
+}
+}  // namespace
+
+void scale_matrix(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta, cudaStream_t s) {
+  scale_matrix_kernel<<<blocks_for(rows * cols, kThreads), kThreads, 0, s>>>(c, rows, cols, ldc, beta);
+  check_launch("gemm (k = 0: C = beta*C)", {rows, cols, ldc});
+}
+
+void CudaBackend::fill(float* x, float value, int64_t n) {
+  if (n <= 0) return;
+  fill_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(x, value, n);
+  check_launch("fill", {n});
+}
+void CudaBackend::add(const float* a, const float* b, float* out, int64_t n) {
+  if (n <= 0) return;
+  add_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(a, b, out, n);
+  check_launch("add", {n});
+}
+void CudaBackend::axpy(float alpha, const float* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  axpy_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(alpha, x, y, n);
+  check_launch("axpy", {n});
+}
+void CudaBackend::scale(float* x, float alpha, int64_t n) {
+  if (n <= 0) return;
+  scale_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(x, alpha, n);
+  check_launch("scale", {n});
+}
+
+double CudaBackend::reduce(const float* x, int64_t n, bool squares) {
+  if (n <= 0) return 0.0;
+  auto* partial = static_cast<double*>(scratch(sizeof(double) * (kReduceBlocks + 1)));
+  partial_sum_kernel<<<kReduceBlocks, kThreads, 0, stream_>>>(x, n, squares, partial);
+  check_launch(squares ? "sum_squares" : "sum", {n});
+  final_sum_kernel<<<1, kThreads, 0, stream_>>>(partial, kReduceBlocks, partial + kReduceBlocks);
+  check_launch(squares ? "sum_squares (final)" : "sum (final)", {n});
+  CUDA_CHECK(cudaMemcpyAsync(host_result_, partial + kReduceBlocks, sizeof(double),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return *host_result_;
+}
+double CudaBackend::sum_squares(const float* x, int64_t n) { return reduce(x, n, true); }
+double CudaBackend::sum(const float* x, int64_t n) { return reduce(x, n, false); }
+
+void CudaBackend::swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) {
+  if (rows * F <= 0) return;
+  swiglu_forward_kernel<<<blocks_for(rows * F, kThreads), kThreads, 0, stream_>>>(h, out, rows, F);
+  check_launch("swiglu_forward", {rows, F});
+}
+void CudaBackend::swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
+                                  int64_t F) {
+  if (rows * F <= 0) return;
+  swiglu_backward_kernel<<<blocks_for(rows * F, kThreads), kThreads, 0, stream_>>>(dout, h, dh, rows, F);
+  check_launch("swiglu_backward", {rows, F});
+}
+
+}  // namespace origami::cuda

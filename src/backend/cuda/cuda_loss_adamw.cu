@@ -1,0 +1,98 @@
+// defines: CudaBackend cross-entropy forward/backward and the AdamW update
+// Cross-entropy: one block per row, max and fp64 sum of exponentials reduced over the block;
+// lse kept for backward, as in the CPU reference. A target outside the vocabulary raises a flag
+// that forward checks before returning (the caller reads the losses next anyway).
+#include <cmath>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_launch.h"
+
+namespace origami::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+
+__global__ void ce_forward_kernel(const float* logits, const int32_t* targets, float* losses,
+                                  float* lse, int64_t V, int32_t* bad) {
+  const int64_t r = blockIdx.x;
+  const float* z = logits + r * V;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
+  mx = block_max(mx);
+  double denom = 0.0;
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) denom += exp(double(z[j] - mx));
+  denom = block_sum(denom);
+  if (threadIdx.x == 0) {
+    const double l = double(mx) + log(denom);
+    const int32_t tgt = targets[r];
+    lse[r] = float(l);
+    if (tgt >= V) *bad = 1;
+    losses[r] = (tgt < 0 || tgt >= V) ? 0.f : float(l - double(z[tgt]));
+  }
+}
+
+__global__ void ce_backward_kernel(const float* logits, const int32_t* targets, const float* lse,
+                                   float scale, float* dlogits, int64_t V) {
+  const int64_t r = blockIdx.x;
+  const int32_t tgt = targets[r];
+  float* d = dlogits + r * V;
+  const float* z = logits + r * V;
+  const float l = lse[r];
+  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
+    if (tgt < 0 || tgt >= V) {
+      d[j] = 0.f;
+      continue;
+    }
+    d[j] = scale * expf(z[j] - l) - (j == tgt ? scale : 0.f);
+  }
+}
+
+__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
+                             float lr, float beta1, float beta2, float eps, float wd, float c1,
+                             float c2) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = grad[i];
+    const float mi = beta1 * m[i] + (1.f - beta1) * g;
+    const float vi = beta2 * v[i] + (1.f - beta2) * g * g;
+    m[i] = mi, v[i] = vi;
+    const float mhat = mi * c1, vhat = vi * c2;
+    param[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * param[i]);
+  }
+}
+}  // namespace
+
+void CudaBackend::cross_entropy_forward(const float* logits, const int32_t* targets,
+                                        float* losses, float* lse, int64_t N, int64_t V) {
+  if (N <= 0) return;
+  auto* bad = static_cast<int32_t*>(scratch(sizeof(int32_t)));
+  CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(int32_t), stream_));
+  ce_forward_kernel<<<unsigned(N), kThreads, 0, stream_>>>(logits, targets, losses, lse, V, bad);
+  check_launch("cross_entropy_forward", {N, V});
+  int32_t flag = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&flag, bad, sizeof(flag), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  require(flag == 0, "cross_entropy_forward: a target is out of range [0, {}) (N={}; negative = ignored)",
+        V, N);
+}
+
+void CudaBackend::cross_entropy_backward(const float* logits, const int32_t* targets,
+                                         const float* lse, float scale, float* dlogits, int64_t N,
+                                         int64_t V) {
+  if (N <= 0) return;
+  ce_backward_kernel<<<unsigned(N), kThreads, 0, stream_>>>(logits, targets, lse, scale, dlogits, V);
+  check_launch("cross_entropy_backward", {N, V});
+}
+
+void CudaBackend::adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, int64_t t) {
+  require(t >= 1, "adamw: step t must be >= 1 for bias correction (got {})", t);
+  if (n <= 0) return;
+  const float c1 = float(1.0 / (1.0 - std::pow(double(beta1), double(t))));
+  const float c2 = float(1.0 / (1.0 - std::pow(double(beta2), double(t))));
+  adamw_kernel<<<blocks_for(n, kThreads, 4096), kThreads, 0, stream_>>>(
+      param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2);
+  check_launch("adamw", {n});
+}
+
+}  // namespace origami::cuda
