@@ -23,19 +23,21 @@ void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>&
   if (spec.init != InitKind::normal) return;
   // Map each local index to its global flat index so any shard draws the same numbers.
   const int nd = int(gs.size());
-  Rng rng(seed, hash_name(spec.name));
-  std::vector<int64_t> idx(size_t(nd), 0);
+  // Counter-based draws: elements are independent, so the loop is parallel and still exact.
+  const Rng rng(seed, hash_name(spec.name));
+  float* out = local.data();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
-    int64_t rem = i, global = 0;
+    int64_t rem = i, global = 0, stride = 1;
+    // Row-major: the global flat index is sum over dims of (local idx + shard offset) * global
+    // stride, walking the dimensions from the last.
     for (int d = nd - 1; d >= 0; --d) {
-      idx[size_t(d)] = rem % ls[size_t(d)];
+      const int64_t li = rem % ls[size_t(d)];
       rem /= ls[size_t(d)];
+      global += (li + spec.shard.offset_along(d)) * stride;
+      stride *= gs[size_t(d)];
     }
-    for (int d = 0; d < nd; ++d) {
-      int64_t g = idx[size_t(d)] + spec.shard.offset_along(d);
-      global = global * gs[size_t(d)] + g;
-    }
-    local[size_t(i)] = float(spec.init_std * rng.normal(uint64_t(global)));
+    out[i] = float(spec.init_std * rng.normal(uint64_t(global)));
   }
 }
 

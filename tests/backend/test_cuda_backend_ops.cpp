@@ -212,6 +212,37 @@ TEST_F(CudaOps, AttentionForwardBackwardGqaManyShapes) {
   }
 }
 
+// Below fp32 GEMM precision, head sizes 32/64/96/128 take the tensor-core kernels (bf16
+// operands): they must match the fp32 reference to bf16 accuracy, on ragged sequence lengths.
+TEST_F(CudaOps, AttentionOnTensorCoresMatchesToBf16Accuracy) {
+  gpu->set_gemm_precision(GemmPrecision::bf16);
+  struct S { int64_t B, T, nh, nkv, hd; };
+  for (S s : {S{2, 37, 4, 2, 64}, S{1, 200, 4, 4, 128}, S{2, 129, 8, 2, 32}, S{1, 64, 2, 1, 96}}) {
+    const size_t nq = size_t(s.B * s.T * s.nh * s.hd), nk = size_t(s.B * s.T * s.nkv * s.hd);
+    auto q = randn(nq, ++seed), k = randn(nk, ++seed), v = randn(nk, ++seed), dout = randn(nq, ++seed);
+    Buf<float> cq(*cpu, q), ck(*cpu, k), cv(*cpu, v), gq(*gpu, q), gk(*gpu, k), gv(*gpu, v);
+    Buf<float> co(*cpu, nq), go(*gpu, nq), cl(*cpu, size_t(s.B * s.nh * s.T)), gl(*gpu, size_t(s.B * s.nh * s.T));
+    go.poison(), gl.poison();
+    cpu->attention_forward(cq.p, ck.p, cv.p, co.p, cl.p, s.B, s.T, s.nh, s.nkv, s.hd);
+    gpu->attention_forward(gq.p, gk.p, gv.p, go.p, gl.p, s.B, s.T, s.nh, s.nkv, s.hd);
+    expect_close(go.get(), co.get(), 2e-2, "tc attention out");
+    expect_close(gl.get(), cl.get(), 1e-2, "tc attention lse");
+    Buf<float> cd(*cpu, dout), gd(*gpu, dout), cdq(*cpu, nq), gdq(*gpu, nq), cdk(*cpu, nk), gdk(*gpu, nk);
+    Buf<float> cdv(*cpu, nk), gdv(*gpu, nk);
+    gdq.poison(), gdk.poison(), gdv.poison();
+    cpu->attention_backward(cd.p, cq.p, ck.p, cv.p, co.p, cl.p, cdq.p, cdk.p, cdv.p, s.B, s.T, s.nh, s.nkv, s.hd);
+    gpu->attention_backward(gd.p, gq.p, gk.p, gv.p, go.p, gl.p, gdq.p, gdk.p, gdv.p, s.B, s.T, s.nh, s.nkv, s.hd);
+    expect_close(gdq.get(), cdq.get(), 3e-2, "tc attention dq");
+    expect_close(gdk.get(), cdk.get(), 3e-2, "tc attention dk");
+    expect_close(gdv.get(), cdv.get(), 3e-2, "tc attention dv");
+    const auto again = [&] {
+      gpu->attention_backward(gd.p, gq.p, gk.p, gv.p, go.p, gl.p, gdq.p, gdk.p, gdv.p, s.B, s.T, s.nh, s.nkv, s.hd);
+      return gdk.get();
+    };
+    EXPECT_EQ(again(), gdk.get()) << "run-to-run identical";
+  }
+}
+
 TEST_F(CudaOps, RouterAndPermutationMatchTheReferenceExactly) {
   for (bool renorm : {false, true}) {
     const int64_t N = 3001, E = 16, k = 2, dim = 40;

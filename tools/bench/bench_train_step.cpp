@@ -14,9 +14,13 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/profiling_backend.h"
 #include "model/moe_transformer.h"
 #include "optim/adamw.h"
 #include "train/flops.h"
+#ifdef ORIGAMI_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 using namespace origami;
 
@@ -40,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   app.add_option("--warmup", warmup);
   app.add_option("--peak-tflops", peak, "device peak for MFU");
+  bool profile = false;
+  app.add_flag("--profile", profile, "after timing, one more step with per-op times (synchronising)");
   CLI11_PARSE(app, argc, argv);
 
   Config c;
@@ -55,7 +61,11 @@ int main(int argc, char** argv) {
   c.training.micro_batch_size = mbs;
   c.training.backend = backend;
 
-  auto be = make_backend(backend);
+  auto device = make_backend(backend);
+  // With --profile every op goes through the timing decorator (off until the timed steps end).
+  ProfilingBackend profiler(*device);
+  Backend* be = device.get();
+  if (profile) be = &profiler;
   MoeTransformer model(*be, c, MicroBatchShape{mbs, seq}, 1234);
   AdamW opt(*be, model.params(), c.optimizer);
   const int64_t N = mbs * seq;
@@ -89,5 +99,20 @@ int main(int argc, char** argv) {
              "MFU {:.1f}% of {:.0f} | peak memory {:.2f} GiB\n",
              double(model.params().count()) / 1e9, med, ms.front(), tok_s, tflops,
              100.0 * tflops / peak, peak, double(be->peak_bytes()) / (1 << 30));
+#ifdef ORIGAMI_WITH_CUDA
+  if (auto* cb = dynamic_cast<cuda::CudaBackend*>(device.get()))
+    fmt::print("GEMMs: {} shapes, {} heuristic queries, experts' GEMMs: {} | attention: {}\n",
+               cb->gemm_plans(), cb->gemm_heuristics(), cb->grouped_gemm_path(),
+               cb->gemm_precision() == cuda::GemmPrecision::fp32 ? "fp32 SIMT" : "tensor cores");
+#endif
+  if (profile) {
+    profiler.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    const double total = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    fmt::print("per-op time of one synchronised step ({:.1f} ms):\n", total);
+    for (const OpTime& t : profiler.report())
+      fmt::print("  {:<26} {:>5} calls {:>9.2f} ms {:>5.1f}%\n", t.op, t.calls, t.ms, 100 * t.ms / total);
+  }
   return 0;
 }

@@ -12,6 +12,8 @@ if [ ! -d $dp ]; then
   mkdir -p $dp && tar xJf .devpack/pack.tar.xz -C $dp
   cp -a $dp/root/. /   # OpenMPI's own tree at the paths compiled into it (/usr/lib/.../openmpi)
 fi
+# Binaries rebuilt since the pack was made travel loose in .devpack/ and replace the packed ones.
+for f in .devpack/origami-*; do [ -f "$f" ] && cp "$f" $dp/bin/; done
 # The test binaries carry this checkout's absolute paths (shipped data, build dir).
 mkdir -p /work && [ -e /work/main ] || ln -sfn "$root" /work/main
 mkdir -p /work/main/build
@@ -32,8 +34,11 @@ case $what in
       --gtest_filter='CudaTraining.RanksSharingOneGpuMatchOneRank' 2>&1 | tail -20
     ;;
   bench)
-    run $dp/bin/origami-bench-train --backend cuda "$@" 2>&1 | tail -5
+    run $dp/bin/origami-bench-train --backend cuda "$@" 2>&1 | tail -${TAIL:-5}
     python3 tools/bench/torch_mixtral_bench.py "$@" 2>&1 | tail -5
     ;;
-  *) echo "unknown step $what (tests | bench)"; exit 2 ;;
+  profile)
+    run $dp/bin/origami-bench-train --backend cuda --profile "$@" 2>&1 | tail -40
+    ;;
+  *) echo "unknown step $what (tests | bench | profile)"; exit 2 ;;
 esac

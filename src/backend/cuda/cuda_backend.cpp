@@ -50,6 +50,7 @@ CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_);
   plans_.clear();
   if (scratch_) alloc_->deallocate(scratch_);
+  if (staging_) alloc_->deallocate(staging_);
   alloc_.reset();
   cudaFree(workspace_);
   cudaFreeHost(host_result_);

@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <memory>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_allocator.h"
@@ -37,6 +39,8 @@ class CudaBackend final : public Backend {
   int device() const { return device_; }
   // How the last gemm_batched ran: "grouped" (one cublasGemmGroupedBatchedEx) or "loop".
   const char* grouped_gemm_path() const { return grouped_ok_ ? "grouped" : "loop"; }
+  size_t gemm_plans() const { return plans_.size(); }        // distinct GEMM shapes seen
+  size_t gemm_heuristics() const { return algos_.size(); }  // heuristic queries made
 
   // memory (cuda_backend.cpp)
   void* allocate(size_t bytes) override;
@@ -134,7 +138,10 @@ class CudaBackend final : public Backend {
     ~GemmPlan();
   };
   const GemmPlan& plan_for(const GemmKey& key);
-  void run_gemm(const GemmDesc& g);
+  // a16/b16: the operands already rounded to bf16 (same leading dimensions), for bf16 precision.
+  void run_gemm(const GemmDesc& g, const void* a16 = nullptr, const void* b16 = nullptr);
+  // Rounds the GEMMs' A and B operands to bf16 into the staging buffer: pointers per GEMM.
+  std::vector<std::pair<const void*, const void*>> stage_bf16(std::span<const GemmDesc> gs);
   // Device scratch owned by the backend, grown on demand (stream-ordered, so reuse is safe).
   void* scratch(size_t bytes);
   // Ordered (deterministic) fp64 reduction of f(x) over n elements; waits for the result.
@@ -150,9 +157,15 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  void* staging_ = nullptr;  // bf16 copies of GEMM operands (grown on demand, stream-ordered)
+  size_t staging_bytes_ = 0;
   double* host_result_ = nullptr;  // pinned, for the reductions' results
   bool grouped_ok_ = true;         // false once cuBLAS refused the grouped call for these types
   std::unordered_map<GemmKey, std::unique_ptr<GemmPlan>, GemmKeyHash> plans_;
+  // Heuristic results by shape bucket (m, n, k rounded up to powers of two, leading dimensions
+  // dropped): the experts' GEMMs change their row count every step, and a heuristic query per
+  // new shape would cost more than the GEMM.
+  std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> algos_;
 };
 
 }  // namespace origami::cuda

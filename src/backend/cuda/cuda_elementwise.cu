@@ -3,6 +3,8 @@
 // Elementwise kernels are grid-stride loops. The reductions run in two passes with a fixed grid
 // (per-block fp64 partials, then one block adding them in block order), so a sum is the same
 // bitwise on every run, as the CPU backend's is.
+#include <cuda_bf16.h>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_launch.h"
@@ -74,7 +76,17 @@ __global__ void swiglu_backward_kernel(const float* dout, const float* h, float*
     dh[r * 2 * F + F + j] = d * g * s;
   }
 }
+__global__ void to_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16(src[i]);
+}
 }  // namespace
+
+void to_bf16(const float* src, void* dst, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  to_bf16_kernel<<<blocks_for(n, kThreads, 8192), kThreads, 0, s>>>(src, static_cast<__nv_bfloat16*>(dst), n);
+  check_launch("gemm (operand to bf16)", {n});
+}
 
 void scale_matrix(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta, cudaStream_t s) {
   scale_matrix_kernel<<<blocks_for(rows * cols, kThreads), kThreads, 0, s>>>(c, rows, cols, ldc, beta);

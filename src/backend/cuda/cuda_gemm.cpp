@@ -8,7 +8,9 @@
 // that call for fp32 storage at the chosen compute type, the backend falls back to a host loop
 // of cuBLASLt calls and reports it (grouped_gemm_path()).
 #include <algorithm>
+#include <bit>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -19,6 +21,7 @@
 namespace origami::cuda {
 
 void scale_matrix(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta, cudaStream_t s);
+void to_bf16(const float* src, void* dst, int64_t n, cudaStream_t s);
 
 CudaBackend::GemmPlan::~GemmPlan() {
   if (op) cublasLtMatmulDescDestroy(op);
@@ -33,7 +36,7 @@ cublasComputeType_t compute_type(GemmPrecision p) {
   switch (p) {
     case GemmPrecision::fp32: return CUBLAS_COMPUTE_32F;
     case GemmPrecision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case GemmPrecision::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case GemmPrecision::bf16: return CUBLAS_COMPUTE_32F;  // bf16 operands, fp32 accumulation
   }
   return CUBLAS_COMPUTE_32F;
 }
@@ -53,6 +56,9 @@ void lt_check(cublasStatus_t s, const char* what, const GemmDesc& g) {
          g.ldc);
   }
 }
+
+// Elements spanned by a row-major [rows, cols] matrix with leading dimension ld.
+int64_t span(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 ? 0 : (rows - 1) * ld + cols; }
 
 // Leading dimensions resolved (0 = contiguous) and checked, as the CPU backend does.
 GemmDesc resolved(const GemmDesc& g0, const char* op) {
@@ -98,14 +104,28 @@ const CudaBackend::GemmPlan& CudaBackend::plan_for(const GemmKey& key) {
            "set TRANSA", g);
   lt_check(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)),
            "set TRANSB", g);
-  // Column-major views of the row-major operands.
-  lt_check(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_32F, key.tb ? key.k : key.n,
+  // Column-major views of the row-major operands; bf16 precision reads bf16 copies of A and B
+  // (rounded once by to_bf16) and runs the plain bf16 tensor-core kernels, C stays fp32.
+  const cudaDataType_t ab = GemmPrecision(key.precision) == GemmPrecision::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  lt_check(cublasLtMatrixLayoutCreate(&plan->a, ab, key.tb ? key.k : key.n,
                                       key.tb ? key.n : key.k, key.ldb),
            "layout of B", g);
-  lt_check(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_32F, key.ta ? key.m : key.k,
+  lt_check(cublasLtMatrixLayoutCreate(&plan->b, ab, key.ta ? key.m : key.k,
                                       key.ta ? key.k : key.m, key.lda),
            "layout of A", g);
   lt_check(cublasLtMatrixLayoutCreate(&plan->c, CUDA_R_32F, key.n, key.m, key.ldc), "layout of C", g);
+  GemmKey bucket = key;
+  for (int64_t* d : {&bucket.m, &bucket.n, &bucket.k}) *d = int64_t(std::bit_ceil(uint64_t(std::max<int64_t>(*d, 16))));
+  bucket.lda = bucket.ldb = bucket.ldc = 0;
+  if (auto it = algos_.find(bucket); it != algos_.end()) {
+    cublasLtMatmulHeuristicResult_t check_result{};
+    if (cublasLtMatmulAlgoCheck(lt_, plan->op, plan->a, plan->b, plan->c, plan->c, &it->second,
+                                &check_result) == CUBLAS_STATUS_SUCCESS &&
+        check_result.workspaceSize <= workspace_bytes_) {
+      plan->algo = it->second;
+      return *plans_.emplace(key, std::move(plan)).first->second;
+    }
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   lt_check(cublasLtMatmulPreferenceCreate(&pref), "preference", g);
   const uint64_t ws = workspace_bytes_;
@@ -127,19 +147,55 @@ const CudaBackend::GemmPlan& CudaBackend::plan_for(const GemmKey& key) {
         key.m, key.n, key.k, key.ta, key.tb, key.lda, key.ldb, key.ldc,
         to_string(GemmPrecision(key.precision)));
   plan->algo = result.algo;
+  algos_[bucket] = result.algo;
   return *plans_.emplace(key, std::move(plan)).first->second;
 }
 
-void CudaBackend::run_gemm(const GemmDesc& g) {
+std::vector<std::pair<const void*, const void*>> CudaBackend::stage_bf16(std::span<const GemmDesc> gs) {
+  std::vector<int64_t> offsets;  // element offsets of each A and B copy, 128-element aligned
+  int64_t total = 0;
+  for (const GemmDesc& g : gs) {
+    for (int64_t n : {span(g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda),
+                      span(g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb)}) {
+      offsets.push_back(total);
+      total += (n + 127) / 128 * 128;
+    }
+  }
+  const size_t bytes = size_t(total) * 2;
+  if (bytes > staging_bytes_) {
+    if (staging_) alloc_->deallocate(staging_);
+    staging_bytes_ = std::max(bytes, staging_bytes_ + staging_bytes_ / 2);
+    staging_ = alloc_->allocate(staging_bytes_);
+  }
+  auto* base = static_cast<char*>(staging_);
+  std::vector<std::pair<const void*, const void*>> out;
+  for (size_t i = 0; i < gs.size(); ++i) {
+    const GemmDesc& g = gs[i];
+    void* a = base + 2 * offsets[2 * i];
+    void* b = base + 2 * offsets[2 * i + 1];
+    to_bf16(g.a, a, span(g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda), stream_);
+    to_bf16(g.b, b, span(g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb), stream_);
+    out.emplace_back(a, b);
+  }
+  return out;
+}
+
+void CudaBackend::run_gemm(const GemmDesc& g, const void* a16, const void* b16) {
   if (g.m == 0 || g.n == 0) return;
   if (g.k == 0) {  // C = beta * C: no product to run
     scale_matrix(g.c, g.m, g.n, g.ldc, g.beta, stream_);
     return;
   }
+  const void* a = g.a;
+  const void* b = g.b;
+  if (precision_ == GemmPrecision::bf16) {
+    if (!a16) std::tie(a16, b16) = stage_bf16(std::span<const GemmDesc>(&g, 1))[0];
+    a = a16, b = b16;
+  }
   const GemmKey key{g.trans_a, g.trans_b, g.beta == 0.f, int(precision_), g.m, g.n, g.k,
-                    g.lda, g.ldb, g.ldc, alignment_of(g.a), alignment_of(g.b), alignment_of(g.c)};
+                    g.lda, g.ldb, g.ldc, alignment_of(a), alignment_of(b), alignment_of(g.c)};
   const GemmPlan& p = plan_for(key);
-  lt_check(cublasLtMatmul(lt_, p.op, &g.alpha, g.b, p.a, g.a, p.b, &g.beta, g.c, p.c, g.c, p.c,
+  lt_check(cublasLtMatmul(lt_, p.op, &g.alpha, b, p.a, a, p.b, &g.beta, g.c, p.c, g.c, p.c,
                           &p.algo, workspace_, workspace_bytes_, stream_),
            "cublasLtMatmul", g);
 }
@@ -159,10 +215,13 @@ void CudaBackend::gemm_batched(std::span<const GemmDesc> gs) {
     work.push_back(g);
   }
   if (work.empty()) return;
-  if (work.size() == 1 || !grouped_ok_) {
-    for (const GemmDesc& g : work) run_gemm(g);
-    return;
-  }
+  std::vector<std::pair<const void*, const void*>> ab16;
+  if (precision_ == GemmPrecision::bf16) ab16 = stage_bf16(work);
+  auto loop = [&] {
+    for (size_t i = 0; i < work.size(); ++i)
+      run_gemm(work[i], ab16.empty() ? nullptr : ab16[i].first, ab16.empty() ? nullptr : ab16[i].second);
+  };
+  if (work.size() == 1 || !grouped_ok_) return loop();
   // One cublasGemmGroupedBatchedEx call, each GEMM its own group of size 1 (shapes differ).
   const int G = int(work.size());
   std::vector<cublasOperation_t> op_a(G), op_b(G);
@@ -176,24 +235,26 @@ void CudaBackend::gemm_batched(std::span<const GemmDesc> gs) {
     m[i] = int(g.n), n[i] = int(g.m), k[i] = int(g.k);
     lda[i] = int(g.ldb), ldb[i] = int(g.lda), ldc[i] = int(g.ldc);
     alpha[i] = g.alpha, beta[i] = g.beta;
-    ptrs[i] = g.b, ptrs[G + i] = g.a, ptrs[2 * G + i] = g.c;
+    ptrs[i] = ab16.empty() ? g.b : ab16[i].second;
+    ptrs[G + i] = ab16.empty() ? g.a : ab16[i].first;
+    ptrs[2 * G + i] = g.c;
   }
   auto* dev_ptrs = static_cast<const void**>(scratch(ptrs.size() * sizeof(void*)));
   // From pageable memory: the call returns once the source is staged, so `ptrs` may go.
   CUDA_CHECK(cudaMemcpyAsync(dev_ptrs, ptrs.data(), ptrs.size() * sizeof(void*),
                              cudaMemcpyHostToDevice, stream_));
+  const cudaDataType_t ab = ab16.empty() ? CUDA_R_32F : CUDA_R_16BF;
   const cublasStatus_t s = cublasGemmGroupedBatchedEx(
       blas_, op_a.data(), op_b.data(), m.data(), n.data(), k.data(), alpha.data(), dev_ptrs,
-      CUDA_R_32F, lda.data(), dev_ptrs + G, CUDA_R_32F, ldb.data(), beta.data(),
+      ab, lda.data(), dev_ptrs + G, ab, ldb.data(), beta.data(),
       reinterpret_cast<void* const*>(const_cast<void**>(dev_ptrs + 2 * G)), CUDA_R_32F,
       ldc.data(), G, size.data(), compute_type(precision_));
   if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE) {
-    spdlog::warn("cublasGemmGroupedBatchedEx refused fp32 storage at {} compute ({}); the experts' "
-                 "GEMMs fall back to one cuBLASLt call each",
+    spdlog::warn("cublasGemmGroupedBatchedEx refused {} operands ({}); the experts' GEMMs fall "
+                 "back to one cuBLASLt call each",
                  to_string(precision_), cublasGetStatusString(s));
     grouped_ok_ = false;
-    for (const GemmDesc& g : work) run_gemm(g);
-    return;
+    return loop();
   }
   if (s != CUBLAS_STATUS_SUCCESS)
     fail("cublasGemmGroupedBatchedEx error {} ({}) for {} GEMMs", int(s), cublasGetStatusString(s), G);

@@ -1,0 +1,360 @@
+// defines: attention_forward_tc / attention_backward_tc: causal GQA flash attention on the tensor
+// cores (bf16 operands, fp32 accumulation), used when GEMMs run below fp32 precision.
+// Tiles of 64 query rows by 64 keys; a block is 4 warps, each owning 16 rows of the tile it
+// iterates for (queries in forward/dq, keys in dk/dv). The products go through WMMA 16x16x16
+// fragments; softmax, masking and the elementwise steps run on fp32 scores in shared memory.
+//   forward: two passes over the key tiles. Pass 1 keeps each row's running max and sum (the
+//     log-sum-exp); pass 2 recomputes the scores, forms P = exp(s - lse) exactly once per
+//     element and accumulates O = P V in register fragments. One extra Q K^T product buys
+//     accumulators that never need rescaling (WMMA's register layout is opaque).
+//   dq:    per query tile, for each key tile: S, P, dP = dO V^T, dS = P (dP - D), dQ += dS K.
+//   dk/dv: per key tile, for each query head of the group and each later query tile:
+//          S^T = K Q^T, P^T, dV += P^T dO, dP^T = V dO^T, dS^T, dK += dS^T Q.
+// dq and dk/dv recompute S separately so each gradient has one owner: no atomics, and the
+// results are run-to-run identical.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include <cmath>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_launch.h"
+
+namespace origami::cuda {
+
+namespace {
+using namespace nvcuda;
+using bf16 = __nv_bfloat16;
+
+constexpr int kBr = 64;       // rows per tile (queries or keys)
+constexpr int kWarps = 4;     // 16 rows each
+constexpr int kSPitch = 68;   // fp32 score rows (64 + 4: 16-byte steps, fewer bank conflicts)
+constexpr int kPPitch = 72;   // bf16 probability rows (64 + 8)
+
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
+using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
+using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+struct Shape {
+  int64_t B, T, nh, nkv, hd;
+  __device__ int64_t qi(int64_t b, int64_t t, int64_t h) const { return ((b * T + t) * nh + h) * hd; }
+  __device__ int64_t ki(int64_t b, int64_t t, int64_t g) const { return ((b * T + t) * nkv + g) * hd; }
+  __device__ int64_t li(int64_t b, int64_t h, int64_t t) const { return (b * nh + h) * T + t; }
+};
+
+__host__ __device__ constexpr int round128(int bytes) { return (bytes + 127) / 128 * 128; }
+template <int HD> __host__ __device__ constexpr int tile_bytes() { return round128(kBr * (HD + 8) * 2); }
+constexpr int kSBytes = round128(16 * kSPitch * 4);  // per warp
+constexpr int kPBytes = round128(16 * kPPitch * 2);  // per warp
+
+// rows [r0, r0+64) of a [T, stride] fp32 tensor (row r at src + r*stride) -> bf16 smem, zero
+// past T.
+template <int HD>
+__device__ void stage_bf16(bf16* dst, const float* src, int64_t stride, int64_t r0, int64_t T) {
+  for (int i = threadIdx.x; i < kBr * HD / 4; i += blockDim.x) {
+    const int r = i / (HD / 4), c = (i % (HD / 4)) * 4;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r0 + r < T) v = *reinterpret_cast<const float4*>(src + (r0 + r) * stride + c);
+    bf16* d = dst + r * (HD + 8) + c;
+    d[0] = __float2bfloat16(v.x), d[1] = __float2bfloat16(v.y);
+    d[2] = __float2bfloat16(v.z), d[3] = __float2bfloat16(v.w);
+  }
+}
+
+// S[16 x 64] (fp32, pitch kSPitch) = A[16 x HD] . Bt^T, A rows at a (pitch HD+8), B^T given as
+// the 64 rows of bt (pitch HD+8): the product of a row block with a transposed tile.
+template <int HD>
+__device__ void product_abt(float* S, const bf16* a, const bf16* bt) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    FragC c;
+    wmma::fill_fragment(c, 0.f);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; ++kk) {
+      FragA fa;
+      FragBT fb;
+      wmma::load_matrix_sync(fa, a + kk * 16, HD + 8);
+      wmma::load_matrix_sync(fb, bt + j * 16 * (HD + 8) + kk * 16, HD + 8);
+      wmma::mma_sync(c, fa, fb, c);
+    }
+    wmma::store_matrix_sync(S + j * 16, c, kSPitch, wmma::mem_row_major);
+  }
+}
+
+// acc[HD/16] += P[16 x 64] (bf16, pitch kPPitch) . M[64 x HD] (rows pitch HD+8)
+template <int HD>
+__device__ void accumulate_pm(FragC (&acc)[HD / 16], const bf16* P, const bf16* M) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    FragA fa;
+    wmma::load_matrix_sync(fa, P + kk * 16, kPPitch);
+#pragma unroll
+    for (int n = 0; n < HD / 16; ++n) {
+      FragB fb;
+      wmma::load_matrix_sync(fb, M + kk * 16 * (HD + 8) + n * 16, HD + 8);
+      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    }
+  }
+}
+
+// Writes 16 rows of acc * mul to global rows [row0, row0+16) (pitch `stride`), rows < T only,
+// through a 16x16 fp32 staging patch per fragment.
+template <int HD>
+__device__ void store_rows(float* dst, int64_t stride, int64_t row0, int64_t T, FragC (&acc)[HD / 16],
+                           float mul, float* patch) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n) {
+    wmma::store_matrix_sync(patch, acc[n], 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int i = lane; i < 256; i += 32) {
+      const int r = i / 16, c = i % 16;
+      if (row0 + r < T) dst[(row0 + r) * stride + n * 16 + c] = patch[i] * mul;
+    }
+    __syncwarp();
+  }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const float* q, const float* k,
+                                                             const float* v, float* out, float* lse,
+                                                             Shape s, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + tile_bytes<HD>());
+  bf16* Vs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>());
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* S = reinterpret_cast<float*>(smem + 3 * tile_bytes<HD>() + warp * kSBytes);
+  bf16* P = reinterpret_cast<bf16*>(smem + 3 * tile_bytes<HD>() + kWarps * kSBytes + warp * kPBytes);
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBr;
+  const int64_t g = h / (s.nh / s.nkv);
+  stage_bf16<HD>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  // Softmax bookkeeping: lane pair (2r, 2r+1) owns row r of the warp's 16, columns [32*half, +32).
+  const int r = lane >> 1, half = lane & 1;
+  const int64_t t = q0 + warp * 16 + r;
+  float m = -INFINITY, l = 0.f;
+  const int64_t last = min(s.T - 1, q0 + kBr - 1);
+  for (int pass = 0; pass < 2; ++pass) {
+    FragC acc[HD / 16];
+#pragma unroll
+    for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(acc[n], 0.f);
+    const float row_lse = m + logf(l);  // pass 2 only
+    for (int64_t k0 = 0; k0 <= last; k0 += kBr) {
+      __syncthreads();
+      stage_bf16<HD>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+      if (pass == 1) stage_bf16<HD>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+      __syncthreads();
+      product_abt<HD>(S, Qs + warp * 16 * (HD + 8), Ks);
+      __syncwarp();
+      if (pass == 0) {
+        float mx = -INFINITY;
+        for (int c = half * 32; c < half * 32 + 32; ++c)
+          if (k0 + c <= t) mx = fmaxf(mx, S[r * kSPitch + c] * scale);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float m_new = fmaxf(m, mx);
+        float sum = 0.f;
+        if (m_new > -INFINITY) {
+          for (int c = half * 32; c < half * 32 + 32; ++c)
+            if (k0 + c <= t) sum += expf(S[r * kSPitch + c] * scale - m_new);
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = (m_new > -INFINITY ? l * expf(m - m_new) : 0.f) + sum;
+        m = m_new;
+      } else {
+        for (int c = half * 32; c < half * 32 + 32; ++c) {
+          const float p = (k0 + c <= t && t < s.T) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
+          P[r * kPPitch + c] = __float2bfloat16(p);
+        }
+        __syncwarp();
+        accumulate_pm<HD>(acc, P, Vs);
+      }
+    }
+    if (pass == 1) {
+      __syncwarp();
+      store_rows<HD>(out + s.qi(b, 0, h), s.nh * HD, q0 + warp * 16, s.T, acc, 1.f, S);
+      if (half == 0 && t < s.T) lse[s.li(b, h, t)] = row_lse;
+    }
+  }
+}
+
+// dq: per query tile, over the key tiles at or before it.
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const float* dout, const float* q,
+                                                            const float* k, const float* v,
+                                                            const float* lse, const float* D,
+                                                            float* dq, Shape s, float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* dOs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>());
+  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>());
+  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * tile_bytes<HD>());
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* S = reinterpret_cast<float*>(smem + 4 * tile_bytes<HD>() + warp * kSBytes);
+  bf16* P = reinterpret_cast<bf16*>(smem + 4 * tile_bytes<HD>() + kWarps * kSBytes + warp * kPBytes);
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBr;
+  const int64_t g = h / (s.nh / s.nkv);
+  stage_bf16<HD>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  stage_bf16<HD>(dOs, dout + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  const int r = lane >> 1, half = lane & 1;
+  const int64_t t = q0 + warp * 16 + r;
+  const float row_lse = t < s.T ? lse[s.li(b, h, t)] : INFINITY;
+  const float row_D = t < s.T ? D[s.li(b, h, t)] : 0.f;
+  FragC acc[HD / 16];
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(acc[n], 0.f);
+  const int64_t last = min(s.T - 1, q0 + kBr - 1);
+  float pr[32];
+  for (int64_t k0 = 0; k0 <= last; k0 += kBr) {
+    __syncthreads();
+    stage_bf16<HD>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+    stage_bf16<HD>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+    __syncthreads();
+    product_abt<HD>(S, Qs + warp * 16 * (HD + 8), Ks);
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = half * 32 + i;
+      pr[i] = (k0 + c <= t) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
+    }
+    __syncwarp();
+    product_abt<HD>(S, dOs + warp * 16 * (HD + 8), Vs);  // dP
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int c = half * 32 + i;
+      P[r * kPPitch + c] = __float2bfloat16(pr[i] * (S[r * kSPitch + c] - row_D));
+    }
+    __syncwarp();
+    accumulate_pm<HD>(acc, P, Ks);
+  }
+  __syncwarp();
+  store_rows<HD>(dq + s.qi(b, 0, h), s.nh * HD, q0 + warp * 16, s.T, acc, scale, S);
+}
+
+// dk, dv: per key tile of one kv head, over its group's query heads and the tiles at or after it.
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const float* dout, const float* q,
+                                                              const float* k, const float* v,
+                                                              const float* lse, const float* D,
+                                                              float* dk, float* dv, Shape s,
+                                                              float scale) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>());
+  bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>());
+  bf16* dOs = reinterpret_cast<bf16*>(smem + 3 * tile_bytes<HD>());
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* S = reinterpret_cast<float*>(smem + 4 * tile_bytes<HD>() + warp * kSBytes);
+  bf16* P = reinterpret_cast<bf16*>(smem + 4 * tile_bytes<HD>() + kWarps * kSBytes + warp * kPBytes);
+  float* Ls = reinterpret_cast<float*>(smem + 4 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes));
+  float* Ds = Ls + kBr;
+  const int64_t b = blockIdx.z, g = blockIdx.y, j0 = int64_t(blockIdx.x) * kBr;
+  const int64_t group = s.nh / s.nkv;
+  stage_bf16<HD>(Ks, k + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
+  stage_bf16<HD>(Vs, v + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
+  // Lane pair (2r, 2r+1) owns key row r of the warp's 16, query columns [32*half, +32).
+  const int r = lane >> 1, half = lane & 1;
+  const int64_t key = j0 + warp * 16 + r;
+  FragC adk[HD / 16], adv[HD / 16];
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(adk[n], 0.f), wmma::fill_fragment(adv[n], 0.f);
+  float pr[32];
+  for (int64_t hh = 0; hh < group; ++hh) {
+    const int64_t h = g * group + hh;
+    for (int64_t t0 = j0; t0 < s.T; t0 += kBr) {
+      __syncthreads();
+      stage_bf16<HD>(Qs, q + s.qi(b, 0, h), s.nh * HD, t0, s.T);
+      stage_bf16<HD>(dOs, dout + s.qi(b, 0, h), s.nh * HD, t0, s.T);
+      for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
+        const bool ok = t0 + i < s.T;
+        Ls[i] = ok ? lse[s.li(b, h, t0 + i)] : INFINITY;
+        Ds[i] = ok ? D[s.li(b, h, t0 + i)] : 0.f;
+      }
+      __syncthreads();
+      product_abt<HD>(S, Ks + warp * 16 * (HD + 8), Qs);  // S^T: [16 keys x 64 queries]
+      __syncwarp();
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        const int c = half * 32 + i;
+        const int64_t t = t0 + c;
+        pr[i] = (t >= key && key < s.T) ? expf(S[r * kSPitch + c] * scale - Ls[c]) : 0.f;
+        P[r * kPPitch + c] = __float2bfloat16(pr[i]);
+      }
+      __syncwarp();
+      accumulate_pm<HD>(adv, P, dOs);  // dV += P^T dO
+      __syncwarp();
+      product_abt<HD>(S, Vs + warp * 16 * (HD + 8), dOs);  // dP^T = V dO^T
+      __syncwarp();
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        const int c = half * 32 + i;
+        P[r * kPPitch + c] = __float2bfloat16(pr[i] * (S[r * kSPitch + c] - Ds[c]));
+      }
+      __syncwarp();
+      accumulate_pm<HD>(adk, P, Qs);  // dK += dS^T Q
+    }
+  }
+  __syncwarp();
+  store_rows<HD>(dk + s.ki(b, 0, g), s.nkv * HD, j0 + warp * 16, s.T, adk, scale, S);
+  store_rows<HD>(dv + s.ki(b, 0, g), s.nkv * HD, j0 + warp * 16, s.T, adv, 1.f, S);
+}
+
+template <typename F>
+bool with_head_dim(int64_t hd, F f) {
+  switch (hd) {
+    case 32: f(std::integral_constant<int, 32>{}); return true;
+    case 64: f(std::integral_constant<int, 64>{}); return true;
+    case 96: f(std::integral_constant<int, 96>{}); return true;
+    case 128: f(std::integral_constant<int, 128>{}); return true;
+    default: return false;
+  }
+}
+
+template <typename Kernel>
+void set_smem(Kernel kernel, int bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+}  // namespace
+
+bool attention_tc_supported(int64_t hd) { return hd == 32 || hd == 64 || hd == 96 || hd == 128; }
+
+void attention_forward_tc(const float* q, const float* k, const float* v, float* out, float* lse,
+                          int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                          cudaStream_t stream) {
+  const Shape s{B, T, nh, nkv, hd};
+  const float scale = 1.f / std::sqrt(float(hd));
+  with_head_dim(hd, [&](auto c) {
+    constexpr int HD = decltype(c)::value;
+    const int smem = 3 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes);
+    set_smem(fwd_tc_kernel<HD>, smem);
+    fwd_tc_kernel<HD><<<dim3(unsigned((T + kBr - 1) / kBr), unsigned(nh), unsigned(B)), kWarps * 32,
+                        smem, stream>>>(q, k, v, out, lse, s, scale);
+  });
+  check_launch("attention_forward (tensor cores)", {B, T, nh, nkv, hd});
+}
+
+void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v,
+                           const float* lse, const float* D, float* dq, float* dk, float* dv,
+                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                           cudaStream_t stream) {
+  const Shape s{B, T, nh, nkv, hd};
+  const float scale = 1.f / std::sqrt(float(hd));
+  const unsigned tiles = unsigned((T + kBr - 1) / kBr);
+  with_head_dim(hd, [&](auto c) {
+    constexpr int HD = decltype(c)::value;
+    const int smem_dq = 4 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes);
+    set_smem(dq_tc_kernel<HD>, smem_dq);
+    dq_tc_kernel<HD><<<dim3(tiles, unsigned(nh), unsigned(B)), kWarps * 32, smem_dq, stream>>>(
+        dout, q, k, v, lse, D, dq, s, scale);
+    check_launch("attention_backward (dq, tensor cores)", {B, T, nh, nkv, hd});
+    const int smem_kv = smem_dq + 2 * kBr * 4;
+    set_smem(dkdv_tc_kernel<HD>, smem_kv);
+    dkdv_tc_kernel<HD><<<dim3(tiles, unsigned(nkv), unsigned(B)), kWarps * 32, smem_kv, stream>>>(
+        dout, q, k, v, lse, D, dk, dv, s, scale);
+    check_launch("attention_backward (dk/dv, tensor cores)", {B, T, nh, nkv, hd});
+  });
+}
+
+}  // namespace origami::cuda
