@@ -35,3 +35,5 @@ origami_mpi_test(train expert_report 2 "ExpertReport.*")
 origami_mpi_test(train checkpoint 2 "Checkpoint*")
 origami_mpi_test(train checkpoint 4 "Checkpoint*")
 origami_mpi_test(train checkpoint 8 "Checkpoint.LoadsIntoOtherLayouts:Checkpoint.OneRank*")
+# Gating schedules and router options in real training runs (tests/train/mpi_test_router_schedule.cpp).
+origami_mpi_test(train router_schedule 2 "RouterSchedule.*")
