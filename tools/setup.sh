@@ -12,6 +12,7 @@ packages=(
   libsentencepiece-dev sentencepiece         # tokenizer (library + spm_* tools for tests)
   nlohmann-json3-dev libcli11-dev            # metrics JSONL, command lines
   python3 python3-numpy python3-torch        # reference scripts in tests/ (Mixtral golden)
+  python3-matplotlib                         # plots from tools/ (plot_router_schedules.py)
 )
 missing=()
 for p in "${packages[@]}"; do

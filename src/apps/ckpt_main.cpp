@@ -45,14 +45,21 @@ int inspect(const std::string& path) {
     std::printf("%-52s %-22s %zu\n", name.c_str(), shape_str(t.first).c_str(), t.second.size());
     params += int64_t(t.second.size());
   }
-  std::printf("\n%zu tensors, %lld parameters (fp32 weights + 2 Adam moments: %.1f MiB); all "
-              "checksums verified\n\nconfig:\n%s", tensors.size(), (long long)params,
-              3.0 * 4.0 * double(params) / (1 << 20), info.config_yaml.c_str());
+  const CheckpointBuffers buffers = read_checkpoint_buffers(path);
+  for (const auto& [name, values] : buffers)
+    std::printf("%-52s %-22s %zu (buffer)\n", name.c_str(), shape_str({int64_t(values.size())}).c_str(),
+                values.size());
+  std::printf("\n%zu tensors, %lld parameters (fp32 weights + 2 Adam moments: %.1f MiB), %zu "
+              "buffers; all checksums verified\n\nconfig:\n%s", tensors.size(), (long long)params,
+              3.0 * 4.0 * double(params) / (1 << 20), buffers.size(), info.config_yaml.c_str());
   return 0;
 }
 
 int diff(const std::string& a, const std::string& b, double tol) {
-  const auto ta = read_checkpoint_tensors(a), tb = read_checkpoint_tensors(b);
+  auto ta = read_checkpoint_tensors(a), tb = read_checkpoint_tensors(b);
+  // Buffers (the routers' expert bias) are compared like tensors.
+  for (auto& [name, values] : read_checkpoint_buffers(a)) ta[name] = {{int64_t(values.size())}, values};
+  for (auto& [name, values] : read_checkpoint_buffers(b)) tb[name] = {{int64_t(values.size())}, values};
   int differing = 0;
   for (const auto& [name, t] : ta) {
     auto it = tb.find(name);
@@ -187,7 +194,8 @@ int reshard(const std::string& path, const std::string& out, int world_size,
   }
   const std::string saved = write_checkpoint_for_layout(
       out, info.state, to_yaml(cfg), rank_specs, read_checkpoint_tensors(path, "model"),
-      read_checkpoint_tensors(path, "exp_avg"), read_checkpoint_tensors(path, "exp_avg_sq"));
+      read_checkpoint_tensors(path, "exp_avg"), read_checkpoint_tensors(path, "exp_avg_sq"),
+      read_checkpoint_buffers(path));
   std::printf("resharded %s (saved by %lld ranks) into %s for %d ranks: %s\n", info.path.c_str(),
               (long long)info.world_size, saved.c_str(), world_size, layout.describe().c_str());
   return 0;
@@ -251,7 +259,11 @@ LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq) {
   lm.model = std::make_unique<MoeTransformer>(*lm.be, lm.cfg, MicroBatchShape{batch, seq},
                                               lm.cfg.training.seed);
   std::vector<float> m, v;
-  load_checkpoint(*lm.be, info.path, lm.model->params(), m, v);
+  CheckpointBuffers buffers;
+  load_checkpoint(*lm.be, info.path, lm.model->params(), m, v, &buffers);
+  lm.model->load_buffers(buffers);
+  // The gate of the step the checkpoint was saved at, without noise (as evaluation in training).
+  lm.model->set_router_clock({.step = info.state.step, .noise = false});
   return lm;
 }
 

@@ -30,6 +30,28 @@ struct GemmDesc {
   int64_t ldc = 0;
 };
 
+// The generalised router's options (router_gate_forward / backward): sigmoid scores, top-k of
+// the logits, scaling, group-limited top-k, the auxiliary-loss-free selection bias and the
+// dense-to-sparse Gumbel gate. Pointers are backend memory.
+struct RouterGate {
+  bool sigmoid = false;          // scores s = sigmoid(z); else p = softmax(z)
+  bool topk_on_logits = false;   // softmax: weights = softmax over the selected logits
+  bool renormalize = true;       // weights divided by their sum over the token's selected experts
+  float scaling_factor = 1.f;    // weights multiplied by this (after renormalising)
+  int64_t k = 1;                 // experts per token (dense_to_sparse: the fewest)
+  int64_t slots = 1;             // columns of idx / weights, >= k; unused ones hold -1 / 0
+  int64_t num_groups = 0;        // group-limited top-k (DeepSeek-V3): the best group_topk groups
+  int64_t group_topk = 0;        //   by the sum of their top (k / group_topk) scores; 0 = off
+  const float* bias = nullptr;   // [E] added to the scores for selection only; null = none
+  // Dense-to-sparse (EvoMoE DTS-Gate): gate = softmax((z + noise) / temperature); the experts
+  // with gate > threshold are selected (at least k, at most slots, by descending gate).
+  bool dense_to_sparse = false;
+  const float* noise = nullptr;  // [N,E] Gumbel noise; null = none
+  float temperature = 1.f;
+  float threshold = 0.f;
+  bool gate_weights = false;     // combine with the gate's values instead of the scores
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -111,6 +133,23 @@ class Backend {
                                const float* probs, const int32_t* idx, const float* weights,
                                float* dlogits, int64_t N, int64_t E, int64_t k,
                                bool renormalize) = 0;
+
+  // ---- generalised router (RouterGate). Default: router_host_fallback.cpp, a plain C++
+  // reference on host copies (copy_to_host / copy_from_host), so every backend runs it as is.
+  // logits [N,E] -> probs [N,E]: the balance-loss scores (softmax(z); sigmoid: s / sum s),
+  // gate [N,E]: the dense-to-sparse gate (written only then; may be null otherwise),
+  // idx [N,slots]: selected experts by descending selection score (scores + bias, or the gate;
+  // ties -> lower index), -1 in unused slots; weights [N,slots] (0 in unused slots);
+  // lse [N] = logsumexp(z). fp32 in and out, double inside.
+  virtual void router_gate_forward(const float* logits, const RouterGate& g, float* probs,
+                                   float* gate, int32_t* idx, float* weights, float* lse,
+                                   int64_t N, int64_t E);
+  // dlogits [N,E] (overwritten) from dweights [N,slots], dprobs [N,E] (may be null) and dlse [N]
+  // (may be null), given the forward's logits, gate, idx and weights. Selection has no gradient.
+  virtual void router_gate_backward(const float* dweights, const float* dprobs, const float* dlse,
+                                    const float* logits, const float* gate, const int32_t* idx,
+                                    const float* weights, const RouterGate& g, float* dlogits,
+                                    int64_t N, int64_t E);
 
   // ---- token permutation by expert (counting sort, stable in token order) -------------------
   // idx [N,k] expert of each (token, slot), -1 = not routed. Writes counts [E] (host-readable

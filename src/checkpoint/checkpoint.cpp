@@ -75,8 +75,9 @@ void agree(const Communicator& world, bool ok, const std::string& what) {
   if (!all_ok) fail("{}", what);
 }
 
-json index_header(const TrainingState& state, int64_t world_size, const std::string& config_yaml) {
-  return json{{"format_version", kCheckpointFormatVersion},
+json index_header(const TrainingState& state, int64_t world_size, const std::string& config_yaml,
+                  bool has_buffers) {
+  return json{{"format_version", has_buffers ? kCheckpointFormatVersion : int64_t(1)},
               {"step", state.step},
               {"consumed_samples", state.consumed_samples},
               {"skipped_iterations", state.skipped},
@@ -108,13 +109,44 @@ void publish(const std::string& dir, const fs::path& tmp_dir, const fs::path& fi
     for (size_t i = 0; i + size_t(keep_last) < saved.size(); ++i) fs::remove_all(saved[i]);
 }
 
+// Writes every buffer into `f` as buffers/<name> and returns their index entries.
+json write_buffers(Hdf5File& f, const std::string& file, const CheckpointBuffers& buffers) {
+  json out = json::object();
+  for (const auto& [name, values] : buffers) {
+    const std::vector<int64_t> shape{int64_t(values.size())};
+    f.write("buffers/" + name, shape, values.data());
+    out[name] = {{"file", file}, {"shape", shape},
+                 {"checksum", checksum(values.data(), int64_t(values.size()))}};
+  }
+  return out;
+}
+
+CheckpointBuffers read_buffers(const std::string& path, const json& index,
+                               std::map<std::string, Hdf5File>& files) {
+  CheckpointBuffers out;
+  if (!index.contains("buffers")) return out;
+  for (auto it = index["buffers"].begin(); it != index["buffers"].end(); ++it) {
+    const std::string file = (fs::path(path) / it.value()["file"].get<std::string>()).string();
+    auto fit = files.find(file);
+    if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
+    const std::string ds = "buffers/" + it.key();
+    check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, file, ds);
+    auto data = fit->second.read(ds);
+    check(checksum(data.data(), int64_t(data.size())) == it.value()["checksum"].get<uint64_t>(),
+          "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds, file);
+    out[it.key()] = std::move(data);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
                             const TrainingState& state,
                             const std::string& config_yaml, const ParamStore& store,
                             const std::vector<float>& m, const std::vector<float>& v,
-                            const ProcessGroups& groups, const Communicator& world) {
+                            const ProcessGroups& groups, const Communicator& world,
+                            const CheckpointBuffers& buffers) {
   const auto start = std::chrono::steady_clock::now();
   const fs::path final_dir = fs::path(dir) / iter_name(state.step);
   const fs::path tmp_dir = fs::path(dir) / (iter_name(state.step) + ".tmp");
@@ -132,6 +164,7 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
   // 1. Each rank writes the pieces it is the first holder of (replicas are not stored twice):
   //    dense parameters from DP x CP rank 0, expert parameters from EDP rank 0.
   json pieces = json::array();
+  json buffer_index = json::object();
   const std::string file = fmt::format("rank_{:05d}.h5", world.rank());
   try {
     const float* base = store.all_values().data();
@@ -141,10 +174,12 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
           p.spec.grad_group == GradGroup::dense ? *groups.dp_cp : *groups.edp;
       if (replicas.rank() == 0) mine.push_back(&p);
     }
-    if (!mine.empty()) {
+    const bool writes_buffers = world.rank() == 0 && !buffers.empty();  // replicated: once
+    if (!mine.empty() || writes_buffers) {
       std::vector<float> host;
       {
         Hdf5File f = Hdf5File::create((tmp_dir / file).string());
+        if (writes_buffers) buffer_index = write_buffers(f, file, buffers);
         for (const Param* p : mine) {
           const int64_t off = p->value.data() - base, n = p->value.numel();
           json piece{{"name", p->spec.name}, {"file", file}, {"offsets", offsets_of(p->spec)},
@@ -165,6 +200,9 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
       }
       // 2. Verify: read every piece back and compare its checksum before the save counts.
       Hdf5File f = Hdf5File::open_read((tmp_dir / file).string());
+      std::map<std::string, Hdf5File> reread;
+      if (writes_buffers)
+        read_buffers(tmp_dir.string(), json{{"buffers", buffer_index}}, reread);  // verifies
       for (const auto& piece : pieces)
         for (int k = 0; k < 3; ++k) {
           const auto data = f.read(std::string(kKinds[k]) + "/" + piece["name"].get<std::string>());
@@ -197,7 +235,8 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
   world.allgatherv(mine.data(), len, all.data(), lens, displs, CommDType::u8);
   if (world.rank() == 0) {
     try {
-      json index = index_header(state, world.size(), config_yaml);
+      json index = index_header(state, world.size(), config_yaml, !buffers.empty());
+      if (!buffers.empty()) index["buffers"] = buffer_index;
       for (size_t r = 0; r < lens.size(); ++r)
         for (auto& piece : json::parse(all.substr(size_t(displs[r]), size_t(lens[r])))) {
           auto& t = index["tensors"][piece["name"].get<std::string>()];
@@ -236,7 +275,8 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStore& store,
-                              std::vector<float>& m, std::vector<float>& v) {
+                              std::vector<float>& m, std::vector<float>& v,
+                              CheckpointBuffers* buffers) {
   const std::string path = resolve_checkpoint(path_in);
   json index;
   try {
@@ -298,12 +338,20 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
     check(covered == p.value.numel(), "checkpoint '{}': tensor '{}' covers {} of the {} elements "
           "this rank holds (pieces missing)", path, name, covered, p.value.numel());
   }
+  if (buffers) *buffers = read_buffers(path, index, files);
   // All valid: now the weights change.
   Tensor all = store.all_values();
   be.copy_from_host(all.data(), values.data(), values.size() * sizeof(float));
   return TrainingState{.step = index["step"], .consumed_samples = index["consumed_samples"],
                        .skipped = index["skipped_iterations"],
                        .optimizer_steps = index["optimizer_steps"]};
+}
+
+CheckpointBuffers read_checkpoint_buffers(const std::string& path_in) {
+  const std::string path = resolve_checkpoint(path_in);
+  const json index = json::parse(std::ifstream(fs::path(path) / "index.json"));
+  std::map<std::string, Hdf5File> files;
+  return read_buffers(path, index, files);
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path_in) {
@@ -363,18 +411,21 @@ GlobalTensors read_checkpoint_tensors(
 std::string write_checkpoint_for_layout(
     const std::string& dir, const TrainingState& state, const std::string& config_yaml,
     const std::vector<std::vector<ParamSpec>>& rank_specs, const GlobalTensors& model,
-    const GlobalTensors& exp_avg, const GlobalTensors& exp_avg_sq) {
+    const GlobalTensors& exp_avg, const GlobalTensors& exp_avg_sq,
+    const CheckpointBuffers& buffers) {
   const fs::path final_dir = fs::path(dir) / iter_name(state.step);
   const fs::path tmp_dir = fs::path(dir) / (iter_name(state.step) + ".tmp");
   fs::create_directories(dir);
   fs::remove_all(tmp_dir);
   fs::create_directory(tmp_dir);
-  json index = index_header(state, int64_t(rank_specs.size()), config_yaml);
+  json index = index_header(state, int64_t(rank_specs.size()), config_yaml, !buffers.empty());
   const GlobalTensors* sources[3] = {&model, &exp_avg, &exp_avg_sq};
   for (size_t r = 0; r < rank_specs.size(); ++r) {
-    if (rank_specs[r].empty()) continue;
+    const bool writes_buffers = r == 0 && !buffers.empty();
+    if (rank_specs[r].empty() && !writes_buffers) continue;
     const std::string file = fmt::format("rank_{:05d}.h5", r);
     Hdf5File f = Hdf5File::create((tmp_dir / file).string());
+    if (writes_buffers) index["buffers"] = write_buffers(f, file, buffers);
     for (const ParamSpec& s : rank_specs[r]) {
       json piece{{"name", s.name}, {"file", file}, {"offsets", offsets_of(s)},
                  {"shape", s.local_shape}};

@@ -17,7 +17,12 @@
 
 namespace origami {
 
-inline constexpr int64_t kCheckpointFormatVersion = 1;
+// Version 2 adds "buffers" (persistent non-trained state, e.g. the routers' expert bias); a
+// checkpoint without buffers is still written as version 1, readable by older builds.
+inline constexpr int64_t kCheckpointFormatVersion = 2;
+
+// Replicated non-trained state by global name (MoeTransformer::buffers()): stored once, by rank 0.
+using CheckpointBuffers = std::map<std::string, std::vector<float>>;
 
 struct TrainingState {
   int64_t step = 0;              // optimizer steps taken (iterations completed)
@@ -34,7 +39,8 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
                             const TrainingState& state,
                             const std::string& config_yaml, const ParamStore& store,
                             const std::vector<float>& m, const std::vector<float>& v,
-                            const ProcessGroups& groups, const Communicator& world);
+                            const ProcessGroups& groups, const Communicator& world,
+                            const CheckpointBuffers& buffers = {});
 
 // A save directory (with `latest`) or one checkpoint directory (with index.json) -> the latter.
 std::string resolve_checkpoint(const std::string& path);
@@ -42,8 +48,11 @@ std::string resolve_checkpoint(const std::string& path);
 // Fills store values and m / v (resized like the store) for this rank's shards from a
 // checkpoint saved under any layout, after validating version, names, shapes, coverage and
 // checksums (an Error names the checkpoint, the tensor and the mismatch; nothing is overwritten).
+// buffers (optional): receives every buffer the checkpoint holds (checksums verified).
 TrainingState load_checkpoint(Backend& be, const std::string& path, ParamStore& store,
-                              std::vector<float>& m, std::vector<float>& v);
+                              std::vector<float>& m, std::vector<float>& v,
+                              CheckpointBuffers* buffers = nullptr);
+CheckpointBuffers read_checkpoint_buffers(const std::string& path);
 
 // Tools (origami-ckpt): the checkpoint's metadata, and whole global tensors assembled from the
 // pieces of every rank (kind: "model", "exp_avg" or "exp_avg_sq"), checksums verified.
@@ -64,6 +73,7 @@ GlobalTensors read_checkpoint_tensors(const std::string& path, const std::string
 std::string write_checkpoint_for_layout(
     const std::string& dir, const TrainingState& state, const std::string& config_yaml,
     const std::vector<std::vector<ParamSpec>>& rank_specs, const GlobalTensors& model,
-    const GlobalTensors& exp_avg, const GlobalTensors& exp_avg_sq);
+    const GlobalTensors& exp_avg, const GlobalTensors& exp_avg_sq,
+    const CheckpointBuffers& buffers = {});
 
 }  // namespace origami

@@ -53,6 +53,12 @@ Dims mixtral_dims(const Config& cfg, const char* fn) {
         "{}: Mixtral routes with softmax scores and renormalised top-k weights; this model has "
         "moe.router.score = {} and renormalize = {}",
         fn, moe.router.score, moe.router.renormalize);
+  // Plain softmax top-k is all the Hugging Face router computes; the exported model routes with
+  // the schedule's final gate (top_k), whatever the step the checkpoint was saved at.
+  check(moe.router.scaling_factor == 1.0 && moe.router.num_groups == 0 && !moe.router.expert_bias,
+        "{}: the Hugging Face router cannot express moe.router.scaling_factor = {}, num_groups = "
+        "{} or expert_bias = {} (allowed: 1, 0, false)",
+        fn, moe.router.scaling_factor, moe.router.num_groups, moe.router.expert_bias);
   check(m.num_attention_heads > 0 && m.hidden_size % m.num_attention_heads == 0,
         "{}: model.hidden_size {} is not a multiple of model.num_attention_heads {}", fn,
         m.hidden_size, m.num_attention_heads);

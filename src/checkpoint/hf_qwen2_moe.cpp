@@ -51,6 +51,12 @@ Dims qwen_dims(const Config& cfg, const char* fn) {
   check(moe.router.score == "softmax",
         "{}: Qwen2-MoE routes with softmax scores; this model has moe.router.score = {}", fn,
         moe.router.score);
+  // Plain softmax top-k is all the Hugging Face router computes; the exported model routes with
+  // the schedule's final gate (top_k), whatever the step the checkpoint was saved at.
+  check(moe.router.scaling_factor == 1.0 && moe.router.num_groups == 0 && !moe.router.expert_bias,
+        "{}: the Hugging Face router cannot express moe.router.scaling_factor = {}, num_groups = "
+        "{} or expert_bias = {} (allowed: 1, 0, false)",
+        fn, moe.router.scaling_factor, moe.router.num_groups, moe.router.expert_bias);
   check(m.num_attention_heads > 0 && m.hidden_size % m.num_attention_heads == 0,
         "{}: model.hidden_size {} is not a multiple of model.num_attention_heads {}", fn,
         m.hidden_size, m.num_attention_heads);

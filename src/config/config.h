@@ -27,12 +27,47 @@ struct ModelConfig {
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };
 
+// EvoMoE's expert-diversify phase: the first `steps` steps train expert 0 alone (every token,
+// weight 1, no router losses); then every other expert is spawned from it and the gate schedule
+// starts. Steps of the schedule below count from that spawn.
+struct DiversifyConfig {
+  int64_t steps = 0;                   // 0 = no diversify phase
+  double mask_ratio = 0.5;             // share of each spawned expert's weights re-drawn from init
+  double noise_std = 0.0;              // std of Gaussian noise added to every spawned weight
+  friend bool operator==(const DiversifyConfig&, const DiversifyConfig&) = default;
+};
+
+// Gating schedule driven by the optimizer step (docs/moe.md). A pure function of the step, so a
+// checkpoint needs only the step to resume it.
+struct RouterScheduleConfig {
+  std::string kind = "static";         // static | dense_to_sparse | topk_anneal
+  std::string anneal = "linear";       // linear | cosine | exponential: shape of tau or k
+  int64_t start_step = 0;              // annealing from start_step ...
+  int64_t end_step = 1000;             // ... to end_step (dense_to_sparse: then plain top-k)
+  double tau_start = 2.0;              // dense_to_sparse: Gumbel-softmax temperature at start
+  double tau_end = 0.3;                //   ... and at end_step
+  double threshold = 1e-3;             //   experts with gate weight <= threshold are dropped
+  bool gumbel_weights = false;         //   combine with the Gumbel gate (else the router's scores)
+  int64_t k_start = 1;                 // topk_anneal: k at start_step (moe.top_k at end_step)
+  DiversifyConfig diversify;
+  friend bool operator==(const RouterScheduleConfig&, const RouterScheduleConfig&) = default;
+};
+
+// Router options (docs/moe.md); logits, scores and top-k are computed in fp32 always.
 struct RouterConfig {
-  std::string score = "softmax";       // softmax (sigmoid arrives with the router issue)
+  std::string score = "softmax";       // softmax | sigmoid (DeepSeek-V3)
+  bool pre_softmax = true;             // softmax over all experts, then top-k (false: top-k of
+                                       // the logits, then softmax over those k; Megatron default)
   bool renormalize = true;             // divide the top-k weights by their sum (Mixtral)
+  double scaling_factor = 1.0;         // multiplies the combine weights (DeepSeek-V3: 2.5)
+  int64_t num_groups = 0;              // group-limited routing: experts in num_groups groups ...
+  int64_t group_topk = 0;              // ... top-k only inside the best group_topk (0 = off)
+  bool expert_bias = false;            // auxiliary-loss-free balancing bias (selection only)
+  double bias_update_rate = 1e-3;      // b_i += rate * sign(mean load - load_i) after each step
   std::string load_balance = "micro_batch";  // none | micro_batch | sequence | global_batch
   double aux_loss_coeff = 1e-2;
   double z_loss_coeff = 1e-3;
+  RouterScheduleConfig schedule;
   friend bool operator==(const RouterConfig&, const RouterConfig&) = default;
 };
 

@@ -35,6 +35,7 @@ struct Bound {
 Bound at_least(double lo) { return {.lo = lo}; }
 Bound above(double lo) { return {.lo = lo, .lo_open = true}; }
 Bound unit_interval_open_above() { return {.lo = 0, .hi = 1, .hi_open = true}; }
+Bound unit_interval() { return {.lo = 0, .hi = 1}; }
 
 template <typename T>
 void check_bound(T v, const Bound& b, const std::string& where, const std::string& key) {
@@ -254,12 +255,31 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(optional_number_field, moe.capacity_factor, positive),
       ORIGAMI_KEY(enum_field, moe.drop_policy, {"probs", "position"}),
       ORIGAMI_KEY(bool_field, moe.pad_to_capacity),
-      ORIGAMI_KEY(enum_field, moe.router.score, {"softmax"}, {"sigmoid"}),
+      ORIGAMI_KEY(enum_field, moe.router.score, {"softmax", "sigmoid"}),
+      ORIGAMI_KEY(bool_field, moe.router.pre_softmax),
       ORIGAMI_KEY(bool_field, moe.router.renormalize),
+      ORIGAMI_KEY(number_field, moe.router.scaling_factor, positive),
+      ORIGAMI_KEY(int_field, moe.router.num_groups, non_negative),
+      ORIGAMI_KEY(int_field, moe.router.group_topk, non_negative),
+      ORIGAMI_KEY(bool_field, moe.router.expert_bias),
+      ORIGAMI_KEY(number_field, moe.router.bias_update_rate, non_negative),
       ORIGAMI_KEY(enum_field, moe.router.load_balance,
                   {"none", "micro_batch", "sequence", "global_batch"}),
       ORIGAMI_KEY(number_field, moe.router.aux_loss_coeff, non_negative),
       ORIGAMI_KEY(number_field, moe.router.z_loss_coeff, non_negative),
+      ORIGAMI_KEY(enum_field, moe.router.schedule.kind,
+                  {"static", "dense_to_sparse", "topk_anneal"}),
+      ORIGAMI_KEY(enum_field, moe.router.schedule.anneal, {"linear", "cosine", "exponential"}),
+      ORIGAMI_KEY(int_field, moe.router.schedule.start_step, non_negative),
+      ORIGAMI_KEY(int_field, moe.router.schedule.end_step, non_negative),
+      ORIGAMI_KEY(number_field, moe.router.schedule.tau_start, positive),
+      ORIGAMI_KEY(number_field, moe.router.schedule.tau_end, positive),
+      ORIGAMI_KEY(number_field, moe.router.schedule.threshold, unit_interval_open_above()),
+      ORIGAMI_KEY(bool_field, moe.router.schedule.gumbel_weights),
+      ORIGAMI_KEY(int_field, moe.router.schedule.k_start, positive_int),
+      ORIGAMI_KEY(int_field, moe.router.schedule.diversify.steps, non_negative),
+      ORIGAMI_KEY(number_field, moe.router.schedule.diversify.mask_ratio, unit_interval()),
+      ORIGAMI_KEY(number_field, moe.router.schedule.diversify.noise_std, non_negative),
 
       ORIGAMI_KEY(int_field, parallel.tensor, positive_int),
       ORIGAMI_KEY(int_field, parallel.context, positive_int),

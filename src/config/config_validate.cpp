@@ -6,6 +6,9 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "base/error.h"
 #include "config/config.h"
@@ -25,6 +28,74 @@ int64_t product(std::initializer_list<int64_t> factors) {
   for (int64_t f : factors)
     if (__builtin_mul_overflow(out, f, &out)) return INT64_MAX;
   return out;
+}
+
+// The router options and the gating schedule (docs/moe.md): combinations that would be silently
+// meaningless are refused, so every accepted config means what it says.
+void validate_router(const Config& cfg, const auto& require) {
+  const auto& moe = cfg.moe;
+  const auto& r = moe.router;
+  const auto& s = r.schedule;
+  const bool dts = s.kind == "dense_to_sparse", anneal_k = s.kind == "topk_anneal";
+  require(r.pre_softmax || r.score == "softmax",
+          fmt::format("{} applies to softmax scores only; {} (sigmoid scores are selected and "
+                      "weighted as they are); allowed with sigmoid: true",
+                      ref(cfg, "moe.router.pre_softmax", "false"),
+                      ref(cfg, "moe.router.score", r.score)));
+  require(r.pre_softmax || r.renormalize,
+          fmt::format("{} takes a softmax over the k selected logits, whose weights always sum to "
+                      "1, so {} would be ignored; allowed: renormalize true (or pre_softmax true "
+                      "for un-renormalised softmax weights)",
+                      ref(cfg, "moe.router.pre_softmax", "false"),
+                      ref(cfg, "moe.router.renormalize", "false")));
+  if (r.num_groups > 0 || r.group_topk > 0) {
+    const std::string groups = ref(cfg, "moe.router.num_groups", r.num_groups);
+    const std::string topk = ref(cfg, "moe.router.group_topk", r.group_topk);
+    require(r.num_groups >= 1 && r.group_topk >= 1,
+            fmt::format("group-limited routing needs both {} and {} >= 1 (0 and 0 = off)", groups,
+                        topk));
+    if (r.num_groups >= 1 && r.group_topk >= 1) {
+      require(moe.num_experts % r.num_groups == 0,
+              fmt::format("{} is not divisible by {}; every group needs the same number of experts",
+                          ref(cfg, "moe.num_experts", moe.num_experts), groups));
+      require(r.group_topk <= r.num_groups,
+              fmt::format("{} exceeds {}; allowed: <= {}", topk, groups, r.num_groups));
+      const int64_t reach = r.group_topk * (moe.num_experts / r.num_groups);
+      std::vector<std::pair<std::string, int64_t>> ks{{"moe.top_k", moe.top_k}};
+      if (anneal_k) ks.push_back({"moe.router.schedule.k_start", s.k_start});
+      for (const auto& [key, k] : ks)
+        require(k >= r.group_topk && k <= reach,
+                fmt::format("{} must lie between {} (one expert from each kept group) and {} "
+                            "(the experts of the kept groups: group_topk x num_experts / "
+                            "num_groups)",
+                            ref(cfg, key, k), topk, reach));
+    }
+    require(!dts, fmt::format("{} selects a variable number of experts per token and cannot be "
+                              "group-limited; set num_groups 0 or another schedule kind",
+                              ref(cfg, "moe.router.schedule.kind", s.kind)));
+  }
+  require(!(dts && r.expert_bias),
+          fmt::format("{} selects by a Gumbel-softmax threshold, which {} cannot shift; allowed: "
+                      "expert_bias false with dense_to_sparse",
+                      ref(cfg, "moe.router.schedule.kind", s.kind),
+                      ref(cfg, "moe.router.expert_bias", "true")));
+  require(!anneal_k || s.k_start <= moe.num_experts,
+          fmt::format("{} exceeds {}; allowed: <= {}",
+                      ref(cfg, "moe.router.schedule.k_start", s.k_start),
+                      ref(cfg, "moe.num_experts", moe.num_experts), moe.num_experts));
+  require(s.end_step >= s.start_step,
+          fmt::format("{} is before {}; allowed: >= {}",
+                      ref(cfg, "moe.router.schedule.end_step", s.end_step),
+                      ref(cfg, "moe.router.schedule.start_step", s.start_step), s.start_step));
+  const bool scheduled = s.kind != "static" || s.diversify.steps > 0;
+  require(!scheduled || !moe.capacity_factor,
+          fmt::format("{} needs dropless routing (the number of experts per token changes with "
+                      "the step), but {}; allowed: capacity_factor null",
+                      s.kind != "static" ? ref(cfg, "moe.router.schedule.kind", s.kind)
+                                         : ref(cfg, "moe.router.schedule.diversify.steps",
+                                               s.diversify.steps),
+                      ref(cfg, "moe.capacity_factor",
+                          moe.capacity_factor ? fmt::format("{}", *moe.capacity_factor) : "null")));
 }
 
 }  // namespace
@@ -135,6 +206,8 @@ void validate(const Config& cfg, int world_size) {
           fmt::format("{} needs training.backend=cuda, found {}; allowed with cpu: fp32",
                       ref(cfg, "training.precision", t.precision),
                       ref(cfg, "training.backend", t.backend)));
+
+  if (moe.num_experts > 0) validate_router(cfg, require);
 
   // Features whose issue has not landed: refused by name instead of silently ignored.
   auto not_yet = [&](bool used, const std::string& r, const char* feature, const char* allowed) {

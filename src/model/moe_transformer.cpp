@@ -1,6 +1,9 @@
 #include "model/moe_transformer.h"
 
+#include <fmt/format.h>
+
 #include "base/error.h"
+#include "base/logging.h"
 #include "model/linear.h"
 
 namespace origami {
@@ -95,6 +98,56 @@ void MoeTransformer::backward(float lm_grad_scale) {
     std::swap(dy, dx);
   }
   be.embedding_backward(dy->data(), tokens_.data(), store_[embedding_].grad.data(), N, H);
+}
+
+void MoeTransformer::set_router_clock(const RouterClock& clock) {
+  for (auto& b : blocks_)
+    if (MoeLayer* m = b->moe()) m->set_router_clock(clock);
+}
+
+bool MoeTransformer::spawn_experts_at(int64_t step) {
+  const auto& d = ctx_.config.moe.router.schedule.diversify;
+  if (d.steps == 0 || step != d.steps || num_moe_layers_ == 0) return false;
+  for (auto& b : blocks_)
+    if (MoeLayer* m = b->moe()) m->spawn_experts(d);
+  spdlog::info("expert-diversify phase over at iteration {}: {} experts per MoE layer spawned "
+               "from expert 0 (mask ratio {}, noise std {})", step, ctx_.config.moe.num_experts,
+               d.mask_ratio, d.noise_std);
+  return true;
+}
+
+void MoeTransformer::update_expert_bias(const std::vector<std::vector<int64_t>>& counts) {
+  size_t l = 0;
+  for (auto& b : blocks_)
+    if (MoeLayer* m = b->moe()) m->router().update_expert_bias(counts.at(l++));
+}
+
+std::map<std::string, std::vector<float>> MoeTransformer::buffers() const {
+  std::map<std::string, std::vector<float>> out;
+  if (!ctx_.config.moe.router.expert_bias) return out;
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    if (const MoeLayer* m = blocks_[l]->moe())
+      out[fmt::format("layers.{}.moe.router.expert_bias", l)] = m->router().expert_bias();
+  return out;
+}
+
+void MoeTransformer::load_buffers(const std::map<std::string, std::vector<float>>& saved) {
+  for (const auto& [name, values] : buffers()) {
+    auto it = saved.find(name);
+    const size_t l = std::stoul(name.substr(7));  // "layers.L...."
+    if (it == saved.end()) {
+      spdlog::warn("{}: not in the checkpoint; it starts from zeros", name);
+      continue;
+    }
+    check(it->second.size() == values.size(), "checkpoint buffer '{}' has {} values, the run's "
+          "model needs {} (moe.num_experts)", name, it->second.size(), values.size());
+    blocks_[l]->moe()->router().set_expert_bias(it->second);
+  }
+  const auto mine = buffers();
+  for (const auto& [name, values] : saved)
+    if (!mine.contains(name))
+      spdlog::warn("checkpoint buffer '{}' is not used by this run's model (moe.router.expert_bias "
+                   "is off?); ignored", name);
 }
 
 }  // namespace origami

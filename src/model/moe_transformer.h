@@ -5,7 +5,9 @@
 // normalisation is the caller's: forward returns the SUM of token losses, backward takes the
 // scale (1 / loss tokens of the global batch) so any split into ranks and micro-batches agrees.
 #pragma once
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/transformer_block.h"
@@ -36,6 +38,22 @@ class MoeTransformer {
     for (auto& b : blocks_)
       if (MoeLayer* m = b->moe()) m->begin_step();
   }
+
+  // Gating schedule (model/moe/gating_schedule.h): the step and global-batch position of the
+  // next forward passes. Until set: step 0 without noise.
+  void set_router_clock(const RouterClock& clock);
+  // EvoMoE expert-diversify: at the first step after the diversify phase, every MoE layer spawns
+  // its experts from expert 0 (a collective over EP). Returns whether this step did.
+  bool spawn_experts_at(int64_t step);
+  // Auxiliary-loss-free balancing: updates each MoE layer's expert bias from the global batch's
+  // counts [moe layer][expert] (no-op unless moe.router.expert_bias).
+  void update_expert_bias(const std::vector<std::vector<int64_t>>& counts);
+  // Persistent state that is not a parameter (checkpoints carry it): each MoE layer's expert
+  // bias, "layers.L.moe.router.expert_bias" -> [E], when moe.router.expert_bias is on.
+  std::map<std::string, std::vector<float>> buffers() const;
+  // Restores buffers() from a checkpoint; a missing entry starts from zeros (warned), e.g. when
+  // expert_bias is switched on for a run resumed from one without it.
+  void load_buffers(const std::map<std::string, std::vector<float>>& saved);
 
   // Logits [B*T, V] of the last forward (tools and golden tests read them).
   const float* logits() const { return logits_.data(); }

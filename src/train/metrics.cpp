@@ -34,6 +34,16 @@ void MetricsSink::log(const IterationMetrics& m) {
       loads += fmt::format("{}L{} {:.2f}", l ? " " : "", l, m.expert_load_imbalance[l]);
     spdlog::info("expert load (max/mean per MoE layer): {}", loads);
   }
+  if (!m.router_gate.empty()) {
+    std::string per_layer;
+    for (size_t l = 0; l < m.experts_per_token.size(); ++l)
+      per_layer += fmt::format("{}L{} {:.2f}", l ? " " : "", l, m.experts_per_token[l]);
+    spdlog::info("router schedule: {} gate, k {}{} | experts per token: {}", m.router_gate,
+                 m.router_top_k.value_or(0),
+                 m.router_temperature ? fmt::format(", temperature {:.4f}", *m.router_temperature)
+                                      : std::string(),
+                 per_layer);
+  }
   if (!jsonl_.is_open()) return;
   nlohmann::json j = {{"iteration", m.iteration},       {"consumed_samples", m.consumed_samples},
                       {"lm_loss", m.lm_loss},           {"balance_loss", m.balance_loss},
@@ -45,6 +55,13 @@ void MetricsSink::log(const IterationMetrics& m) {
   j["mfu"] = m.mfu ? nlohmann::json(*m.mfu) : nlohmann::json(nullptr);
   if (m.dropped_fraction) j["dropped_fraction"] = *m.dropped_fraction;
   if (!m.expert_load_imbalance.empty()) j["expert_load_imbalance"] = m.expert_load_imbalance;
+  if (!m.router_gate.empty()) {
+    j["router_gate"] = m.router_gate;
+    j["router_top_k"] = m.router_top_k.value_or(0);
+    j["router_temperature"] =
+        m.router_temperature ? nlohmann::json(*m.router_temperature) : nlohmann::json(nullptr);
+    j["experts_per_token"] = m.experts_per_token;
+  }
   jsonl_ << j.dump() << "\n";
   jsonl_.flush();
 }

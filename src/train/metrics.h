@@ -19,6 +19,13 @@ struct IterationMetrics {
   std::optional<double> dropped_fraction;  // capacity mode only
   // Per MoE layer: max / mean expert load over the global batch (1 = perfectly balanced).
   std::vector<double> expert_load_imbalance;
+  // While a gating schedule runs (moe.router.schedule): the gate ("single_expert", "topk",
+  // "dense_to_sparse"), its k (the fewest experts per token for dense_to_sparse), its Gumbel
+  // temperature, and per MoE layer the mean number of experts per token over the global batch.
+  std::string router_gate;
+  std::optional<int64_t> router_top_k;
+  std::optional<double> router_temperature;
+  std::vector<double> experts_per_token;
 };
 
 class MetricsSink {

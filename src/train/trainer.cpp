@@ -12,6 +12,7 @@
 #include "checkpoint/checkpoint.h"
 #include "comm/mpi_runtime.h"
 #include "data/tokenizer.h"
+#include "model/moe/gating_schedule.h"
 #include "optim/lr_schedule.h"
 #include "train/device_staged_communicator.h"
 #include "train/flops.h"
@@ -101,7 +102,9 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
   if (!resume.empty()) {
     std::vector<float> m, v;
-    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v);
+    CheckpointBuffers buffers;
+    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v, &buffers);
+    model_->load_buffers(buffers);  // the routers' expert bias
     if (zero_optimizer_)
       zero_optimizer_->load_moments(m, v, s.optimizer_steps);
     else
@@ -180,6 +183,10 @@ StepResult Trainer::train_step() {
 
   // 1. Data: this rank's micro-batches of global batch `step_`.
   load_micro_batches(*train_data_, consumed_samples_);
+  // Gating schedule: a function of the step; EvoMoE's expert-diversify phase may end here.
+  model_->spawn_experts_at(step_);
+  r.gate = gate_at(cfg_.moe, step_);
+  const int64_t first_sequence = layout_.coord(world_.rank()).dp * (t.global_batch_size / dp);
 
   // 2. Loss normalisation over the global batch, whatever the layout.
   int64_t local_tokens = 0;
@@ -201,6 +208,10 @@ StepResult Trainer::train_step() {
   // lm sum, balance, z, dropped slots, counts[layer][expert]
   std::vector<double> sums(size_t(4 + L * E), 0.0);
   for (int64_t mb = 0; mb < micro_batches_; ++mb) {
+    // The micro-batch's place in the global batch keys the dense-to-sparse gate's noise.
+    model_->set_router_clock({.step = step_,
+                              .first_sequence = first_sequence + mb * t.micro_batch_size,
+                              .noise = true});
     ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux);
     model_->backward(lm_scale);
     sums[0] += st.lm_loss_sum;
@@ -243,6 +254,8 @@ StepResult Trainer::train_step() {
       r.expert_counts[size_t(l)][size_t(e)] = int64_t(sums[size_t(4 + l * E + e)]);
   const double slots = double(t.global_batch_size * t.seq_length * cfg_.moe.top_k) * std::max(L, 1);
   r.dropped_fraction = sums[3] / slots;
+  // Auxiliary-loss-free balancing: each router's bias follows its global-batch expert load.
+  model_->update_expert_bias(r.expert_counts);
 
   ++step_;
   consumed_samples_ += t.global_batch_size;
@@ -267,7 +280,8 @@ std::string Trainer::save_checkpoint_now() {
   return save_checkpoint(*backend_, dir, cfg_.checkpoint.keep_last,
                          {.step = step_, .consumed_samples = consumed_samples_, .skipped = skipped_,
                           .optimizer_steps = optimizer_steps},
-                         to_yaml(cfg_), model_->params(), m, v, groups_, world_);
+                         to_yaml(cfg_), model_->params(), m, v, groups_, world_,
+                         model_->buffers());
 }
 
 double Trainer::evaluate() {
@@ -275,6 +289,7 @@ double Trainer::evaluate() {
   check(valid_data_ != nullptr, "evaluate(): training.eval_interval is 0, no validation data");
   const int64_t evals_done = step_ / std::max<int64_t>(t.eval_interval, 1);
   double sums[2] = {0.0, 0.0};
+  model_->set_router_clock({.step = step_, .noise = false});  // the current gate, noiseless
   for (int64_t b = 0; b < t.eval_steps; ++b) {
     load_micro_batches(*valid_data_, (evals_done * t.eval_steps + b) * t.global_batch_size);
     model_->begin_step();
@@ -293,6 +308,7 @@ ExpertReport Trainer::expert_report() {
   const int L = model_->num_moe_layers();
   const int64_t E = cfg_.moe.num_experts;
   ExpertReport r{.iteration = step_};
+  model_->set_router_clock({.step = step_, .noise = false});
   for (size_t d = 0; d < report_data_.size(); ++d) {
     std::vector<double> counts(size_t(L * E), 0.0);
     for (int64_t b = 0; b < t.eval_steps; ++b) {
@@ -320,6 +336,7 @@ std::vector<double> Trainer::train() {
   const double flops_per_step =
       training_flops_per_token(cfg_) * double(t.global_batch_size * t.seq_length);
   std::vector<double> losses;
+  const int L = model_->num_moe_layers();
   spdlog::info("training {} steps of {} samples x {} tokens ({:.3f} GFLOP per step)",
                t.train_steps, t.global_batch_size, t.seq_length, flops_per_step / 1e9);
   while (step_ < t.train_steps) {
@@ -338,6 +355,18 @@ std::vector<double> Trainer::train() {
                          .z_loss = r.z_loss, .grad_norm = r.grad_norm,
                          .skipped_iterations = skipped_};
       if (cfg_.moe.capacity_factor) m.dropped_fraction = r.dropped_fraction;
+      if (schedule_is_active(cfg_.moe) && L > 0) {
+        // The gate of this step and how many experts each token actually used, per layer.
+        m.router_gate = r.gate.kind == GateKind::single_expert     ? "single_expert"
+                        : r.gate.kind == GateKind::dense_to_sparse ? "dense_to_sparse"
+                                                                   : "topk";
+        m.router_top_k = r.gate.k;
+        if (r.gate.kind == GateKind::dense_to_sparse) m.router_temperature = r.gate.temperature;
+        for (const auto& counts : r.expert_counts)
+          m.experts_per_token.push_back(
+              double(std::accumulate(counts.begin(), counts.end(), int64_t{0})) /
+              double(t.global_batch_size * t.seq_length));
+      }
       const int64_t every = cfg_.logging.expert_load_interval;
       if (every > 0 && (step_ % every == 0 || step_ == 1)) {
         for (const auto& counts : r.expert_counts) {

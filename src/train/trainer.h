@@ -25,6 +25,7 @@ struct StepResult {
   bool skipped = false;
   double dropped_fraction = 0;  // capacity mode: dropped (token, slot)s / all, over the batch
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert], global batch
+  GateState gate;  // the gating schedule's gate at this step (moe.router.schedule)
 };
 
 class Trainer {

@@ -20,3 +20,11 @@ add_test(NAME cli.ckpt_upcycle
           ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
 set_tests_properties(cli.ckpt_upcycle PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
   LABELS cli TIMEOUT 300 PROCESSORS 2)
+
+# The routers' expert bias (a checkpoint buffer) through inspect, reshard, diff, export-hf (refused)
+# and a resumed job on another layout.
+add_test(NAME cli.ckpt_router_buffers
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint/router_buffers.sh ${PROJECT_SOURCE_DIR}
+          ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
+set_tests_properties(cli.ckpt_router_buffers PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
+  LABELS cli TIMEOUT 300 PROCESSORS 2)

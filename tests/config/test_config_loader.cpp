@@ -87,12 +87,36 @@ TEST(ConfigLoader, NestedRouterKeys) {
       parse("moe:\n  top_k: 2\n  router:\n    aux_loss_coef: 0.1\n"),
       {"configs/test.yaml:4", "unknown key 'moe.router.aux_loss_coef'",
        "did you mean 'moe.router.aux_loss_coeff'", "allowed keys in section moe.router",
-       "score, renormalize, load_balance, aux_loss_coeff, z_loss_coeff"});
+       "score, pre_softmax, renormalize, scaling_factor, num_groups, group_topk, expert_bias, "
+       "bias_update_rate, load_balance, aux_loss_coeff, z_loss_coeff, schedule"});
   EXPECT_ERROR_HAS(parse("moe:\n  router: softmax\n"),
                    {"configs/test.yaml:2", "moe.router", "expected a map", "'softmax'"});
-  EXPECT_ERROR_HAS(
-      parse("moe:\n  router:\n    score: sigmoid\n"),
-      {"configs/test.yaml:3", "moe.router.score", "not implemented yet", "allowed: softmax"});
+  EXPECT_EQ(parse("moe:\n  router:\n    score: sigmoid\n").moe.router.score, "sigmoid");
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    score: sigmod\n"),
+                   {"configs/test.yaml:3", "moe.router.score", "did you mean 'sigmoid'",
+                    "allowed: softmax, sigmoid"});
+}
+
+TEST(ConfigLoader, RouterScheduleKeys) {
+  Config c = parse(
+      "moe:\n  router:\n    schedule:\n      kind: dense_to_sparse\n      anneal: cosine\n"
+      "      tau_end: 0.1\n      diversify: {steps: 50, mask_ratio: 0.25}\n");
+  EXPECT_EQ(c.moe.router.schedule.kind, "dense_to_sparse");
+  EXPECT_EQ(c.moe.router.schedule.anneal, "cosine");
+  EXPECT_EQ(c.moe.router.schedule.tau_end, 0.1);
+  EXPECT_EQ(c.moe.router.schedule.diversify.steps, 50);
+  EXPECT_EQ(c.moe.router.schedule.diversify.mask_ratio, 0.25);
+  EXPECT_EQ(c.moe.router.schedule.diversify.noise_std, 0.0);
+  EXPECT_EQ(parse_config(to_yaml(c), "round trip"), c);
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    schedule:\n      kind: dense\n"),
+                   {"configs/test.yaml:4", "moe.router.schedule.kind",
+                    "allowed: static, dense_to_sparse, topk_anneal"});
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    schedule:\n      threshold: 1.5\n"),
+                   {"moe.router.schedule.threshold", "out of range", "< 1"});
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    schedule:\n      diversify:\n        mask_ratio: 2\n"),
+                   {"moe.router.schedule.diversify.mask_ratio", "out of range", "<= 1"});
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    scaling_factor: 0\n"),
+                   {"moe.router.scaling_factor", "out of range", "> 0"});
 }
 
 TEST(ConfigLoader, WrongTypes) {

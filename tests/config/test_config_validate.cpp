@@ -123,5 +123,46 @@ TEST(ConfigValidate, ReportsEveryProblemAtOnce) {
   EXPECT_ERROR_HAS(validate(batch, 2), {"training.global_batch_size=3 (runs/cfg.yaml:2)"});
 }
 
+TEST(ConfigValidate, RouterOptionsAndSchedules) {
+  // Accepted: DeepSeek-V3 style (sigmoid, bias, groups, scaling) and each schedule.
+  EXPECT_NO_THROW(validate(parse("moe:\n  num_experts: 8\n  top_k: 4\n  router:\n"
+                                 "    score: sigmoid\n    scaling_factor: 2.5\n"
+                                 "    num_groups: 4\n    group_topk: 2\n    expert_bias: true\n"),
+                           2));
+  EXPECT_NO_THROW(validate(parse("moe:\n  router:\n    schedule: {kind: dense_to_sparse, "
+                                 "diversify: {steps: 10}}\n"), 1));
+  EXPECT_NO_THROW(validate(parse("moe:\n  router:\n    schedule: {kind: topk_anneal, "
+                                 "k_start: 8}\n"), 1));
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    score: sigmoid\n    pre_softmax: false\n"), 1),
+                   {"moe.router.pre_softmax=false (runs/cfg.yaml:4)", "softmax scores only",
+                    "moe.router.score=sigmoid (runs/cfg.yaml:3)"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    pre_softmax: false\n    renormalize: false\n"), 1),
+                   {"moe.router.renormalize=false (runs/cfg.yaml:4)", "would be ignored"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    num_groups: 3\n    group_topk: 1\n"), 1),
+                   {"moe.num_experts=8 (default) is not divisible by moe.router.num_groups=3"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    num_groups: 4\n"), 1),
+                   {"moe.router.group_topk=0 (default)", ">= 1"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  top_k: 4\n  router:\n    num_groups: 4\n    group_topk: 1\n"), 1),
+                   {"moe.top_k=4 (runs/cfg.yaml:2) must lie between", "and 2"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    num_groups: 4\n    group_topk: 1\n"
+                                  "    schedule: {kind: dense_to_sparse}\n"), 1),
+                   {"moe.router.schedule.kind=dense_to_sparse", "cannot be group-limited"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    expert_bias: true\n"
+                                  "    schedule: {kind: dense_to_sparse}\n"), 1),
+                   {"moe.router.expert_bias=true (runs/cfg.yaml:3)", "Gumbel"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    schedule: {kind: topk_anneal, k_start: 9}\n"), 1),
+                   {"moe.router.schedule.k_start=9", "exceeds moe.num_experts=8"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    schedule: {start_step: 10, end_step: 5}\n"), 1),
+                   {"moe.router.schedule.end_step=5", "is before moe.router.schedule.start_step=10"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  capacity_factor: 1.25\n  router:\n"
+                                  "    schedule: {kind: topk_anneal}\n"), 1),
+                   {"needs dropless routing", "moe.capacity_factor=1.25 (runs/cfg.yaml:2)"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  capacity_factor: 1.25\n  router:\n"
+                                  "    schedule: {diversify: {steps: 5}}\n"), 1),
+                   {"moe.router.schedule.diversify.steps=5", "needs dropless routing"});
+  // A dense model ignores the router section.
+  EXPECT_NO_THROW(validate(parse("moe:\n  num_experts: 0\n  router:\n    num_groups: 3\n"), 1));
+}
+
 }  // namespace
 }  // namespace origami

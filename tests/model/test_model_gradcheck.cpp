@@ -1,9 +1,13 @@
 // Whole-model gradient check: the analytic gradient of the total loss (LM cross-entropy + load
 // balance + router z-loss) for every parameter tensor matches central finite differences.
-// Tiny fp32 model: one MoE layer with a shared expert and one dense layer (layer_freq 2), GQA.
+// Tiny fp32 model: one MoE layer with a shared expert and one dense layer (layer_freq 2), GQA;
+// once per router option (docs/moe.md): softmax / sigmoid scores, top-k before softmax, with and
+// without renormalisation, scaling, group-limited top-k, the expert bias, the gating schedules.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <ostream>
 #include <vector>
 
 #include "model/moe_transformer.h"
@@ -20,6 +24,7 @@ Config tiny_config(bool tied) {
   c.model.num_query_groups = 2;
   c.model.ffn_hidden_size = 24;
   c.model.max_seq_length = 16;
+  c.training.seq_length = 7;
   c.model.tie_embeddings = tied;
   c.model.init_std = 0.3;  // large enough that every path carries a gradient well above fp32 noise
   c.moe.num_experts = 4;
@@ -32,6 +37,16 @@ Config tiny_config(bool tied) {
   return c;
 }
 
+// One router configuration: config changes, the schedule position, and an expert bias to load.
+struct RouterVariant {
+  const char* name;
+  std::function<void(Config&)> apply = [](Config&) {};
+  RouterClock clock{};
+  std::vector<float> bias{};
+};
+
+void PrintTo(const RouterVariant& v, std::ostream* os) { *os << v.name; }
+
 struct Harness {
   Config cfg;
   std::unique_ptr<Backend> be = make_backend("cpu");
@@ -40,8 +55,7 @@ struct Harness {
   RouterLossScales scales;
   float lm_scale;
 
-  explicit Harness(bool tied)
-      : cfg(tiny_config(tied)), model(*be, cfg, MicroBatchShape{2, 7}, 42) {
+  explicit Harness(const Config& c) : cfg(c), model(*be, cfg, MicroBatchShape{2, 7}, 42) {
     for (int i = 0; i < 14; ++i) {
       tokens.push_back((i * 7 + 3) % 37);
       targets.push_back(i == 5 ? -1 : (i * 11 + 1) % 37);  // one ignored target
@@ -56,8 +70,13 @@ struct Harness {
   }
 };
 
-void gradcheck(bool tied) {
-  Harness h(tied);
+void gradcheck(bool tied, const RouterVariant& variant = {"softmax_default"}) {
+  Config cfg = tiny_config(tied);
+  variant.apply(cfg);
+  validate(cfg, 1);
+  Harness h(cfg);
+  h.model.set_router_clock(variant.clock);
+  if (!variant.bias.empty()) h.model.load_buffers({{"layers.0.moe.router.expert_bias", variant.bias}});
   auto& ps = h.model.params();
   Tensor g = ps.all_grads();
   h.be->fill(g.data(), 0.f, g.numel());
@@ -101,10 +120,85 @@ void gradcheck(bool tied) {
   EXPECT_GT(checked, 100);
   // Routing flips under a 3e-3 nudge should be rare; many would mean the check is not checking.
   EXPECT_LE(skipped_discontinuous, checked / 10);
+  // The router takes part (a gradient well above noise) exactly when the gate routes.
+  const Param& router = ps.find("layers.0.moe.router.weight");
+  double router_grad = 0;
+  for (int64_t i = 0; i < router.grad.numel(); ++i)
+    router_grad = std::max(router_grad, double(std::abs(router.grad.data()[i])));
+  if (gate_at(cfg.moe, variant.clock.step).kind == GateKind::single_expert)
+    EXPECT_EQ(router_grad, 0.0) << "the diversify phase routes without the router";
+  else
+    EXPECT_GT(router_grad, 1e-3) << variant.name;
 }
 
 TEST(ModelGradcheck, UntiedEmbeddings) { gradcheck(false); }
 TEST(ModelGradcheck, TiedEmbeddings) { gradcheck(true); }
+
+class RouterGradcheck : public ::testing::TestWithParam<RouterVariant> {};
+TEST_P(RouterGradcheck, MatchesFiniteDifferences) { gradcheck(false, GetParam()); }
+
+void dense_to_sparse(Config& c) {
+  c.moe.router.schedule.kind = "dense_to_sparse";
+  c.moe.router.schedule.tau_start = 2.0;
+  c.moe.router.schedule.tau_end = 0.3;
+  c.moe.router.schedule.end_step = 10;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Options, RouterGradcheck,
+    ::testing::Values(
+        RouterVariant{"softmax_no_renormalize", [](Config& c) { c.moe.router.renormalize = false; }},
+        RouterVariant{"topk_before_softmax", [](Config& c) { c.moe.router.pre_softmax = false; }},
+        RouterVariant{"softmax_scaled", [](Config& c) { c.moe.router.scaling_factor = 2.5; }},
+        RouterVariant{"sigmoid", [](Config& c) { c.moe.router.score = "sigmoid"; }},
+        RouterVariant{"sigmoid_plain_scaled",
+                      [](Config& c) {
+                        c.moe.router.score = "sigmoid";
+                        c.moe.router.renormalize = false;
+                        c.moe.router.scaling_factor = 2.5;
+                      }},
+        RouterVariant{"group_limited",
+                      [](Config& c) {
+                        c.moe.router.num_groups = 2;
+                        c.moe.router.group_topk = 1;
+                      }},
+        RouterVariant{"expert_bias", [](Config& c) { c.moe.router.expert_bias = true; }, {},
+                      {0.3f, 0.f, -0.2f, 0.1f}},
+        RouterVariant{"deepseek_v3_sequence_balance",
+                      [](Config& c) {
+                        c.moe.router.score = "sigmoid";
+                        c.moe.router.scaling_factor = 2.5;
+                        c.moe.router.num_groups = 2;
+                        c.moe.router.group_topk = 1;
+                        c.moe.router.expert_bias = true;
+                        c.moe.router.load_balance = "sequence";
+                      },
+                      {}, {0.05f, -0.05f, 0.1f, 0.f}},
+        RouterVariant{"dense_to_sparse", dense_to_sparse, {.step = 3, .noise = true}},
+        RouterVariant{"dense_to_sparse_gumbel_weights",
+                      [](Config& c) {
+                        dense_to_sparse(c);
+                        c.moe.router.schedule.gumbel_weights = true;
+                        c.moe.router.renormalize = false;
+                      },
+                      {.step = 6, .first_sequence = 4, .noise = true}},
+        RouterVariant{"dense_to_sparse_sigmoid",
+                      [](Config& c) {
+                        dense_to_sparse(c);
+                        c.moe.router.score = "sigmoid";
+                      },
+                      {.step = 5, .noise = true}},
+        RouterVariant{"dense_to_sparse_after_switch", dense_to_sparse, {.step = 10, .noise = true}},
+        RouterVariant{"topk_anneal",
+                      [](Config& c) {
+                        c.moe.router.schedule.kind = "topk_anneal";
+                        c.moe.router.schedule.k_start = 4;
+                        c.moe.router.schedule.end_step = 10;
+                      },
+                      {.step = 5}},
+        RouterVariant{"diversify_phase",
+                      [](Config& c) { c.moe.router.schedule.diversify.steps = 5; }, {.step = 2}}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 TEST(ParamInit, ShardsConcatenateToTheUnshardedTensor) {
   // Layout independence of initialisation: two halves along dim 0 (as expert parallelism holds

@@ -58,6 +58,84 @@ TEST_P(Resume, ResumedRunEqualsUninterruptedBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Checkpoint, Resume, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Zero1" : "AdamW"; });
 
+// Gating schedules and the auxiliary-loss-free expert bias: the schedule is a function of the
+// step (the noise of the dense-to-sparse gate too) and the bias a checkpointed buffer, so a resume
+// reproduces the uninterrupted run bit for bit, losses and biases, whether the experts were
+// spawned (diversify phase) before or after the checkpoint.
+struct RouterResumeCase {
+  const char* name;
+  void (*apply)(Config&);
+};
+
+class RouterResume : public ::testing::TestWithParam<RouterResumeCase> {};
+
+TEST_P(RouterResume, ResumedRunEqualsUninterruptedBitForBit) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  const std::string name = fmt::format("resume-router-{}-{}", GetParam().name, world->size());
+  const std::string dir = fresh_dir(*world, name);
+  Config cfg = small_config(name);
+  cfg.training.train_steps = 6;
+  cfg.parallel.expert = std::min(world->size(), 4);
+  GetParam().apply(cfg);
+  Trainer straight_run(cfg, *world);
+  const std::vector<double> straight = straight_run.train();
+
+  Config first = cfg;
+  first.training.train_steps = 3;
+  first.checkpoint.dir = dir;
+  first.checkpoint.save_interval = 3;
+  Trainer first_run(first, *world);
+  first_run.train();
+  const auto saved = read_checkpoint_buffers(dir);
+  EXPECT_EQ(saved, first_run.model().buffers());
+  EXPECT_EQ(read_checkpoint_info(dir).format_version, saved.empty() ? 1 : 2);
+  Config second = cfg;
+  second.checkpoint.load = dir;
+  Trainer resumed(second, *world);
+  EXPECT_EQ(resumed.train(), tail(straight, 3));
+  EXPECT_EQ(resumed.model().buffers(), straight_run.model().buffers());
+  // The bias moved (the sign rule can bring it back to exactly 0 by an even step, so ask
+  // whether it was non-zero at the save or at the end).
+  for (const auto& [key, bias] : straight_run.model().buffers()) {
+    const std::vector<float> zeros(bias.size(), 0.f);
+    EXPECT_TRUE(bias != zeros || saved.at(key) != zeros) << key << " never moved";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    CheckpointRouter, RouterResume,
+    ::testing::Values(
+        RouterResumeCase{"spawn_before_save_dense_to_sparse",
+                         [](Config& c) {
+                           c.moe.router.schedule.diversify = {.steps = 2, .mask_ratio = 0.3,
+                                                              .noise_std = 0.01};
+                           c.moe.router.schedule.kind = "dense_to_sparse";
+                           c.moe.router.schedule.end_step = 3;
+                         }},
+        RouterResumeCase{"spawn_after_save_dense_to_sparse",
+                         [](Config& c) {
+                           c.moe.router.schedule.diversify.steps = 4;
+                           c.moe.router.schedule.kind = "dense_to_sparse";
+                           c.moe.router.schedule.gumbel_weights = true;
+                           c.moe.router.schedule.end_step = 6;
+                         }},
+        RouterResumeCase{"sigmoid_expert_bias_topk_anneal",
+                         [](Config& c) {
+                           c.moe.router.score = "sigmoid";
+                           c.moe.router.expert_bias = true;
+                           c.moe.router.bias_update_rate = 0.01;
+                           c.moe.num_experts = 8;
+                           c.moe.router.num_groups = 4;
+                           c.moe.router.group_topk = 2;
+                           c.moe.router.load_balance = "global_batch";
+                           c.moe.router.schedule.kind = "topk_anneal";
+                           c.moe.router.schedule.k_start = 4;
+                           c.moe.router.schedule.end_step = 5;
+                           c.moe.top_k = 2;
+                         }}),
+    [](const auto& info) { return std::string(info.param.name); });
+
 TEST(Checkpoint, LoadsIntoOtherLayouts) {
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world();

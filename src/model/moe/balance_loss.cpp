@@ -30,6 +30,13 @@ double balance_block(const float* p, const double* f, int64_t n, int64_t E, doub
   return double(E) * loss;
 }
 
+// Routed (token, slot)s in a count vector; at least 1, so f stays finite for an empty block.
+double routed(const int64_t* counts, int64_t E) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < E; ++i) total += counts[i];
+  return double(std::max<int64_t>(total, 1));
+}
+
 }  // namespace
 
 BalanceMode parse_balance_mode(const std::string& name) {
@@ -42,8 +49,9 @@ BalanceMode parse_balance_mode(const std::string& name) {
 
 const char* balance_mode_name(BalanceMode mode) { return kModeNames[int(mode)]; }
 
-BalanceLoss::BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync)
-    : mode_(mode), E_(E), k_(k), sync_(sync) {
+BalanceLoss::BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync,
+                         bool share_of_routed)
+    : mode_(mode), E_(E), k_(k), sync_(sync), share_of_routed_(share_of_routed) {
   check(E >= 1 && k >= 1 && k <= E, "BalanceLoss: top-k {} with {} experts; allowed: 1 <= k <= E",
         k, E);
   check(mode != BalanceMode::global_batch || sync != nullptr,
@@ -79,7 +87,8 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
   switch (mode_) {
     case BalanceMode::micro_batch: {
       f_.resize(size_t(E));
-      for (int64_t i = 0; i < E; ++i) f_[size_t(i)] = double(counts[i]) / double(k * N);
+      const double slots = share_of_routed_ ? routed(counts, E) : double(k * N);
+      for (int64_t i = 0; i < E; ++i) f_[size_t(i)] = double(counts[i]) / slots;
       loss = balance_block(p, f_.data(), N, E, double(grad_scale), g);
       break;
     }
@@ -102,7 +111,10 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
               "{} in the counts given", i, total, counts[i]);
       }
       f_.resize(size_t(B * E));
-      for (size_t j = 0; j < f_.size(); ++j) f_[j] = double(c[j]) / double(k * S);
+      for (int64_t b = 0; b < B; ++b) {
+        const double slots = share_of_routed_ ? routed(c.data() + b * E, E) : double(k * S);
+        for (int64_t i = 0; i < E; ++i) f_[size_t(b * E + i)] = double(c[size_t(b * E + i)]) / slots;
+      }
       // mean over sequences: each block's gradient carries the 1/B too
       for (int64_t b = 0; b < B; ++b)
         loss += balance_block(p + b * S * E, f_.data() + b * E, S, E,
@@ -123,8 +135,9 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
       const double n = double(step_micro_batches_);
       const double group_tokens = double(step_tokens_) / n;
       f_.resize(size_t(E));
-      for (int64_t i = 0; i < E; ++i)
-        f_[size_t(i)] = (double(step_counts_[size_t(i)]) / n) / (double(k) * group_tokens);
+      const double slots = share_of_routed_ ? routed(step_counts_.data(), E) / n
+                                            : double(k) * group_tokens;
+      for (int64_t i = 0; i < E; ++i) f_[size_t(i)] = (double(step_counts_[size_t(i)]) / n) / slots;
       loss = balance_block(p, f_.data(), N, E, double(grad_scale), g);
       break;
     }

@@ -29,9 +29,13 @@ const char* balance_mode_name(BalanceMode mode);
 
 class BalanceLoss {
  public:
-  // E experts, top-k. sync: the ranks whose tokens are balanced together in global_batch mode
-  // (the pipeline stage's data x context x tensor group); required there, unused otherwise.
-  BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync);
+  // E experts, k slots per token (the columns of idx). sync: the ranks whose tokens are balanced
+  // together in global_batch mode (the pipeline stage's data x context x tensor group); required
+  // there, unused otherwise. share_of_routed: f_i = c_i / sum_j c_j, each expert's share of the
+  // routed slots (gating schedules, where the experts per token vary), instead of c_i / (k N);
+  // the two agree when every token uses all k slots.
+  BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync,
+              bool share_of_routed = false);
 
   // Starts a new optimizer step: empties the global_batch running sum. Call before the first
   // micro-batch of every step (and of every evaluation pass).
@@ -60,6 +64,7 @@ class BalanceLoss {
   BalanceMode mode_;
   int64_t E_, k_;
   const Communicator* sync_;
+  bool share_of_routed_;
   std::vector<int64_t> step_counts_;  // [E] sum over sync ranks and this step's micro-batches
   int64_t step_tokens_ = 0;           // tokens of the sync group summed likewise
   int64_t step_micro_batches_ = 0;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "base/rng.h"
 #include "model/linear.h"
 
 namespace origami {
@@ -76,6 +77,51 @@ void GroupedExperts::backward(const float* dy, const float* x, const std::vector
   be.swiglu_backward(dact_.data(), h_.data(), dh_.data(), row, F_);
   be.gemm_batched(dxs);
   be.gemm_batched(dw1s);
+}
+
+namespace {
+
+// Global flat index of local element i of a parameter shard.
+int64_t global_index(const ParamSpec& s, int64_t i) {
+  const size_t nd = s.global_shape.size();
+  std::vector<int64_t> idx(nd);
+  for (size_t d = nd; d-- > 0;) {
+    idx[d] = i % s.local_shape[d] + s.shard.offset_along(int(d));
+    i /= s.local_shape[d];
+  }
+  int64_t g = 0;
+  for (size_t d = 0; d < nd; ++d) g = g * s.global_shape[d] + idx[d];
+  return g;
+}
+
+}  // namespace
+
+void GroupedExperts::spawn_from_first(const DiversifyConfig& d) {
+  auto& be = ctx_.backend;
+  const uint64_t seed = ctx_.config.training.seed;
+  for (size_t which : {fc1_, fc2_}) {
+    Param& p = store_[which];
+    const int64_t n = p.value.numel(), per = n / E_;  // elements of one local expert
+    std::vector<float> host(static_cast<size_t>(n)), first(static_cast<size_t>(per));
+    be.copy_to_host(host.data(), p.value.data(), p.value.bytes());
+    if (ctx_.ep_rank() == 0) std::copy(host.begin(), host.begin() + per, first.begin());
+    if (ctx_.ep_size() > 1) ctx_.groups.ep->broadcast(first.data(), per, CommDType::f32, 0);
+    const Rng mask(seed, hash_name(p.spec.name + ".diversify.mask"));
+    const Rng init(seed, hash_name(p.spec.name + ".diversify.init"));
+    const Rng noise(seed, hash_name(p.spec.name + ".diversify.noise"));
+    const int64_t first_expert = p.spec.shard.offset_along(0);
+    for (int64_t e = 0; e < E_; ++e) {
+      if (first_expert + e == 0) continue;  // expert 0 itself stays
+      for (int64_t i = 0; i < per; ++i) {
+        const uint64_t g = uint64_t(global_index(p.spec, e * per + i));
+        float v = mask.uniform(g) < d.mask_ratio ? float(p.spec.init_std * init.normal(g))
+                                                 : first[size_t(i)];
+        if (d.noise_std > 0) v += float(d.noise_std * noise.normal(g));
+        host[size_t(e * per + i)] = v;
+      }
+    }
+    be.copy_from_host(p.value.data(), host.data(), p.value.bytes());
+  }
 }
 
 }  // namespace origami

@@ -21,6 +21,11 @@ class GroupedExperts {
   // dy [M,H] -> dx [M,H] (overwritten); weight grads accumulated.
   void backward(const float* dy, const float* x, const std::vector<int64_t>& counts, float* dx);
   int64_t local_experts() const { return E_; }
+  // EvoMoE expert-diversify: every expert but 0 becomes expert 0's weights, each element re-drawn
+  // from the init distribution with probability mask_ratio, plus N(0, noise_std) noise; draws
+  // are keyed by (seed, name, global index), so any layout spawns the same experts. Expert 0's
+  // slice is broadcast over EP (its owner is EP rank 0; each ETP rank holds its own F slice).
+  void spawn_from_first(const DiversifyConfig& d);
 
  private:
   ModelContext& ctx_;

@@ -2,6 +2,7 @@
 
 #include "model/moe/balance_loss.h"
 #include "model/moe/capacity.h"
+#include "model/moe/gating_schedule.h"
 
 namespace origami {
 
@@ -9,7 +10,8 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
                    int num_layers)
     : ctx_(ctx),
       balance_(parse_balance_mode(ctx.config.moe.router.load_balance), ctx.config.moe.num_experts,
-               ctx.config.moe.top_k, ctx.groups.balance),
+               router_slots(ctx.config.moe), ctx.groups.balance,
+               /*share_of_routed=*/ctx.config.moe.router.schedule.kind != "static"),
       router_(ctx, store, prefix + ".router"),
       dispatcher_(ctx),
       experts_(ctx, store, prefix + ".experts", num_layers) {
@@ -18,7 +20,7 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
     shared_expert_ = std::make_unique<SwigluMlp>(ctx, store, prefix + ".shared_expert",
                                                  moe.shared_expert_ffn_hidden_size, num_layers);
   const int64_t N = ctx.shape.tokens();
-  const int64_t E = moe.num_experts, k = moe.top_k;
+  const int64_t E = moe.num_experts, k = router_.slots();
   auto& be = ctx.backend;
   dispatch_experts_ = IndexTensor::zeros(be, {N, k});
   dweights_ = Tensor::zeros(be, {N, k});
@@ -29,7 +31,7 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
 int64_t MoeLayer::apply_capacity() {
   const auto& moe = ctx_.config.moe;
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens(), k = moe.top_k, E = moe.num_experts;
+  const int64_t N = ctx_.shape.tokens(), k = router_.slots(), E = moe.num_experts;
   stats_.dropped_slots = 0;
   if (!moe.capacity_factor) {
     be.copy(dispatch_experts_.data(), router_.experts(), size_t(N * k) * sizeof(int32_t));
@@ -61,11 +63,18 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   dispatcher_.combine(expert_out_.data(), router_.weights(), out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
 
-  // Router losses see the router's own choice (before any dropping), as in Megatron.
-  std::vector<int32_t> routed(size_t(N * moe.top_k));
+  // Router losses see the router's own choice (before any dropping), as in Megatron. Unused
+  // slots (-1: fewer experts for this token under a gating schedule) count for nothing.
+  std::vector<int32_t> routed(size_t(N * router_.slots()));
   be.copy_to_host(routed.data(), router_.experts(), routed.size() * sizeof(int32_t));
   stats_.expert_counts.assign(size_t(moe.num_experts), 0);
-  for (int32_t e : routed) stats_.expert_counts[size_t(e)]++;
+  for (int32_t e : routed)
+    if (e >= 0) stats_.expert_counts[size_t(e)]++;
+  if (!router_.trains()) {  // diversify phase: no routing decision, nothing to balance
+    has_balance_grad_ = false;
+    stats_.balance_loss = stats_.z_loss = 0.0;
+    return;
+  }
   has_balance_grad_ = balance_.mode() != BalanceMode::none;
   stats_.balance_loss =
       has_balance_grad_ ? balance_.forward(be, stats_.expert_counts.data(), router_.experts(),

@@ -38,6 +38,12 @@ class MoeLayer {
   const MoeLayerStats& stats() const { return stats_; }
   // Start of an optimizer step: resets the global-batch balance statistics.
   void begin_step() { balance_.begin_step(); }
+  // Gating schedule position of the next forward passes (gating_schedule.h).
+  void set_router_clock(const RouterClock& clock) { router_.set_clock(clock); }
+  Router& router() { return router_; }
+  const Router& router() const { return router_; }
+  // End of EvoMoE's diversify phase: every expert becomes a copy of expert 0 (collective over EP).
+  void spawn_experts(const DiversifyConfig& d) { experts_.spawn_from_first(d); }
 
  private:
   // Capacity mode: drops slots over capacity into dispatch_experts_; returns C (0 = dropless).

@@ -1,42 +1,135 @@
 #include "model/moe/router.h"
 
+#include "base/error.h"
 #include "model/linear.h"
 
 namespace origami {
 
 Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
-    : ctx_(ctx), store_(store) {
+    : ctx_(ctx), store_(store), prefix_(prefix) {
+  const auto& moe = ctx.config.moe;
   H_ = ctx.config.model.hidden_size;
-  E_ = ctx.config.moe.num_experts;
-  k_ = ctx.config.moe.top_k;
+  E_ = moe.num_experts;
+  slots_ = router_slots(moe);
   weight_ = store.declare({.name = prefix + ".weight", .global_shape = {E_, H_},
                            .init_std = ctx.config.model.init_std});
   const int64_t N = ctx.shape.tokens();
   auto& be = ctx.backend;
   logits_ = Tensor::zeros(be, {N, E_});
   probs_ = Tensor::zeros(be, {N, E_});
-  weights_ = Tensor::zeros(be, {N, k_});
+  weights_ = Tensor::zeros(be, {N, slots_});
   lse_ = Tensor::zeros(be, {N});
   dlogits_ = Tensor::zeros(be, {N, E_});
-  idx_ = IndexTensor::zeros(be, {N, k_});
+  idx_ = IndexTensor::zeros(be, {N, slots_});
+  if (moe.router.schedule.kind == "dense_to_sparse") {
+    gate_buf_ = Tensor::zeros(be, {N, E_});
+    noise_ = Tensor::zeros(be, {N, E_});
+  }
+  bias_host_.assign(size_t(E_), 0.f);
+  if (moe.router.expert_bias) bias_ = Tensor::zeros(be, {E_});
+  set_clock({});
+}
+
+void Router::set_clock(const RouterClock& clock) {
+  clock_ = clock;
+  gate_ = gate_at(ctx_.config.moe, clock.step);
+}
+
+bool Router::plain() const {
+  const auto& r = ctx_.config.moe.router;
+  return r.score == "softmax" && r.pre_softmax && r.scaling_factor == 1.0 && r.num_groups == 0 &&
+         !r.expert_bias && gate_.kind == GateKind::topk && gate_.k == slots_;
+}
+
+RouterGate Router::gate_desc() const {
+  const auto& r = ctx_.config.moe.router;
+  const bool dts = gate_.kind == GateKind::dense_to_sparse;
+  return RouterGate{.sigmoid = r.score == "sigmoid",
+                    .topk_on_logits = !r.pre_softmax,
+                    .renormalize = r.renormalize,
+                    .scaling_factor = float(r.scaling_factor),
+                    .k = gate_.k,
+                    .slots = slots_,
+                    .num_groups = r.num_groups,
+                    .group_topk = r.group_topk,
+                    .bias = r.expert_bias ? bias_.data() : nullptr,
+                    .dense_to_sparse = dts,
+                    .noise = dts && clock_.noise ? noise_.data() : nullptr,
+                    .temperature = float(gate_.temperature),
+                    .threshold = float(r.schedule.threshold),
+                    .gate_weights = r.schedule.gumbel_weights};
 }
 
 void Router::forward(const float* x) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.shape.tokens();
+  if (gate_.kind == GateKind::single_expert) {
+    // EvoMoE's first phase: one expert, no routing decision, so the router takes no part.
+    std::vector<int32_t> idx(size_t(N * slots_), -1);
+    std::vector<float> w(size_t(N * slots_), 0.f);
+    for (int64_t t = 0; t < N; ++t) idx[size_t(t * slots_)] = 0, w[size_t(t * slots_)] = 1.f;
+    be.copy_from_host(idx_.data(), idx.data(), idx.size() * sizeof(int32_t));
+    be.copy_from_host(weights_.data(), w.data(), w.size() * sizeof(float));
+    be.fill(probs_.data(), 0.f, N * E_);
+    be.fill(lse_.data(), 0.f, N);
+    return;
+  }
   linear_forward(be, x, store_[weight_].value.data(), logits_.data(), N, H_, E_);
-  be.router_forward(logits_.data(), probs_.data(), idx_.data(), weights_.data(), lse_.data(), N,
-                    E_, k_, ctx_.config.moe.router.renormalize);
+  if (plain()) {
+    be.router_forward(logits_.data(), probs_.data(), idx_.data(), weights_.data(), lse_.data(), N,
+                      E_, slots_, ctx_.config.moe.router.renormalize);
+    return;
+  }
+  if (gate_.kind == GateKind::dense_to_sparse && clock_.noise) {
+    noise_host_.resize(size_t(N * E_));
+    gumbel_noise(ctx_.config.training.seed, clock_.step, prefix_,
+                 clock_.first_sequence * ctx_.shape.seq, N, E_, noise_host_.data());
+    be.copy_from_host(noise_.data(), noise_host_.data(), noise_host_.size() * sizeof(float));
+  }
+  be.router_gate_forward(logits_.data(), gate_desc(), probs_.data(),
+                         gate_buf_.empty() ? nullptr : gate_buf_.data(), idx_.data(),
+                         weights_.data(), lse_.data(), N, E_);
 }
 
 void Router::backward(const float* dweights, const float* dprobs, const float* dlse,
                       const float* x, float* dx) {
+  if (!trains()) return;
   auto& be = ctx_.backend;
   const int64_t N = ctx_.shape.tokens();
-  be.router_backward(dweights, dprobs, dlse, probs_.data(), idx_.data(), weights_.data(),
-                     dlogits_.data(), N, E_, k_, ctx_.config.moe.router.renormalize);
+  if (plain())
+    be.router_backward(dweights, dprobs, dlse, probs_.data(), idx_.data(), weights_.data(),
+                       dlogits_.data(), N, E_, slots_, ctx_.config.moe.router.renormalize);
+  else
+    be.router_gate_backward(dweights, dprobs, dlse, logits_.data(),
+                            gate_buf_.empty() ? nullptr : gate_buf_.data(), idx_.data(),
+                            weights_.data(), gate_desc(), dlogits_.data(), N, E_);
   linear_backward(be, dlogits_.data(), x, store_[weight_].value.data(), dx,
                   store_[weight_].grad.data(), N, H_, E_, /*accumulate_dx=*/true);
+}
+
+void Router::set_expert_bias(const std::vector<float>& bias) {
+  check(int64_t(bias.size()) == E_, "{}: expert bias of {} values for {} experts", prefix_,
+        bias.size(), E_);
+  bias_host_ = bias;
+  if (!bias_.empty())
+    ctx_.backend.copy_from_host(bias_.data(), bias_host_.data(), bias_host_.size() * sizeof(float));
+}
+
+void Router::update_expert_bias(const std::vector<int64_t>& counts) {
+  const auto& r = ctx_.config.moe.router;
+  if (!r.expert_bias) return;
+  check(int64_t(counts.size()) == E_, "{}: {} expert counts for {} experts", prefix_,
+        counts.size(), E_);
+  double mean = 0;
+  for (int64_t c : counts) mean += double(c);
+  mean /= double(E_);
+  const float rate = float(r.bias_update_rate);
+  std::vector<float> b = bias_host_;
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double gap = mean - double(counts[i]);
+    b[i] += gap > 0 ? rate : gap < 0 ? -rate : 0.f;  // underloaded experts become likelier
+  }
+  set_expert_bias(b);
 }
 
 }  // namespace origami

@@ -1,11 +1,17 @@
-// defines: Router (linear gate, softmax scores, top-k, gate weights)
-// Logits = x W_r^T in fp32 always; the backend's fused router op yields probabilities, the top-k
-// experts of each token, their (optionally renormalised) weights and the logits' log-sum-exp
-// (for z-loss). Backward takes the gradients of all three outputs.
+// defines: Router (linear gate, scores, expert selection, gate weights, expert bias)
+// Logits = x W_r^T in fp32 always. With the default options (softmax over all experts, top-k,
+// optional renormalisation) the backend's fused router op does the rest; every other option
+// (sigmoid scores, top-k of the logits, scaling, group-limited top-k, the aux-loss-free expert
+// bias, a k below the slot count, the dense-to-sparse gate) goes through router_gate_forward.
+// Outputs: the balance-loss scores, each token's experts in `slots` columns (-1 = unused), their
+// combine weights and the logits' log-sum-exp (z-loss). The gate is set per forward by a
+// RouterClock (gating_schedule.h). Backward takes the gradients of weights, scores and lse.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "model/model_context.h"
+#include "model/moe/gating_schedule.h"
 #include "model/parameters.h"
 
 namespace origami {
@@ -13,22 +19,42 @@ namespace origami {
 class Router {
  public:
   Router(ModelContext& ctx, ParamStore& store, const std::string& prefix);
+  // The gate of the following forward passes (step, noise position); default: step 0, no noise.
+  void set_clock(const RouterClock& clock);
   void forward(const float* x);
-  // dprobs / dlse may be null. dx is accumulated into.
+  // dprobs / dlse may be null. dx is accumulated into. Nothing to do while !trains().
   void backward(const float* dweights, const float* dprobs, const float* dlse, const float* x,
                 float* dx);
 
-  const float* probs() const { return probs_.data(); }
-  const int32_t* experts() const { return idx_.data(); }   // [N, k]
-  const float* weights() const { return weights_.data(); } // [N, k]
+  const float* probs() const { return probs_.data(); }     // [N, E] balance-loss scores
+  const int32_t* experts() const { return idx_.data(); }   // [N, slots]
+  const float* weights() const { return weights_.data(); } // [N, slots]
   const float* lse() const { return lse_.data(); }         // [N]
+  int64_t slots() const { return slots_; }
+  const GateState& gate() const { return gate_; }
+  // False in the diversify phase: routing is fixed (expert 0, weight 1), the router unused.
+  bool trains() const { return gate_.kind != GateKind::single_expert; }
+
+  // The auxiliary-loss-free bias [E] (fp32, replicated, not trained; zeros unless enabled).
+  const std::vector<float>& expert_bias() const { return bias_host_; }
+  void set_expert_bias(const std::vector<float>& bias);
+  // After an optimizer step: b_i += rate * sign(mean_j c_j - c_i), c = the global batch's
+  // (token, slot) counts of this layer (the same on every rank, so the bias stays replicated).
+  void update_expert_bias(const std::vector<int64_t>& counts);
 
  private:
+  bool plain() const;  // the fused router_forward computes exactly this gate
+  RouterGate gate_desc() const;
+
   ModelContext& ctx_;
   ParamStore& store_;
+  std::string prefix_;
   size_t weight_;
-  int64_t H_, E_, k_;
-  Tensor logits_, probs_, weights_, lse_, dlogits_;
+  int64_t H_, E_, slots_;
+  RouterClock clock_;
+  GateState gate_;
+  Tensor logits_, probs_, weights_, lse_, dlogits_, gate_buf_, noise_, bias_;
+  std::vector<float> bias_host_, noise_host_;
   IndexTensor idx_;
 };
 

@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "base/error.h"
+#include "model/moe/gating_schedule.h"
 
 namespace origami {
 
@@ -21,7 +22,7 @@ int64_t total(const std::vector<int64_t>& v) { return std::accumulate(v.begin(),
 TokenDispatcher::TokenDispatcher(ModelContext& ctx) : ctx_(ctx) {
   H_ = ctx.config.model.hidden_size;
   E_ = ctx.config.moe.num_experts;
-  k_ = ctx.config.moe.top_k;
+  k_ = router_slots(ctx.config.moe);  // the router's columns; unused slots hold -1
   E_local_ = E_ / ctx.ep_size();
   const int64_t N = ctx.shape.tokens();
   counts_dev_ = TensorOf<int64_t>::zeros(ctx.backend, {E_});
