@@ -28,6 +28,9 @@ struct GemmDesc {
   float beta = 0.f;
   float* c = nullptr;
   int64_t ldc = 0;
+  // B is a parameter (constant until the optimizer or a copy writes it): a device backend may
+  // keep a converted (e.g. bf16) copy of it across GEMMs instead of converting it every call.
+  bool b_is_weight = false;
 };
 
 // The generalised router's options (router_gate_forward / backward): sigmoid scores, top-k of

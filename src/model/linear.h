@@ -8,11 +8,11 @@ namespace origami {
 
 inline GemmDesc linear_fwd_desc(const float* x, const float* w, float* y, int64_t n, int64_t in,
                                 int64_t out, float beta = 0.f) {
-  return GemmDesc{false, true, n, out, in, 1.f, x, in, w, in, beta, y, out};
+  return GemmDesc{false, true, n, out, in, 1.f, x, in, w, in, beta, y, out, /*b_is_weight=*/true};
 }
 inline GemmDesc linear_dx_desc(const float* dy, const float* w, float* dx, int64_t n, int64_t in,
                                int64_t out, float beta = 0.f) {
-  return GemmDesc{false, false, n, in, out, 1.f, dy, out, w, in, beta, dx, in};
+  return GemmDesc{false, false, n, in, out, 1.f, dy, out, w, in, beta, dx, in, /*b_is_weight=*/true};
 }
 inline GemmDesc linear_dw_desc(const float* dy, const float* x, float* dw, int64_t n, int64_t in,
                                int64_t out) {

@@ -120,6 +120,39 @@ TEST_F(CudaOps, GemmAllTransposesLeadingDimsAndBatched) {
   }
 }
 
+// A weight operand's bf16 copy is reused across GEMMs and refreshed after anything writes the
+// weight (the optimizer, a copy, a fill): results always follow the current fp32 values.
+TEST_F(CudaOps, Bf16WeightCopiesFollowWritesToTheWeight) {
+  gpu->set_gemm_precision(GemmPrecision::bf16);
+  const int64_t M = 48, N = 40, K = 64;
+  auto x = randn(size_t(M * K), ++seed), w = randn(size_t(N * K), ++seed);
+  Buf<float> cx(*cpu, x), gx(*gpu, x), cw(*cpu, w), gw(*gpu, w), cy(*cpu, size_t(M * N)), gy(*gpu, size_t(M * N));
+  auto run = [&] {
+    GemmDesc d{false, true, M, N, K, 1.f, nullptr, K, nullptr, K, 0.f, nullptr, N, true};
+    GemmDesc dc = d, dg = d;
+    dc.a = cx.p, dc.b = cw.p, dc.c = cy.p;
+    dg.a = gx.p, dg.b = gw.p, dg.c = gy.p;
+    cpu->gemm(dc);
+    gpu->gemm(dg);
+    expect_close(gy.get(), cy.get(), 1e-2, "gemm with a cached weight");
+  };
+  run();
+  const size_t conversions = gpu->weight_conversions();
+  run();
+  EXPECT_EQ(gpu->weight_conversions(), conversions) << "an unchanged weight is not converted again";
+  auto g = randn(w.size(), ++seed);
+  Buf<float> cg(*cpu, g), gg(*gpu, g), cm(*cpu, w.size()), gm(*gpu, w.size()), cv(*cpu, w.size()), gv(*gpu, w.size());
+  cpu->adamw(cw.p, cg.p, cm.p, cv.p, N * K, 0.1f, 0.9f, 0.95f, 1e-8f, 0.f, 1);
+  gpu->adamw(gw.p, gg.p, gm.p, gv.p, N * K, 0.1f, 0.9f, 0.95f, 1e-8f, 0.f, 1);
+  run();  // after the optimizer
+  auto w2 = randn(w.size(), ++seed);
+  cw.set(w2), gw.set(w2);
+  run();  // after a copy from the host
+  cpu->fill(cw.p + 5, 0.5f, 7), gpu->fill(gw.p + 5, 0.5f, 7);
+  run();  // after a fill of part of it
+  EXPECT_EQ(gpu->weight_conversions(), conversions + 3);
+}
+
 TEST_F(CudaOps, ElementwiseAndOrderedReductions) {
   const int64_t n = 100003;
   auto x = randn(size_t(n), ++seed), y = randn(size_t(n), ++seed);

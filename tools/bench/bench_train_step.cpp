@@ -101,8 +101,9 @@ int main(int argc, char** argv) {
              100.0 * tflops / peak, peak, double(be->peak_bytes()) / (1 << 30));
 #ifdef ORIGAMI_WITH_CUDA
   if (auto* cb = dynamic_cast<cuda::CudaBackend*>(device.get()))
-    fmt::print("GEMMs: {} shapes, {} heuristic queries, experts' GEMMs: {} | attention: {}\n",
-               cb->gemm_plans(), cb->gemm_heuristics(), cb->grouped_gemm_path(),
+    fmt::print("GEMMs: {} shapes, {} heuristic queries, {} weight conversions, experts' GEMMs: {} | "
+               "attention: {}\n",
+               cb->gemm_plans(), cb->gemm_heuristics(), cb->weight_conversions(), cb->grouped_gemm_path(),
                cb->gemm_precision() == cuda::GemmPrecision::fp32 ? "fp32 SIMT" : "tensor cores");
 #endif
   if (profile) {

@@ -28,10 +28,12 @@ shift || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 case $what in
   tests)
-    run $dp/bin/origami-backend-gpu-tests 2>&1 | tail -${TAIL:-40}
-    mpirun_ -np 1 $dp/bin/origami-train-mpi-tests --gtest_filter='CudaTraining.*' 2>&1 | tail -30
-    mpirun_ -np 2 $dp/bin/origami-train-mpi-tests \
-      --gtest_filter='CudaTraining.RanksSharingOneGpuMatchOneRank' 2>&1 | tail -20
+    # --gtest_brief: only failures (with their messages) and the summary.
+    run $dp/bin/origami-backend-gpu-tests --gtest_brief=1 2>&1
+    mpirun_ -np 1 $dp/bin/origami-train-mpi-tests --gtest_brief=1 --gtest_filter='CudaTraining.*' 2>&1 \
+      | grep -v -E 'pmix|dlopen|Perhaps'
+    mpirun_ -np 2 $dp/bin/origami-train-mpi-tests --gtest_brief=1 \
+      --gtest_filter='CudaTraining.RanksSharingOneGpuMatchOneRank' 2>&1 | grep -v -E 'pmix|dlopen|Perhaps'
     ;;
   bench)
     run $dp/bin/origami-bench-train --backend cuda "$@" 2>&1 | tail -${TAIL:-5}

@@ -51,6 +51,8 @@ CudaBackend::~CudaBackend() {
   plans_.clear();
   if (scratch_) alloc_->deallocate(scratch_);
   if (staging_) alloc_->deallocate(staging_);
+  for (auto& [p, c] : weights_)
+    if (c.bf16) alloc_->deallocate(c.bf16);
   alloc_.reset();
   cudaFree(workspace_);
   cudaFreeHost(host_result_);
@@ -75,12 +77,14 @@ void CudaBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
 
 void CudaBackend::copy_from_host(void* dst, const void* host_src, size_t bytes) {
   if (!bytes) return;
+  invalidate_weights(dst, bytes);
   CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyDefault, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
   if (!bytes || dst == src) return;
+  invalidate_weights(dst, bytes);
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
 }
 

@@ -12,6 +12,8 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <unordered_map>
 #include <utility>
@@ -41,6 +43,7 @@ class CudaBackend final : public Backend {
   const char* grouped_gemm_path() const { return grouped_ok_ ? "grouped" : "loop"; }
   size_t gemm_plans() const { return plans_.size(); }        // distinct GEMM shapes seen
   size_t gemm_heuristics() const { return algos_.size(); }  // heuristic queries made
+  size_t weight_conversions() const { return weight_conversions_; }
 
   // memory (cuda_backend.cpp)
   void* allocate(size_t bytes) override;
@@ -142,6 +145,10 @@ class CudaBackend final : public Backend {
   void run_gemm(const GemmDesc& g, const void* a16 = nullptr, const void* b16 = nullptr);
   // Rounds the GEMMs' A and B operands to bf16 into the staging buffer: pointers per GEMM.
   std::vector<std::pair<const void*, const void*>> stage_bf16(std::span<const GemmDesc> gs);
+  // The bf16 copy of a weight operand (GemmDesc::b_is_weight), converted on first use and kept
+  // until an op writes into its fp32 range (invalidate_weights).
+  const void* weight_bf16(const float* w, int64_t elems);
+  void invalidate_weights(const void* p, size_t bytes);
   // Device scratch owned by the backend, grown on demand (stream-ordered, so reuse is safe).
   void* scratch(size_t bytes);
   // Ordered (deterministic) fp64 reduction of f(x) over n elements; waits for the result.
@@ -160,12 +167,19 @@ class CudaBackend final : public Backend {
   void* staging_ = nullptr;  // bf16 copies of GEMM operands (grown on demand, stream-ordered)
   size_t staging_bytes_ = 0;
   double* host_result_ = nullptr;  // pinned, for the reductions' results
-  bool grouped_ok_ = true;         // false once cuBLAS refused the grouped call for these types
+  bool grouped_ok_ = true;
+  size_t weight_conversions_ = 0;         // false once cuBLAS refused the grouped call for these types
   std::unordered_map<GemmKey, std::unique_ptr<GemmPlan>, GemmKeyHash> plans_;
   // Heuristic results by shape bucket (m, n, k rounded up to powers of two, leading dimensions
   // dropped): the experts' GEMMs change their row count every step, and a heuristic query per
   // new shape would cost more than the GEMM.
   std::unordered_map<GemmKey, cublasLtMatmulAlgo_t, GemmKeyHash> algos_;
+  struct WeightCopy {
+    int64_t elems = 0;
+    void* bf16 = nullptr;
+    bool valid = false;
+  };
+  std::map<uintptr_t, WeightCopy> weights_;  // by fp32 start address
 };
 
 }  // namespace origami::cuda

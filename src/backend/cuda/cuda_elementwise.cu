@@ -95,21 +95,25 @@ void scale_matrix(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta,
 
 void CudaBackend::fill(float* x, float value, int64_t n) {
   if (n <= 0) return;
+  invalidate_weights(x, size_t(n) * sizeof(float));
   fill_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(x, value, n);
   check_launch("fill", {n});
 }
 void CudaBackend::add(const float* a, const float* b, float* out, int64_t n) {
   if (n <= 0) return;
+  invalidate_weights(out, size_t(n) * sizeof(float));
   add_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(a, b, out, n);
   check_launch("add", {n});
 }
 void CudaBackend::axpy(float alpha, const float* x, float* y, int64_t n) {
   if (n <= 0) return;
+  invalidate_weights(y, size_t(n) * sizeof(float));
   axpy_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(alpha, x, y, n);
   check_launch("axpy", {n});
 }
 void CudaBackend::scale(float* x, float alpha, int64_t n) {
   if (n <= 0) return;
+  invalidate_weights(x, size_t(n) * sizeof(float));
   scale_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream_>>>(x, alpha, n);
   check_launch("scale", {n});
 }

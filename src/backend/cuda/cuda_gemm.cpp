@@ -156,7 +156,7 @@ std::vector<std::pair<const void*, const void*>> CudaBackend::stage_bf16(std::sp
   int64_t total = 0;
   for (const GemmDesc& g : gs) {
     for (int64_t n : {span(g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda),
-                      span(g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb)}) {
+                      g.b_is_weight ? 0 : span(g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb)}) {
       offsets.push_back(total);
       total += (n + 127) / 128 * 128;
     }
@@ -174,10 +174,38 @@ std::vector<std::pair<const void*, const void*>> CudaBackend::stage_bf16(std::sp
     void* a = base + 2 * offsets[2 * i];
     void* b = base + 2 * offsets[2 * i + 1];
     to_bf16(g.a, a, span(g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda), stream_);
-    to_bf16(g.b, b, span(g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb), stream_);
+    const int64_t nb = span(g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb);
+    if (g.b_is_weight) b = const_cast<void*>(weight_bf16(g.b, nb));
+    else to_bf16(g.b, b, nb, stream_);
     out.emplace_back(a, b);
   }
   return out;
+}
+
+const void* CudaBackend::weight_bf16(const float* w, int64_t elems) {
+  WeightCopy& c = weights_[reinterpret_cast<uintptr_t>(w)];
+  if (c.bf16 && c.elems < elems) {  // a wider view of the same start: convert afresh
+    alloc_->deallocate(c.bf16);
+    c = WeightCopy{};
+  }
+  if (!c.bf16) {
+    c.bf16 = alloc_->allocate(size_t(elems) * 2);
+    c.elems = elems;
+  }
+  if (!c.valid) {
+    to_bf16(w, c.bf16, c.elems, stream_);
+    c.valid = true;
+    ++weight_conversions_;
+  }
+  return c.bf16;
+}
+
+void CudaBackend::invalidate_weights(const void* p, size_t bytes) {
+  if (weights_.empty() || bytes == 0) return;
+  const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+  // Every copy starting before hi whose fp32 range reaches past lo overlaps [lo, hi).
+  for (auto it = weights_.begin(), end = weights_.lower_bound(hi); it != end; ++it)
+    if (it->first + uintptr_t(it->second.elems) * 4 > lo) it->second.valid = false;
 }
 
 void CudaBackend::run_gemm(const GemmDesc& g, const void* a16, const void* b16) {

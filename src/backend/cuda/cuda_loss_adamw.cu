@@ -88,6 +88,7 @@ void CudaBackend::adamw(float* param, const float* grad, float* m, float* v, int
                         float beta1, float beta2, float eps, float weight_decay, int64_t t) {
   require(t >= 1, "adamw: step t must be >= 1 for bias correction (got {})", t);
   if (n <= 0) return;
+  invalidate_weights(param, size_t(n) * sizeof(float));  // bf16 copies of these are now stale
   const float c1 = float(1.0 / (1.0 - std::pow(double(beta1), double(t))));
   const float c2 = float(1.0 / (1.0 - std::pow(double(beta2), double(t))));
   adamw_kernel<<<blocks_for(n, kThreads, 4096), kThreads, 0, stream_>>>(
