@@ -191,6 +191,9 @@ class Backend {
 };
 
 // "cpu" or "cuda"; an Error naming the allowed values otherwise (or if CUDA was not built).
-std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank = 0);
+// precision (training.precision): "fp32" computes every GEMM and attention product in fp32;
+// "bf16" (cuda only) rounds their operands to bf16 on the tensor cores, accumulating in fp32.
+std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank = 0,
+                                      const std::string& precision = "fp32");
 
 }  // namespace origami

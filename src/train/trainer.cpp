@@ -34,7 +34,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     : cfg_(cfg),
       world_(world),
       layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
-      backend_(make_backend(cfg.training.backend, node_local_rank())),
+      backend_(make_backend(cfg.training.backend, node_local_rank(), cfg.training.precision)),
       device_world_(wrap_for_backend(world, *backend_)),
       groups_(ProcessGroups::create(device_world_ ? *device_world_ : world, layout_)) {
   const auto& t = cfg_.training;

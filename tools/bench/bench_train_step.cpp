@@ -26,11 +26,12 @@ using namespace origami;
 
 int main(int argc, char** argv) {
   CLI::App app{"Origami training-step benchmark (one device, no communication)"};
-  std::string backend = "cuda";
+  std::string backend = "cuda", precision = "bf16";
   int64_t hidden = 2048, layers = 16, experts = 8, top_k = 2, ffn = 5632, heads = 16, kv = 8;
   int64_t seq = 2048, mbs = 4, vocab = 32000, steps = 10, warmup = 3;
   double peak = 989.0;  // H100 SXM dense bf16 TFLOP/s
   app.add_option("--backend", backend);
+  app.add_option("--precision", precision, "fp32 | bf16 (training.precision)");
   app.add_option("--hidden", hidden);
   app.add_option("--layers", layers);
   app.add_option("--experts", experts);
@@ -60,8 +61,9 @@ int main(int argc, char** argv) {
   c.training.seq_length = seq;
   c.training.micro_batch_size = mbs;
   c.training.backend = backend;
+  c.training.precision = precision;
 
-  auto device = make_backend(backend);
+  auto device = make_backend(backend, 0, precision);
   // With --profile every op goes through the timing decorator (off until the timed steps end).
   ProfilingBackend profiler(*device);
   Backend* be = device.get();

@@ -21,11 +21,14 @@ namespace origami::cuda {
 
 // The tensor-core kernels (cuda_attention_tc.cu), used below fp32 GEMM precision.
 bool attention_tc_supported(int64_t hd);
+size_t attention_tc_workspace(int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
 void attention_forward_tc(const float* q, const float* k, const float* v, float* out, float* lse,
-                          int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd, cudaStream_t s);
+                          int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd, void* ws,
+                          cudaStream_t s);
 void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v,
                            const float* lse, const float* D, float* dq, float* dk, float* dv,
-                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd, cudaStream_t s);
+                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd, void* ws,
+                           cudaStream_t s);
 
 namespace {
 constexpr int kWarps = 4;
@@ -338,7 +341,8 @@ void CudaBackend::attention_forward(const float* q, const float* k, const float*
   check_shape(s, "attention_forward");
   if (B == 0 || T == 0) return;
   if (precision_ != GemmPrecision::fp32 && attention_tc_supported(hd)) {
-    attention_forward_tc(q, k, v, out, lse, B, T, nh, nkv, hd, stream_);
+    attention_forward_tc(q, k, v, out, lse, B, T, nh, nkv, hd,
+                         scratch(attention_tc_workspace(B, T, nh, nkv, hd)), stream_);
     return;
   }
   const float scale = 1.f / std::sqrt(float(hd));
@@ -360,11 +364,14 @@ void CudaBackend::attention_backward(const float* dout, const float* q, const fl
   check_shape(s, "attention_backward");
   if (B == 0 || T == 0) return;
   const float scale = 1.f / std::sqrt(float(hd));
-  auto* D = static_cast<float*>(scratch(sizeof(float) * B * nh * T));
+  const bool tc = precision_ != GemmPrecision::fp32 && attention_tc_supported(hd);
+  const size_t d_bytes = (sizeof(float) * B * nh * T + 255) / 256 * 256;
+  char* ws = static_cast<char*>(scratch(d_bytes + (tc ? attention_tc_workspace(B, T, nh, nkv, hd) : 0)));
+  auto* D = reinterpret_cast<float*>(ws);
   attn_delta_kernel<<<blocks_for(B * nh * T * 32, 256), 256, 0, stream_>>>(dout, out, D, s);
   check_launch("attention_backward (delta)", {B, T, nh, hd});
-  if (precision_ != GemmPrecision::fp32 && attention_tc_supported(hd)) {
-    attention_backward_tc(dout, q, k, v, lse, D, dq, dk, dv, B, T, nh, nkv, hd, stream_);
+  if (tc) {
+    attention_backward_tc(dout, q, k, v, lse, D, dq, dk, dv, B, T, nh, nkv, hd, ws + d_bytes, stream_);
     return;
   }
   const size_t smem_dq = sizeof(float) * (2 * kTile * (hd + 1) + 2 * kBlockRows * hd);

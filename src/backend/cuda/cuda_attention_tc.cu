@@ -11,7 +11,8 @@
 //   dk/dv: per key tile, for each query head of the group and each later query tile:
 //          S^T = K Q^T, P^T, dV += P^T dO, dP^T = V dO^T, dS^T, dK += dS^T Q.
 // dq and dk/dv recompute S separately so each gradient has one owner: no atomics, and the
-// results are run-to-run identical.
+// results are run-to-run identical. The fp32 inputs are rounded to bf16 once per call into a
+// workspace, so tiles are staged with 16-byte copies and no conversion in the loops.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -49,17 +50,15 @@ template <int HD> __host__ __device__ constexpr int tile_bytes() { return round1
 constexpr int kSBytes = round128(16 * kSPitch * 4);  // per warp
 constexpr int kPBytes = round128(16 * kPPitch * 2);  // per warp
 
-// rows [r0, r0+64) of a [T, stride] fp32 tensor (row r at src + r*stride) -> bf16 smem, zero
-// past T.
+// rows [r0, r0+64) of a [T, stride] bf16 tensor (row r at src + r*stride) -> smem rows of
+// pitch HD+8, zero past T; 16-byte copies (8 elements) per thread and step.
 template <int HD>
-__device__ void stage_bf16(bf16* dst, const float* src, int64_t stride, int64_t r0, int64_t T) {
-  for (int i = threadIdx.x; i < kBr * HD / 4; i += blockDim.x) {
-    const int r = i / (HD / 4), c = (i % (HD / 4)) * 4;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (r0 + r < T) v = *reinterpret_cast<const float4*>(src + (r0 + r) * stride + c);
-    bf16* d = dst + r * (HD + 8) + c;
-    d[0] = __float2bfloat16(v.x), d[1] = __float2bfloat16(v.y);
-    d[2] = __float2bfloat16(v.z), d[3] = __float2bfloat16(v.w);
+__device__ void stage_bf16(bf16* dst, const bf16* src, int64_t stride, int64_t r0, int64_t T) {
+  for (int i = threadIdx.x; i < kBr * HD / 8; i += blockDim.x) {
+    const int r = i / (HD / 8), c = (i % (HD / 8)) * 8;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * stride + c);
+    *reinterpret_cast<uint4*>(dst + r * (HD + 8) + c) = v;
   }
 }
 
@@ -118,8 +117,8 @@ __device__ void store_rows(float* dst, int64_t stride, int64_t row0, int64_t T, 
 }
 
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const float* q, const float* k,
-                                                             const float* v, float* out, float* lse,
+__global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const bf16* q, const bf16* k,
+                                                             const bf16* v, float* out, float* lse,
                                                              Shape s, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);
@@ -181,8 +180,8 @@ __global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const float* q, con
 
 // dq: per query tile, over the key tiles at or before it.
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const float* dout, const float* q,
-                                                            const float* k, const float* v,
+__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const bf16* dout, const bf16* q,
+                                                            const bf16* k, const bf16* v,
                                                             const float* lse, const float* D,
                                                             float* dq, Shape s, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -235,8 +234,8 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const float* dout, c
 
 // dk, dv: per key tile of one kv head, over its group's query heads and the tiles at or after it.
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const float* dout, const float* q,
-                                                              const float* k, const float* v,
+__global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, const bf16* q,
+                                                              const bf16* k, const bf16* v,
                                                               const float* lse, const float* D,
                                                               float* dk, float* dv, Shape s,
                                                               float scale) {
@@ -320,17 +319,31 @@ void set_smem(Kernel kernel, int bytes) {
 
 bool attention_tc_supported(int64_t hd) { return hd == 32 || hd == 64 || hd == 96 || hd == 128; }
 
+void to_bf16(const float* src, void* dst, int64_t n, cudaStream_t s);
+
+size_t attention_tc_workspace(int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) {
+  return size_t(2) * size_t(B * T * hd) * size_t(2 * nh + 2 * nkv) + 256;
+}
+
+// The inputs are rounded to bf16 once here (one pass each) rather than tile by tile in every
+// block that stages them: half the bytes per tile and no conversion in the kernels' loops.
 void attention_forward_tc(const float* q, const float* k, const float* v, float* out, float* lse,
                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                          cudaStream_t stream) {
+                          void* workspace, cudaStream_t stream) {
   const Shape s{B, T, nh, nkv, hd};
+  bf16* q16 = static_cast<bf16*>(workspace);
+  bf16* k16 = q16 + B * T * nh * hd;
+  bf16* v16 = k16 + B * T * nkv * hd;
+  to_bf16(q, q16, B * T * nh * hd, stream);
+  to_bf16(k, k16, B * T * nkv * hd, stream);
+  to_bf16(v, v16, B * T * nkv * hd, stream);
   const float scale = 1.f / std::sqrt(float(hd));
   with_head_dim(hd, [&](auto c) {
     constexpr int HD = decltype(c)::value;
     const int smem = 3 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes);
     set_smem(fwd_tc_kernel<HD>, smem);
     fwd_tc_kernel<HD><<<dim3(unsigned((T + kBr - 1) / kBr), unsigned(nh), unsigned(B)), kWarps * 32,
-                        smem, stream>>>(q, k, v, out, lse, s, scale);
+                        smem, stream>>>(q16, k16, v16, out, lse, s, scale);
   });
   check_launch("attention_forward (tensor cores)", {B, T, nh, nkv, hd});
 }
@@ -338,8 +351,16 @@ void attention_forward_tc(const float* q, const float* k, const float* v, float*
 void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v,
                            const float* lse, const float* D, float* dq, float* dk, float* dv,
                            int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                           cudaStream_t stream) {
+                           void* workspace, cudaStream_t stream) {
   const Shape s{B, T, nh, nkv, hd};
+  bf16* q16 = static_cast<bf16*>(workspace);
+  bf16* k16 = q16 + B * T * nh * hd;
+  bf16* v16 = k16 + B * T * nkv * hd;
+  bf16* do16 = v16 + B * T * nkv * hd;
+  to_bf16(q, q16, B * T * nh * hd, stream);
+  to_bf16(k, k16, B * T * nkv * hd, stream);
+  to_bf16(v, v16, B * T * nkv * hd, stream);
+  to_bf16(dout, do16, B * T * nh * hd, stream);
   const float scale = 1.f / std::sqrt(float(hd));
   const unsigned tiles = unsigned((T + kBr - 1) / kBr);
   with_head_dim(hd, [&](auto c) {
@@ -347,12 +368,12 @@ void attention_backward_tc(const float* dout, const float* q, const float* k, co
     const int smem_dq = 4 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes);
     set_smem(dq_tc_kernel<HD>, smem_dq);
     dq_tc_kernel<HD><<<dim3(tiles, unsigned(nh), unsigned(B)), kWarps * 32, smem_dq, stream>>>(
-        dout, q, k, v, lse, D, dq, s, scale);
+        do16, q16, k16, v16, lse, D, dq, s, scale);
     check_launch("attention_backward (dq, tensor cores)", {B, T, nh, nkv, hd});
     const int smem_kv = smem_dq + 2 * kBr * 4;
     set_smem(dkdv_tc_kernel<HD>, smem_kv);
     dkdv_tc_kernel<HD><<<dim3(tiles, unsigned(nkv), unsigned(B)), kWarps * 32, smem_kv, stream>>>(
-        dout, q, k, v, lse, D, dk, dv, s, scale);
+        do16, q16, k16, v16, lse, D, dk, dv, s, scale);
     check_launch("attention_backward (dk/dv, tensor cores)", {B, T, nh, nkv, hd});
   });
 }

@@ -110,8 +110,8 @@ void* CudaBackend::scratch(size_t bytes) {
   return scratch_;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int local_rank) {
-  return std::make_unique<CudaBackend>(local_rank);
+std::unique_ptr<Backend> make_cuda_backend(int local_rank, bool bf16) {
+  return std::make_unique<CudaBackend>(local_rank, bf16 ? GemmPrecision::bf16 : GemmPrecision::fp32);
 }
 
 }  // namespace origami::cuda

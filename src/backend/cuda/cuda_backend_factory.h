@@ -8,7 +8,8 @@
 
 namespace origami::cuda {
 
-// The CUDA backend on device (local_rank % visible devices), GEMMs in bf16 with fp32 accumulation.
-std::unique_ptr<Backend> make_cuda_backend(int local_rank);
+// The CUDA backend on device (local_rank % visible devices); GEMMs and attention products with
+// bf16 operands (fp32 accumulation) if bf16, else in fp32 throughout.
+std::unique_ptr<Backend> make_cuda_backend(int local_rank, bool bf16);
 
 }  // namespace origami::cuda
