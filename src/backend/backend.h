@@ -72,6 +72,9 @@ class Backend {
   // True if p points into memory the host cannot dereference (device memory), so that host-side
   // code (the MPI communicator's staging) knows to copy through copy_to_host/copy_from_host.
   virtual bool is_device_memory(const void* p) const { return false; }
+  // The device stream every op is queued on (a cudaStream_t for cuda), null for host backends:
+  // device communicators queue their collectives on it to stay ordered with the kernels.
+  virtual void* device_stream() const { return nullptr; }
 
   // ---- dense linear algebra ---------------------------------------------------------------
   virtual void gemm(const GemmDesc& g) = 0;

@@ -10,15 +10,14 @@
 namespace origami {
 
 namespace {
-int g_node_local_rank = -1;
+int g_node_local_rank = -1, g_node_local_size = 1;
 
-int compute_node_local_rank() {
+void compute_node_local_rank() {
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  int rank = 0;
-  MPI_Comm_rank(node, &rank);
+  MPI_Comm_rank(node, &g_node_local_rank);
+  MPI_Comm_size(node, &g_node_local_size);
   MPI_Comm_free(&node);
-  return rank;
 }
 }  // namespace
 
@@ -26,7 +25,7 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) MPI_Init(argc, argv);
-  g_node_local_rank = compute_node_local_rank();
+  compute_node_local_rank();
 }
 
 MpiRuntime::~MpiRuntime() {
@@ -40,6 +39,12 @@ int node_local_rank() {
   // MPI initialised elsewhere (tests): mpirun tells each process its local rank.
   if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) return std::stoi(env);
   return 0;
+}
+
+int node_local_size() {
+  if (g_node_local_rank >= 0) return g_node_local_size;
+  if (const char* env = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) return std::stoi(env);
+  return 1;
 }
 
 void abort_all_ranks(int code) {

@@ -16,6 +16,8 @@ class MpiRuntime {
 // device; equals OMPI_COMM_WORLD_LOCAL_RANK under mpirun. Computed once by MpiRuntime's
 // constructor (a collective); without MpiRuntime, read from OMPI_COMM_WORLD_LOCAL_RANK.
 int node_local_rank();
+// How many ranks share this node (same sources as node_local_rank).
+int node_local_size();
 
 // Ends every rank of the job with `code` (MPI_Abort on the world): used when one rank hits an
 // error while the others may be waiting in a collective.

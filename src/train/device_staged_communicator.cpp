@@ -6,11 +6,19 @@
 #include "train/device_staged_communicator.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <numeric>
 #include <vector>
 
 #include "base/error.h"
+#include "base/logging.h"
+#include "comm/mpi_runtime.h"
+#include "comm/nccl_communicator.h"
+#ifdef ORIGAMI_WITH_CUDA
+#include "backend/cuda/cuda_device.h"
+#endif
 
 namespace origami {
 
@@ -145,6 +153,25 @@ void DeviceStagedCommunicator::recv(void* buf, int64_t count, CommDType t, int s
 
 std::unique_ptr<Communicator> wrap_for_backend(const Communicator& world, Backend& be) {
   if (be.name() == "cpu") return nullptr;
+  const char* env = std::getenv("ORIGAMI_DEVICE_COMM");
+  const std::string forced = env ? env : "";
+  check(forced.empty() || forced == "staged" || forced == "nccl",
+        "ORIGAMI_DEVICE_COMM: unknown value '{}' (allowed: staged, nccl)", forced);
+  int own_gpu = 0;
+#ifdef ORIGAMI_WITH_CUDA
+  own_gpu = node_local_size() <= cuda::device_count() ? 1 : 0;
+#endif
+  int use_nccl = nccl_available() && be.device_stream() && (forced == "nccl" || (forced.empty() && own_gpu));
+  world.allreduce(&use_nccl, &use_nccl, 1, CommDType::i32, ReduceOp::min);
+  if (forced == "nccl" && !use_nccl)
+    fail("ORIGAMI_DEVICE_COMM=nccl, but some rank cannot use NCCL");
+  if (use_nccl) {
+    spdlog::info("device communication: NCCL (one GPU per rank)");
+    return std::make_unique<NcclCommunicator>(world.split(0, world.rank(), world.name()),
+                                              be.device_stream());
+  }
+  spdlog::info("device communication: MPI through host staging{}",
+               own_gpu ? "" : " (ranks share a GPU, which NCCL refuses)");
   return std::make_unique<DeviceStagedCommunicator>(world, be);
 }
 

@@ -47,7 +47,10 @@ class DeviceStagedCommunicator final : public Communicator {
   Backend* be_;
 };
 
-// `world` itself for a backend whose memory the host can read (cpu), else a staging wrapper.
+// The world as a device backend's model and optimizer should use it: null for a backend whose
+// memory the host can read (cpu: use `world` itself); NCCL when this build has it and every rank
+// has a GPU of its own (decided collectively, so all ranks agree); else host staging.
+// ORIGAMI_DEVICE_COMM=staged|nccl overrides the choice.
 std::unique_ptr<Communicator> wrap_for_backend(const Communicator& world, Backend& be);
 
 }  // namespace origami

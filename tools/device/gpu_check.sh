@@ -18,7 +18,8 @@ for f in .devpack/origami-*; do [ -f "$f" ] && cp "$f" $dp/bin/; done
 mkdir -p /work && [ -e /work/main ] || ln -sfn "$root" /work/main
 mkdir -p /work/main/build
 cuda_lib=$(dirname "$(find / -xdev -name 'libcublasLt.so.13*' 2>/dev/null | head -1)")
-run() { LD_LIBRARY_PATH=$dp/lib:$cuda_lib "$@"; }
+nccl_lib=$(dirname "$(find / -xdev -name 'libnccl.so.2*' 2>/dev/null | head -1)")
+run() { LD_LIBRARY_PATH=$dp/lib:$cuda_lib:$nccl_lib "$@"; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_plm_rsh_agent=sh
 mpirun_() { run /usr/bin/orterun --oversubscribe --bind-to none --mca btl self,vader \
   --mca btl_vader_single_copy_mechanism none -x LD_LIBRARY_PATH "$@"; }

@@ -55,6 +55,7 @@ class CudaBackend final : public Backend {
   size_t bytes_in_use() const override { return alloc_->bytes_in_use(); }
   size_t peak_bytes() const override { return alloc_->peak_bytes(); }
   bool is_device_memory(const void* p) const override;
+  void* device_stream() const override { return stream_; }
 
   // cuda_gemm.cpp
   void gemm(const GemmDesc& g) override;
