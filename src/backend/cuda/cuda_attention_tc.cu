@@ -1,7 +1,7 @@
 // defines: attention_forward_tc / attention_backward_tc: causal GQA flash attention on the tensor
 // cores (bf16 operands, fp32 accumulation), used when GEMMs run below fp32 precision.
-// Tiles of 64 query rows by 64 keys; a block is 4 warps, each owning 16 rows of the tile it
-// iterates for (queries in forward/dq, keys in dk/dv). The products go through WMMA 16x16x16
+// A block is 4 warps owning 64 rows (queries in forward/dq, keys in dk/dv), 16 per warp, and
+// stages the other operand 32 rows at a time. The products go through WMMA 16x16x16
 // fragments; softmax, masking and the elementwise steps run on fp32 scores in shared memory.
 //   forward: two passes over the key tiles. Pass 1 keeps each row's running max and sum (the
 //     log-sum-exp); pass 2 recomputes the scores, forms P = exp(s - lse) exactly once per
@@ -27,10 +27,14 @@ namespace {
 using namespace nvcuda;
 using bf16 = __nv_bfloat16;
 
-constexpr int kBr = 64;       // rows per tile (queries or keys)
+constexpr int kRows = 64;     // rows a block owns (queries in forward/dq, keys in dk/dv)
+constexpr int kCols = 32;     // rows of the other operand per staged tile (ncu on the H100: the
+                              // kernels are latency-bound; 32 halves the tiles' shared memory
+                              // and doubles the resident blocks)
 constexpr int kWarps = 4;     // 16 rows each
-constexpr int kSPitch = 68;   // fp32 score rows (64 + 4: 16-byte steps, fewer bank conflicts)
-constexpr int kPPitch = 72;   // bf16 probability rows (64 + 8)
+constexpr int kSPitch = kCols + 4;  // fp32 score rows (+4: 16-byte steps, fewer bank conflicts)
+constexpr int kPPitch = kCols + 8;  // bf16 probability rows
+constexpr int kHalf = kCols / 2;    // score columns per lane (two lanes per row)
 
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
 using FragAT = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;
@@ -46,15 +50,15 @@ struct Shape {
 };
 
 __host__ __device__ constexpr int round128(int bytes) { return (bytes + 127) / 128 * 128; }
-template <int HD> __host__ __device__ constexpr int tile_bytes() { return round128(kBr * (HD + 8) * 2); }
+template <int HD> __host__ __device__ constexpr int tile_bytes(int rows) { return round128(rows * (HD + 8) * 2); }
 constexpr int kSBytes = round128(16 * kSPitch * 4);  // per warp
 constexpr int kPBytes = round128(16 * kPPitch * 2);  // per warp
 
-// rows [r0, r0+64) of a [T, stride] bf16 tensor (row r at src + r*stride) -> smem rows of
+// rows [r0, r0+ROWS) of a [T, stride] bf16 tensor (row r at src + r*stride) -> smem rows of
 // pitch HD+8, zero past T; 16-byte copies (8 elements) per thread and step.
-template <int HD>
+template <int HD, int ROWS>
 __device__ void stage_bf16(bf16* dst, const bf16* src, int64_t stride, int64_t r0, int64_t T) {
-  for (int i = threadIdx.x; i < kBr * HD / 8; i += blockDim.x) {
+  for (int i = threadIdx.x; i < ROWS * HD / 8; i += blockDim.x) {
     const int r = i / (HD / 8), c = (i % (HD / 8)) * 8;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
     if (r0 + r < T) v = *reinterpret_cast<const uint4*>(src + (r0 + r) * stride + c);
@@ -62,12 +66,12 @@ __device__ void stage_bf16(bf16* dst, const bf16* src, int64_t stride, int64_t r
   }
 }
 
-// S[16 x 64] (fp32, pitch kSPitch) = A[16 x HD] . Bt^T, A rows at a (pitch HD+8), B^T given as
-// the 64 rows of bt (pitch HD+8): the product of a row block with a transposed tile.
+// S[16 x kCols] (fp32, pitch kSPitch) = A[16 x HD] . Bt^T, A rows at a (pitch HD+8), B^T given as
+// the kCols rows of bt (pitch HD+8): the product of a row block with a transposed tile.
 template <int HD>
 __device__ void product_abt(float* S, const bf16* a, const bf16* bt) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < kCols / 16; ++j) {
     FragC c;
     wmma::fill_fragment(c, 0.f);
 #pragma unroll
@@ -82,11 +86,11 @@ __device__ void product_abt(float* S, const bf16* a, const bf16* bt) {
   }
 }
 
-// acc[HD/16] += P[16 x 64] (bf16, pitch kPPitch) . M[64 x HD] (rows pitch HD+8)
+// acc[HD/16] += P[16 x kCols] (bf16, pitch kPPitch) . M[kCols x HD] (rows pitch HD+8)
 template <int HD>
 __device__ void accumulate_pm(FragC (&acc)[HD / 16], const bf16* P, const bf16* M) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < kCols / 16; ++kk) {
     FragA fa;
     wmma::load_matrix_sync(fa, P + kk * 16, kPPitch);
 #pragma unroll
@@ -121,48 +125,49 @@ __global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const bf16* q, cons
                                                              const bf16* v, float* out, float* lse,
                                                              Shape s, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
+  constexpr int tiles = tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols);
   bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + tile_bytes<HD>());
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>());
+  bf16* Ks = reinterpret_cast<bf16*>(smem + tile_bytes<HD>(kRows));
+  bf16* Vs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>(kRows) + tile_bytes<HD>(kCols));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float* S = reinterpret_cast<float*>(smem + 3 * tile_bytes<HD>() + warp * kSBytes);
-  bf16* P = reinterpret_cast<bf16*>(smem + 3 * tile_bytes<HD>() + kWarps * kSBytes + warp * kPBytes);
-  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBr;
+  float* S = reinterpret_cast<float*>(smem + tiles + warp * kSBytes);
+  bf16* P = reinterpret_cast<bf16*>(smem + tiles + kWarps * kSBytes + warp * kPBytes);
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kRows;
   const int64_t g = h / (s.nh / s.nkv);
-  stage_bf16<HD>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
-  // Softmax bookkeeping: lane pair (2r, 2r+1) owns row r of the warp's 16, columns [32*half, +32).
+  stage_bf16<HD, kRows>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  // Softmax bookkeeping: lane pair (2r, 2r+1) owns row r of the warp's 16, columns [kHalf*half, +kHalf).
   const int r = lane >> 1, half = lane & 1;
   const int64_t t = q0 + warp * 16 + r;
   float m = -INFINITY, l = 0.f;
-  const int64_t last = min(s.T - 1, q0 + kBr - 1);
+  const int64_t last = min(s.T - 1, q0 + kRows - 1);
   for (int pass = 0; pass < 2; ++pass) {
     FragC acc[HD / 16];
 #pragma unroll
     for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(acc[n], 0.f);
     const float row_lse = m + logf(l);  // pass 2 only
-    for (int64_t k0 = 0; k0 <= last; k0 += kBr) {
+    for (int64_t k0 = 0; k0 <= last; k0 += kCols) {
       __syncthreads();
-      stage_bf16<HD>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
-      if (pass == 1) stage_bf16<HD>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+      stage_bf16<HD, kCols>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+      if (pass == 1) stage_bf16<HD, kCols>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
       __syncthreads();
       product_abt<HD>(S, Qs + warp * 16 * (HD + 8), Ks);
       __syncwarp();
       if (pass == 0) {
         float mx = -INFINITY;
-        for (int c = half * 32; c < half * 32 + 32; ++c)
+        for (int c = half * kHalf; c < half * kHalf + kHalf; ++c)
           if (k0 + c <= t) mx = fmaxf(mx, S[r * kSPitch + c] * scale);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         const float m_new = fmaxf(m, mx);
         float sum = 0.f;
         if (m_new > -INFINITY) {
-          for (int c = half * 32; c < half * 32 + 32; ++c)
+          for (int c = half * kHalf; c < half * kHalf + kHalf; ++c)
             if (k0 + c <= t) sum += expf(S[r * kSPitch + c] * scale - m_new);
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         l = (m_new > -INFINITY ? l * expf(m - m_new) : 0.f) + sum;
         m = m_new;
       } else {
-        for (int c = half * 32; c < half * 32 + 32; ++c) {
+        for (int c = half * kHalf; c < half * kHalf + kHalf; ++c) {
           const float p = (k0 + c <= t && t < s.T) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
           P[r * kPPitch + c] = __float2bfloat16(p);
         }
@@ -185,17 +190,18 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const bf16* dout, co
                                                             const float* lse, const float* D,
                                                             float* dq, Shape s, float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
+  constexpr int tiles = 2 * tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols);
   bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>());
-  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>());
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * tile_bytes<HD>());
+  bf16* dOs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>(kRows));
+  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>(kRows));
+  bf16* Vs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>(kRows) + tile_bytes<HD>(kCols));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float* S = reinterpret_cast<float*>(smem + 4 * tile_bytes<HD>() + warp * kSBytes);
-  bf16* P = reinterpret_cast<bf16*>(smem + 4 * tile_bytes<HD>() + kWarps * kSBytes + warp * kPBytes);
-  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kBr;
+  float* S = reinterpret_cast<float*>(smem + tiles + warp * kSBytes);
+  bf16* P = reinterpret_cast<bf16*>(smem + tiles + kWarps * kSBytes + warp * kPBytes);
+  const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kRows;
   const int64_t g = h / (s.nh / s.nkv);
-  stage_bf16<HD>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
-  stage_bf16<HD>(dOs, dout + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  stage_bf16<HD, kRows>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  stage_bf16<HD, kRows>(dOs, dout + s.qi(b, 0, h), s.nh * HD, q0, s.T);
   const int r = lane >> 1, half = lane & 1;
   const int64_t t = q0 + warp * 16 + r;
   const float row_lse = t < s.T ? lse[s.li(b, h, t)] : INFINITY;
@@ -203,26 +209,26 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const bf16* dout, co
   FragC acc[HD / 16];
 #pragma unroll
   for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(acc[n], 0.f);
-  const int64_t last = min(s.T - 1, q0 + kBr - 1);
-  float pr[32];
-  for (int64_t k0 = 0; k0 <= last; k0 += kBr) {
+  const int64_t last = min(s.T - 1, q0 + kRows - 1);
+  float pr[kHalf];
+  for (int64_t k0 = 0; k0 <= last; k0 += kCols) {
     __syncthreads();
-    stage_bf16<HD>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
-    stage_bf16<HD>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+    stage_bf16<HD, kCols>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+    stage_bf16<HD, kCols>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
     __syncthreads();
     product_abt<HD>(S, Qs + warp * 16 * (HD + 8), Ks);
     __syncwarp();
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const int c = half * 32 + i;
+    for (int i = 0; i < kHalf; ++i) {
+      const int c = half * kHalf + i;
       pr[i] = (k0 + c <= t) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
     }
     __syncwarp();
     product_abt<HD>(S, dOs + warp * 16 * (HD + 8), Vs);  // dP
     __syncwarp();
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const int c = half * 32 + i;
+    for (int i = 0; i < kHalf; ++i) {
+      const int c = half * kHalf + i;
       P[r * kPPitch + c] = __float2bfloat16(pr[i] * (S[r * kSPitch + c] - row_D));
     }
     __syncwarp();
@@ -240,43 +246,44 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, 
                                                               float* dk, float* dv, Shape s,
                                                               float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
+  constexpr int tiles = 2 * tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols);
   bf16* Ks = reinterpret_cast<bf16*>(smem);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>());
-  bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>());
-  bf16* dOs = reinterpret_cast<bf16*>(smem + 3 * tile_bytes<HD>());
+  bf16* Vs = reinterpret_cast<bf16*>(smem + tile_bytes<HD>(kRows));
+  bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>(kRows));
+  bf16* dOs = reinterpret_cast<bf16*>(smem + 2 * tile_bytes<HD>(kRows) + tile_bytes<HD>(kCols));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float* S = reinterpret_cast<float*>(smem + 4 * tile_bytes<HD>() + warp * kSBytes);
-  bf16* P = reinterpret_cast<bf16*>(smem + 4 * tile_bytes<HD>() + kWarps * kSBytes + warp * kPBytes);
-  float* Ls = reinterpret_cast<float*>(smem + 4 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes));
-  float* Ds = Ls + kBr;
-  const int64_t b = blockIdx.z, g = blockIdx.y, j0 = int64_t(blockIdx.x) * kBr;
+  float* S = reinterpret_cast<float*>(smem + tiles + warp * kSBytes);
+  bf16* P = reinterpret_cast<bf16*>(smem + tiles + kWarps * kSBytes + warp * kPBytes);
+  float* Ls = reinterpret_cast<float*>(smem + tiles + kWarps * (kSBytes + kPBytes));
+  float* Ds = Ls + kCols;
+  const int64_t b = blockIdx.z, g = blockIdx.y, j0 = int64_t(blockIdx.x) * kRows;
   const int64_t group = s.nh / s.nkv;
-  stage_bf16<HD>(Ks, k + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
-  stage_bf16<HD>(Vs, v + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
-  // Lane pair (2r, 2r+1) owns key row r of the warp's 16, query columns [32*half, +32).
+  stage_bf16<HD, kRows>(Ks, k + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
+  stage_bf16<HD, kRows>(Vs, v + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
+  // Lane pair (2r, 2r+1) owns key row r of the warp's 16, query columns [kHalf*half, +kHalf).
   const int r = lane >> 1, half = lane & 1;
   const int64_t key = j0 + warp * 16 + r;
   FragC adk[HD / 16], adv[HD / 16];
 #pragma unroll
   for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(adk[n], 0.f), wmma::fill_fragment(adv[n], 0.f);
-  float pr[32];
+  float pr[kHalf];
   for (int64_t hh = 0; hh < group; ++hh) {
     const int64_t h = g * group + hh;
-    for (int64_t t0 = j0; t0 < s.T; t0 += kBr) {
+    for (int64_t t0 = j0; t0 < s.T; t0 += kCols) {
       __syncthreads();
-      stage_bf16<HD>(Qs, q + s.qi(b, 0, h), s.nh * HD, t0, s.T);
-      stage_bf16<HD>(dOs, dout + s.qi(b, 0, h), s.nh * HD, t0, s.T);
-      for (int i = threadIdx.x; i < kBr; i += blockDim.x) {
+      stage_bf16<HD, kCols>(Qs, q + s.qi(b, 0, h), s.nh * HD, t0, s.T);
+      stage_bf16<HD, kCols>(dOs, dout + s.qi(b, 0, h), s.nh * HD, t0, s.T);
+      for (int i = threadIdx.x; i < kCols; i += blockDim.x) {
         const bool ok = t0 + i < s.T;
         Ls[i] = ok ? lse[s.li(b, h, t0 + i)] : INFINITY;
         Ds[i] = ok ? D[s.li(b, h, t0 + i)] : 0.f;
       }
       __syncthreads();
-      product_abt<HD>(S, Ks + warp * 16 * (HD + 8), Qs);  // S^T: [16 keys x 64 queries]
+      product_abt<HD>(S, Ks + warp * 16 * (HD + 8), Qs);  // S^T: [16 keys x kCols queries]
       __syncwarp();
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        const int c = half * 32 + i;
+      for (int i = 0; i < kHalf; ++i) {
+        const int c = half * kHalf + i;
         const int64_t t = t0 + c;
         pr[i] = (t >= key && key < s.T) ? expf(S[r * kSPitch + c] * scale - Ls[c]) : 0.f;
         P[r * kPPitch + c] = __float2bfloat16(pr[i]);
@@ -287,8 +294,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, 
       product_abt<HD>(S, Vs + warp * 16 * (HD + 8), dOs);  // dP^T = V dO^T
       __syncwarp();
 #pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        const int c = half * 32 + i;
+      for (int i = 0; i < kHalf; ++i) {
+        const int c = half * kHalf + i;
         P[r * kPPitch + c] = __float2bfloat16(pr[i] * (S[r * kSPitch + c] - Ds[c]));
       }
       __syncwarp();
@@ -340,9 +347,9 @@ void attention_forward_tc(const float* q, const float* k, const float* v, float*
   const float scale = 1.f / std::sqrt(float(hd));
   with_head_dim(hd, [&](auto c) {
     constexpr int HD = decltype(c)::value;
-    const int smem = 3 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes);
+    const int smem = tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols) + kWarps * (kSBytes + kPBytes);
     set_smem(fwd_tc_kernel<HD>, smem);
-    fwd_tc_kernel<HD><<<dim3(unsigned((T + kBr - 1) / kBr), unsigned(nh), unsigned(B)), kWarps * 32,
+    fwd_tc_kernel<HD><<<dim3(unsigned((T + kRows - 1) / kRows), unsigned(nh), unsigned(B)), kWarps * 32,
                         smem, stream>>>(q16, k16, v16, out, lse, s, scale);
   });
   check_launch("attention_forward (tensor cores)", {B, T, nh, nkv, hd});
@@ -362,15 +369,15 @@ void attention_backward_tc(const float* dout, const float* q, const float* k, co
   to_bf16(v, v16, B * T * nkv * hd, stream);
   to_bf16(dout, do16, B * T * nh * hd, stream);
   const float scale = 1.f / std::sqrt(float(hd));
-  const unsigned tiles = unsigned((T + kBr - 1) / kBr);
+  const unsigned tiles = unsigned((T + kRows - 1) / kRows);
   with_head_dim(hd, [&](auto c) {
     constexpr int HD = decltype(c)::value;
-    const int smem_dq = 4 * tile_bytes<HD>() + kWarps * (kSBytes + kPBytes);
+    const int smem_dq = 2 * tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols) + kWarps * (kSBytes + kPBytes);
     set_smem(dq_tc_kernel<HD>, smem_dq);
     dq_tc_kernel<HD><<<dim3(tiles, unsigned(nh), unsigned(B)), kWarps * 32, smem_dq, stream>>>(
         do16, q16, k16, v16, lse, D, dq, s, scale);
     check_launch("attention_backward (dq, tensor cores)", {B, T, nh, nkv, hd});
-    const int smem_kv = smem_dq + 2 * kBr * 4;
+    const int smem_kv = smem_dq + 2 * kCols * 4;
     set_smem(dkdv_tc_kernel<HD>, smem_kv);
     dkdv_tc_kernel<HD><<<dim3(tiles, unsigned(nkv), unsigned(B)), kWarps * 32, smem_kv, stream>>>(
         do16, q16, k16, v16, lse, D, dk, dv, s, scale);
