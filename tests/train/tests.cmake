@@ -42,3 +42,6 @@ origami_mpi_test(train cuda_training 2 "CudaTraining.RanksSharingOneGpuMatchOneR
 
 # Gating schedules and router options in real training runs (tests/train/mpi_test_router_schedule.cpp).
 origami_mpi_test(train router_schedule 2 "RouterSchedule.*")
+
+# The host-staged path for device memory, exercised on CPU (a backend that calls its memory device).
+origami_mpi_test(train device_staging 3 "DeviceStaging.*")

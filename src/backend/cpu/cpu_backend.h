@@ -12,7 +12,7 @@
 
 namespace origami {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   ~CpuBackend() override;
   std::string name() const override { return "cpu"; }
