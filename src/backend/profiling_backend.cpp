@@ -32,7 +32,7 @@ std::vector<OpTime> ProfilingBackend::report() const {
   return out;
 }
 
-// GEMMs are split by shape class so the report separates the big projections from the rest.
+// gemm (projections, head) and gemm_batched (the experts) are reported apart.
 void ProfilingBackend::gemm(const GemmDesc& g) { timed("gemm", [&] { b_.gemm(g); }); }
 void ProfilingBackend::gemm_batched(std::span<const GemmDesc> gs) { timed("gemm_batched (experts)", [&] { b_.gemm_batched(gs); }); }
 void ProfilingBackend::copy_to_host(void* d, const void* s, size_t n) { timed("copy_to_host", [&] { b_.copy_to_host(d, s, n); }); }
@@ -56,6 +56,8 @@ void ProfilingBackend::swiglu_forward(const float* h, float* out, int64_t rows, 
 void ProfilingBackend::swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows, int64_t F) { timed("swiglu_backward", [&] { b_.swiglu_backward(dout, h, dh, rows, F); }); }
 void ProfilingBackend::router_forward(const float* logits, float* probs, int32_t* idx, float* weights, float* lse, int64_t N, int64_t E, int64_t k, bool r) { timed("router_forward", [&] { b_.router_forward(logits, probs, idx, weights, lse, N, E, k, r); }); }
 void ProfilingBackend::router_backward(const float* dw, const float* dp, const float* dl, const float* probs, const int32_t* idx, const float* w, float* dz, int64_t N, int64_t E, int64_t k, bool r) { timed("router_backward", [&] { b_.router_backward(dw, dp, dl, probs, idx, w, dz, N, E, k, r); }); }
+void ProfilingBackend::router_gate_forward(const float* z, const RouterGate& g, float* probs, float* gate, int32_t* idx, float* w, float* lse, int64_t N, int64_t E) { timed("router_gate_forward", [&] { b_.router_gate_forward(z, g, probs, gate, idx, w, lse, N, E); }); }
+void ProfilingBackend::router_gate_backward(const float* dw, const float* dp, const float* dl, const float* z, const float* gate, const int32_t* idx, const float* w, const RouterGate& g, float* dz, int64_t N, int64_t E) { timed("router_gate_backward", [&] { b_.router_gate_backward(dw, dp, dl, z, gate, idx, w, g, dz, N, E); }); }
 void ProfilingBackend::moe_permute_indices(const int32_t* idx, int64_t N, int64_t k, int64_t E, int64_t* counts, int32_t* row) { timed("moe_permute_indices", [&] { b_.moe_permute_indices(idx, N, k, E, counts, row); }); }
 void ProfilingBackend::moe_permute(const float* x, const int32_t* row, float* out, int64_t N, int64_t k, int64_t dim) { timed("moe_permute", [&] { b_.moe_permute(x, row, out, N, k, dim); }); }
 void ProfilingBackend::moe_permute_backward(const float* d, const int32_t* row, float* dx, int64_t N, int64_t k, int64_t dim) { timed("moe_permute_backward", [&] { b_.moe_permute_backward(d, row, dx, N, k, dim); }); }

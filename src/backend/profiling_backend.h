@@ -55,6 +55,8 @@ class ProfilingBackend final : public Backend {
   void swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) override;
   void swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows, int64_t F) override;
   void router_forward(const float* logits, float* probs, int32_t* idx, float* weights, float* lse, int64_t N, int64_t E, int64_t k, bool renormalize) override;
+  void router_gate_forward(const float* logits, const RouterGate& g, float* probs, float* gate, int32_t* idx, float* weights, float* lse, int64_t N, int64_t E) override;
+  void router_gate_backward(const float* dweights, const float* dprobs, const float* dlse, const float* logits, const float* gate, const int32_t* idx, const float* weights, const RouterGate& g, float* dlogits, int64_t N, int64_t E) override;
   void router_backward(const float* dweights, const float* dprobs, const float* dlse, const float* probs, const int32_t* idx, const float* weights, float* dlogits, int64_t N, int64_t E, int64_t k, bool renormalize) override;
   void moe_permute_indices(const int32_t* idx, int64_t N, int64_t k, int64_t E, int64_t* counts, int32_t* row) override;
   void moe_permute(const float* x, const int32_t* row, float* out, int64_t N, int64_t k, int64_t dim) override;

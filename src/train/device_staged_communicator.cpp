@@ -164,7 +164,9 @@ std::unique_ptr<Communicator> wrap_for_backend(const Communicator& world, Backen
   int use_nccl = nccl_available() && be.device_stream() && (forced == "nccl" || (forced.empty() && own_gpu));
   world.allreduce(&use_nccl, &use_nccl, 1, CommDType::i32, ReduceOp::min);
   if (forced == "nccl" && !use_nccl)
-    fail("ORIGAMI_DEVICE_COMM=nccl, but some rank cannot use NCCL");
+    fail("ORIGAMI_DEVICE_COMM=nccl, but NCCL is unavailable on some rank (this build has no "
+         "NCCL, or the backend has no device stream); unset ORIGAMI_DEVICE_COMM or set it to "
+         "staged");
   if (use_nccl) {
     spdlog::info("device communication: NCCL (one GPU per rank)");
     return std::make_unique<NcclCommunicator>(world.split(0, world.rank(), world.name()),

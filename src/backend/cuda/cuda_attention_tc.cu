@@ -326,8 +326,6 @@ void set_smem(Kernel kernel, int bytes) {
 
 bool attention_tc_supported(int64_t hd) { return hd == 32 || hd == 64 || hd == 96 || hd == 128; }
 
-void to_bf16(const float* src, void* dst, int64_t n, cudaStream_t s);
-
 size_t attention_tc_workspace(int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) {
   return size_t(2) * size_t(B * T * hd) * size_t(2 * nh + 2 * nkv) + 256;
 }

@@ -3,9 +3,12 @@
 // handed to cuBLAS with the operands swapped and nothing transposed in memory.
 // cuBLASLt's heuristic query costs tens of microseconds; a training step repeats the same few
 // dozen shapes, so the descriptors and the chosen algorithm are kept per (shape, transposes,
-// leading dimensions, pointer alignment, beta == 0, precision).
-// The experts' GEMMs go to cublasGemmGroupedBatchedEx as one call per weight; if cuBLAS refuses
-// that call for fp32 storage at the chosen compute type, the backend falls back to a host loop
+// leading dimensions, pointer alignment, beta == 0, precision); the heuristic's answers are
+// reused per power-of-two shape bucket, since expert row counts change every step.
+// bf16 precision rounds A and B to bf16 copies (weights once per optimizer step) and runs the
+// plain bf16 kernels with fp32 output.
+// The experts' GEMMs go to cublasGemmGroupedBatchedEx as one call per weight; cuBLAS 13.0
+// refuses bf16 operands with an fp32 output there, so in bf16 the backend falls back to a loop
 // of cuBLASLt calls and reports it (grouped_gemm_path()).
 #include <algorithm>
 #include <bit>
@@ -15,13 +18,12 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_launch.h"
 #include "base/error.h"
 #include "base/logging.h"
 
 namespace origami::cuda {
 
-void scale_matrix(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta, cudaStream_t s);
-void to_bf16(const float* src, void* dst, int64_t n, cudaStream_t s);
 
 CudaBackend::GemmPlan::~GemmPlan() {
   if (op) cublasLtMatmulDescDestroy(op);

@@ -39,6 +39,11 @@ void require(bool ok, const char* format, const Args&... args) {
   fail_message(out.str());
 }
 
+// Kernels other files launch (cuda_elementwise.cu), queued on stream s:
+void to_bf16(const float* src, void* dst, int64_t n, cudaStream_t s);  // round n floats to bf16
+// C = beta * C over a [rows, cols] matrix with leading dimension ldc (a GEMM with k = 0).
+void scale_matrix(float* c, int64_t rows, int64_t cols, int64_t ldc, float beta, cudaStream_t s);
+
 inline unsigned blocks_for(int64_t n, int threads, int64_t max_blocks = 1 << 20) {
   int64_t b = (n + threads - 1) / threads;
   if (b < 1) b = 1;
