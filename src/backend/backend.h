@@ -121,6 +121,20 @@ class Backend {
                                   const float* v, const float* out, const float* lse, float* dq,
                                   float* dk, float* dv, int64_t B, int64_t T, int64_t nh,
                                   int64_t nkv, int64_t hd) = 0;
+  // Context parallelism: q/out [B,Tq,nh,hd] are positions q_start .. q_start+Tq-1 of sequences
+  // whose keys/values k/v [B,Tk,nkv,hd] are positions 0 .. Tk-1 (q_start + Tq <= Tk); the query
+  // at position p attends keys 0..p. lse [B,nh,Tq]. Backward overwrites dq and the whole dk/dv
+  // (zero past the last query's position). The default runs the square op on queries padded
+  // with zero rows to Tk (exact: padded rows carry no gradient, but they cost compute); a
+  // backend overrides it with a native kernel (the CPU backend does).
+  virtual void attention_forward_offset(const float* q, const float* k, const float* v, float* out,
+                                        float* lse, int64_t B, int64_t Tq, int64_t Tk,
+                                        int64_t q_start, int64_t nh, int64_t nkv, int64_t hd);
+  virtual void attention_backward_offset(const float* dout, const float* q, const float* k,
+                                         const float* v, const float* out, const float* lse,
+                                         float* dq, float* dk, float* dv, int64_t B, int64_t Tq,
+                                         int64_t Tk, int64_t q_start, int64_t nh, int64_t nkv,
+                                         int64_t hd);
 
   // ---- SwiGLU on a fused [rows, 2F] input: gate = h[:, :F], up = h[:, F:] ------------------
   // out[rows, F] = silu(gate) * up; backward writes dh [rows, 2F].
@@ -179,11 +193,15 @@ class Backend {
                                       int64_t k, int64_t dim) = 0;
 
   // ---- softmax cross-entropy over the vocabulary ----------------------------------------------
-  // logits [N,V], targets [N] (-1 = no loss). losses [N] = lse - logit[target] (0 if ignored),
-  // lse [N] saved for backward.
+  // logits [N,V], targets [N]: -1 = no loss; kTargetInOtherShard = the row has a loss but its
+  // target lies in another rank's vocabulary shard (vocabulary parallelism). losses [N] = lse -
+  // logit[target] (0 if ignored or elsewhere), lse [N] saved for backward.
+  static constexpr int32_t kTargetInOtherShard = -2;
   virtual void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses,
                                      float* lse, int64_t N, int64_t V) = 0;
-  // dlogits = scale * (softmax(logits) - onehot(target)), 0 rows for ignored targets.
+  // dlogits = scale * (softmax(logits) - onehot(target)) (dlogits may be logits: in place), 0
+  // rows for ignored targets (-1), no
+  // one-hot for kTargetInOtherShard. lse may be the global one of a vocabulary-parallel softmax.
   virtual void cross_entropy_backward(const float* logits, const int32_t* targets,
                                       const float* lse, float scale, float* dlogits, int64_t N,
                                       int64_t V) = 0;

@@ -17,7 +17,7 @@ class Hdf5File {
   Hdf5File& operator=(Hdf5File&& other) noexcept;
   ~Hdf5File();
 
-  // Dataset at `name` ("model/layers.0.attention.qkv.weight"; intermediate groups created).
+  // Dataset at `name` ("model/layers.0.attention.q.weight"; intermediate groups created).
   void write(const std::string& name, const std::vector<int64_t>& shape, const float* data);
   void set_attribute(const std::string& name, const std::string& attr, const std::vector<int64_t>& v);
   bool has(const std::string& name) const;

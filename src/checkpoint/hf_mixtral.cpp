@@ -1,6 +1,6 @@
 // Origami <-> Mixtral (transformers MixtralForCausalLM) parameter and config conversion.
-// Every conversion is a contiguous block copy: Origami's fused tensors (qkv rows Wq|Wk|Wv,
-// expert fc1 [E, 2, F, H] = gate|up, fc2 [E, H, F]) are stacks of exactly the row blocks
+// Every conversion is a contiguous block copy: Origami's fused expert tensors (fc1
+// [E, 2, F, H] = gate|up, fc2 [E, H, F]) are stacks of exactly the row blocks
 // Mixtral stores per projection and per expert, both [out, in] row-major.
 // RoPE: Origami rotates the two halves of each head (x_i with x_{i+hd/2}), which is transformers'
 // rotate_half convention, so q_proj/k_proj rows need NO permutation (unlike Meta's interleaved

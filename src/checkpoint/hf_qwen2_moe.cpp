@@ -1,8 +1,8 @@
 // Origami <-> Qwen2-MoE (transformers Qwen2MoeForCausalLM) parameter and config conversion.
-// Fused Origami tensors are stacks of the row blocks Qwen2-MoE stores per projection: qkv rows
-// Wq|Wk|Wv, expert fc1 [E, 2, F, H] = gate|up, fc2 [E, H, F], and the shared expert's and dense
-// MLP's fc1 [2F, H] = gate rows then up rows, fc2 [H, F]. RoPE is rotate_half in both, so no row
-// permutation. The only arithmetic is the shared expert's x2 / x0.5, a power of two: exact.
+// Fused Origami tensors are stacks of the row blocks Qwen2-MoE stores per projection: expert
+// fc1 [E, 2, F, H] = gate|up, fc2 [E, H, F], and the shared expert's and dense MLP's
+// fc1 [2, F, H] = gate rows then up rows, fc2 [H, F]; attention q, k, v map one to one. RoPE
+// is rotate_half in both, so no row permutation. The only arithmetic is the shared expert's x2 / x0.5, a power of two: exact.
 #include "checkpoint/hf_qwen2_moe.h"
 
 #include <fmt/format.h>
@@ -122,7 +122,7 @@ HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
     hf[h + "self_attn.k_proj.bias"] = zeros({kv_rows});
     hf[h + "self_attn.v_proj.bias"] = zeros({kv_rows});
     if (!MoeTransformer::is_moe_layer(cfg, int(l))) {
-      const HostTensor& fc1 = src.take(o + "mlp.fc1.weight", {2 * d.D, d.H});
+      const HostTensor& fc1 = src.take(o + "mlp.fc1.weight", {2, d.D, d.H});
       hf[h + "mlp.gate_proj.weight"] = block(fc1, 0, {d.D, d.H});
       hf[h + "mlp.up_proj.weight"] = block(fc1, d.D * d.H, {d.D, d.H});
       hf[h + "mlp.down_proj.weight"] = src.take(o + "mlp.fc2.weight", {d.H, d.D});
@@ -137,7 +137,7 @@ HostTensorMap to_qwen2_moe(const HostTensorMap& origami, const Config& cfg) {
       hf[x + "up_proj.weight"] = block(fc1, (2 * e + 1) * d.F * d.H, {d.F, d.H});
       hf[x + "down_proj.weight"] = block(fc2, e * d.H * d.F, {d.H, d.F});
     }
-    const HostTensor& sfc1 = src.take(o + "moe.shared_expert.fc1.weight", {2 * d.S, d.H});
+    const HostTensor& sfc1 = src.take(o + "moe.shared_expert.fc1.weight", {2, d.S, d.H});
     const std::string sfc2 = o + "moe.shared_expert.fc2.weight";
     hf[h + "mlp.shared_expert.gate_proj.weight"] = block(sfc1, 0, {d.S, d.H});
     hf[h + "mlp.shared_expert.up_proj.weight"] = block(sfc1, d.S * d.H, {d.S, d.H});
@@ -168,7 +168,7 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
       if (src.has(bias)) require_zeros(src.take(bias, {rows}), bias, fn, kBiasWhy);
     }
     if (!MoeTransformer::is_moe_layer(cfg, int(l))) {
-      HostTensor fc1 = zeros({2 * d.D, d.H});
+      HostTensor fc1 = zeros({2, d.D, d.H});
       put(fc1, 0, src.take(h + "mlp.gate_proj.weight", {d.D, d.H}));
       put(fc1, d.D * d.H, src.take(h + "mlp.up_proj.weight", {d.D, d.H}));
       o[p + "mlp.fc1.weight"] = std::move(fc1);
@@ -187,7 +187,7 @@ HostTensorMap from_qwen2_moe(const HostTensorMap& hf, const Config& cfg) {
     o[p + "moe.experts.fc2.weight"] = std::move(fc2);
     const std::string gate = h + "mlp.shared_expert_gate.weight";
     require_zeros(src.take(gate, {1, d.H}), gate, fn, kSharedGateWhy);
-    HostTensor sfc1 = zeros({2 * d.S, d.H});
+    HostTensor sfc1 = zeros({2, d.S, d.H});
     put(sfc1, 0, src.take(h + "mlp.shared_expert.gate_proj.weight", {d.S, d.H}));
     put(sfc1, d.S * d.H, src.take(h + "mlp.shared_expert.up_proj.weight", {d.S, d.H}));
     o[p + "moe.shared_expert.fc1.weight"] = std::move(sfc1);

@@ -12,10 +12,9 @@ namespace hf {
 void attention_to_hf(TensorSource& src, HostTensorMap& hf, const std::string& o,
                      const std::string& h, const LlamaShapes& s) {
   hf[h + "input_layernorm.weight"] = src.take(o + "attention_norm.weight", {s.H});
-  const HostTensor& qkv = src.take(o + "attention.qkv.weight", {s.q_rows + 2 * s.kv_rows, s.H});
-  hf[h + "self_attn.q_proj.weight"] = block(qkv, 0, {s.q_rows, s.H});
-  hf[h + "self_attn.k_proj.weight"] = block(qkv, s.q_rows * s.H, {s.kv_rows, s.H});
-  hf[h + "self_attn.v_proj.weight"] = block(qkv, (s.q_rows + s.kv_rows) * s.H, {s.kv_rows, s.H});
+  hf[h + "self_attn.q_proj.weight"] = src.take(o + "attention.q.weight", {s.q_rows, s.H});
+  hf[h + "self_attn.k_proj.weight"] = src.take(o + "attention.k.weight", {s.kv_rows, s.H});
+  hf[h + "self_attn.v_proj.weight"] = src.take(o + "attention.v.weight", {s.kv_rows, s.H});
   hf[h + "self_attn.o_proj.weight"] = src.take(o + "attention.proj.weight", {s.H, s.q_rows});
   hf[h + "post_attention_layernorm.weight"] = src.take(o + "ffn_norm.weight", {s.H});
 }
@@ -23,11 +22,9 @@ void attention_to_hf(TensorSource& src, HostTensorMap& hf, const std::string& o,
 void attention_from_hf(TensorSource& src, HostTensorMap& out, const std::string& o,
                        const std::string& h, const LlamaShapes& s) {
   out[o + "attention_norm.weight"] = src.take(h + "input_layernorm.weight", {s.H});
-  HostTensor qkv = zeros({s.q_rows + 2 * s.kv_rows, s.H});
-  put(qkv, 0, src.take(h + "self_attn.q_proj.weight", {s.q_rows, s.H}));
-  put(qkv, s.q_rows * s.H, src.take(h + "self_attn.k_proj.weight", {s.kv_rows, s.H}));
-  put(qkv, (s.q_rows + s.kv_rows) * s.H, src.take(h + "self_attn.v_proj.weight", {s.kv_rows, s.H}));
-  out[o + "attention.qkv.weight"] = std::move(qkv);
+  out[o + "attention.q.weight"] = src.take(h + "self_attn.q_proj.weight", {s.q_rows, s.H});
+  out[o + "attention.k.weight"] = src.take(h + "self_attn.k_proj.weight", {s.kv_rows, s.H});
+  out[o + "attention.v.weight"] = src.take(h + "self_attn.v_proj.weight", {s.kv_rows, s.H});
   out[o + "attention.proj.weight"] = src.take(h + "self_attn.o_proj.weight", {s.H, s.q_rows});
   out[o + "ffn_norm.weight"] = src.take(h + "post_attention_layernorm.weight", {s.H});
   // Old checkpoints carry the RoPE frequency buffer; it is derived from rope_theta, not learnt.

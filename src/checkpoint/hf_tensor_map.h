@@ -65,7 +65,7 @@ inline HostTensor zeros(std::vector<int64_t> shape) {
 }
 
 // The Llama skeleton every supported naming shares: embed_tokens, per layer input_layernorm,
-// self_attn.{q,k,v,o}_proj (Origami's fused qkv rows Wq|Wk|Wv), post_attention_layernorm, and
+// self_attn.{q,k,v,o}_proj (Origami's attention.{q,k,v,proj}), post_attention_layernorm, and
 // model.norm / lm_head. Each naming adds its MLP / MoE tensors (and extras such as biases).
 struct LlamaShapes {
   int64_t V, H, q_rows, kv_rows;  // vocabulary, hidden, nh*hd, nkv*hd

@@ -178,10 +178,50 @@ void validate(const Config& cfg, int world_size) {
                       ref(cfg, "moe.num_experts", moe.num_experts), moe.num_experts));
   if (p.tensor > 1) {
     for (auto [key, value] : {std::pair{"model.num_attention_heads", m.num_attention_heads},
-                              std::pair{"model.num_query_groups", m.num_query_groups},
-                              std::pair{"model.ffn_hidden_size", m.ffn_hidden_size}})
-      require(value % p.tensor == 0, fmt::format("{} is not divisible by {}", ref(cfg, key, value),
-                                                 ref(cfg, "parallel.tensor", p.tensor)));
+                              std::pair{"model.ffn_hidden_size", m.ffn_hidden_size},
+                              std::pair{"model.vocab_size", m.vocab_size}})
+      require(value % p.tensor == 0,
+              fmt::format("{} is not divisible by {}{}", ref(cfg, key, value),
+                          ref(cfg, "parallel.tensor", p.tensor),
+                          std::string(key) == "model.vocab_size"
+                              ? " (the embedding and LM head are split by vocabulary rows; pad "
+                                "the vocabulary, as Megatron pads to a multiple of 128 x TP)"
+                              : ""));
+    // kv heads split over TP, or each shared by TP / kv ranks (GQA replication).
+    require(m.num_query_groups % p.tensor == 0 || p.tensor % m.num_query_groups == 0,
+            fmt::format("{} and {}: one must divide the other (kv heads are split over the TP "
+                        "ranks, or replicated on TP / kv_heads of them)",
+                        ref(cfg, "model.num_query_groups", m.num_query_groups),
+                        ref(cfg, "parallel.tensor", p.tensor)));
+    require(p.sequence_parallel,
+            fmt::format("{} needs parallel.sequence_parallel: true (Origami runs tensor "
+                        "parallelism with sequence parallelism: norms, residuals and the MoE layer "
+                        "work on each rank's share of the tokens); found {}",
+                        ref(cfg, "parallel.tensor", p.tensor),
+                        ref(cfg, "parallel.sequence_parallel", "false")));
+    const int64_t rows = t.micro_batch_size * t.seq_length / p.context;
+    require(rows % p.tensor == 0,
+            fmt::format("{} x {} / {} = {} tokens per rank and micro-batch is not divisible by {} "
+                        "(sequence parallelism splits them evenly)",
+                        ref(cfg, "training.micro_batch_size", t.micro_batch_size),
+                        ref(cfg, "training.seq_length", t.seq_length),
+                        ref(cfg, "parallel.context", p.context), rows,
+                        ref(cfg, "parallel.tensor", p.tensor)));
+  }
+  if (p.tensor * p.context > 1 && moe.num_experts > 0) {
+    // Sequences split over ranks: what needs whole sequences on one rank is refused by name.
+    require(moe.router.load_balance != "sequence",
+            fmt::format("{} with {} x {} > 1 is not supported (a sequence's tokens are spread over "
+                        "ranks); allowed: micro_batch, global_batch, none",
+                        ref(cfg, "moe.router.load_balance", moe.router.load_balance),
+                        ref(cfg, "parallel.tensor", p.tensor),
+                        ref(cfg, "parallel.context", p.context)));
+    require(moe.router.schedule.kind != "dense_to_sparse",
+            fmt::format("{} with {} x {} > 1 is not supported yet (its Gumbel noise is keyed by "
+                        "contiguous token ranges); allowed: static, topk_anneal",
+                        ref(cfg, "moe.router.schedule.kind", moe.router.schedule.kind),
+                        ref(cfg, "parallel.tensor", p.tensor),
+                        ref(cfg, "parallel.context", p.context)));
   }
   require(moe.expert_ffn_hidden_size % p.expert_tensor == 0,
           fmt::format("{} is not divisible by {}",
@@ -213,15 +253,9 @@ void validate(const Config& cfg, int world_size) {
   auto not_yet = [&](bool used, const std::string& r, const char* feature, const char* allowed) {
     require(!used, fmt::format("{}: {} is not implemented yet; allowed: {}", r, feature, allowed));
   };
-  not_yet(p.tensor > 1, ref(cfg, "parallel.tensor", p.tensor), "tensor parallelism", "1");
-  not_yet(p.context > 1, ref(cfg, "parallel.context", p.context), "context parallelism", "1");
   not_yet(p.pipeline > 1, ref(cfg, "parallel.pipeline", p.pipeline), "pipeline parallelism", "1");
   not_yet(p.virtual_pipeline > 1, ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline),
           "the interleaved pipeline schedule", "1");
-  not_yet(p.sequence_parallel, ref(cfg, "parallel.sequence_parallel", "true"),
-          "sequence parallelism (needs tensor parallelism)", "false");
-  not_yet(t.recompute != "none", ref(cfg, "training.recompute", t.recompute),
-          "activation recomputation", "none");
 
   if (problems.empty()) return;
   std::string msg = fmt::format("{}: config is not valid for {} rank(s):",

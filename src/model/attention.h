@@ -1,7 +1,13 @@
-// defines: Attention (causal grouped-query self-attention with RoPE)
-// Fused QKV weight [(nh + 2 nkv) hd, H] whose row blocks are Wq, Wk, Wv (contiguous in a
-// row-major [out, in] matrix, so each projection is one GEMM on a pointer offset), and the output
-// projection [H, nh hd]. Saves q, k (after RoPE), v, the attention output and its log-sum-exp.
+// defines: Attention (causal grouped-query self-attention with RoPE, tensor/context parallel)
+// Projections Wq [nh hd, H], Wk, Wv [nkv hd, H] (row-major [out, in]), Wo [H, nh hd].
+// Tensor parallelism (Megatron): each TP rank owns nh/TP query heads and their kv heads (Wq/Wk/Wv
+// split by rows, Wo by columns), so attention itself needs no exchange; with fewer kv heads than
+// TP ranks, consecutive ranks share one kv head (replicated, its gradient summed over them).
+// Sequence parallelism: the input arrives as this rank's block of rows and is all-gathered; the
+// row-parallel output is reduce-scattered back. Context parallelism: queries of this rank's two
+// chunks attend keys/values all-gathered over CP (context_parallel.h).
+// Saves q, k (after RoPE), v, the attention output and its log-sum-exp; with training.recompute
+// the last two are recomputed in backward (selective), or all of them are (full).
 #pragma once
 #include <string>
 
@@ -13,18 +19,21 @@ namespace origami {
 class Attention {
  public:
   Attention(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
-  // x [N,H] (normed input), out [N,H] (overwritten). positions [N] on the backend.
+  // x [local_tokens, H] (normed input), out [local_tokens, H] (overwritten). positions
+  // [context_tokens] on the backend: each CP-local row's position in its sequence.
   void forward(const float* x, const int32_t* positions, float* out);
-  // dx [N,H] overwritten; parameter grads accumulated.
+  // dx [local_tokens, H] overwritten; parameter grads accumulated.
   void backward(const float* dout, const float* x, const int32_t* positions, float* dx);
 
  private:
+  void core_forward();   // q_, k_, v_ -> att_, lse_
+  void core_backward(const float* datt, float* dq, float* dk, float* dv);
+
   ModelContext& ctx_;
   ParamStore& store_;
-  size_t qkv_, proj_;
-  int64_t H_, nh_, nkv_, hd_;
-  Tensor q_, k_, v_, att_, lse_;      // saved activations
-  Tensor dq_, dk_, dv_, datt_;        // scratch for backward
+  size_t wq_, wk_, wv_, proj_;
+  int64_t H_, nh_, nkv_, hd_;   // nh_, nkv_: this TP rank's heads
+  Tensor q_, k_, v_, att_, lse_;  // saved activations, [context_tokens, heads, hd] / [.., T]
 };
 
 }  // namespace origami

@@ -3,41 +3,74 @@
 #include <cmath>
 
 #include "model/linear.h"
+#include "model/sequence_parallel.h"
 
 namespace origami {
 
 SwigluMlp::SwigluMlp(ModelContext& ctx, ParamStore& store, const std::string& prefix, int64_t ffn,
-                     int num_layers)
-    : ctx_(ctx), store_(store), H_(ctx.config.model.hidden_size), F_(ffn) {
+                     int num_layers, bool tensor_parallel)
+    : ctx_(ctx),
+      store_(store),
+      tp_(tensor_parallel && ctx.tp_size() > 1),
+      H_(ctx.config.model.hidden_size),
+      F_(tp_ ? ffn / ctx.tp_size() : ffn) {
   const double std = ctx.config.model.init_std;
-  fc1_ = store.declare({.name = prefix + ".fc1.weight", .global_shape = {2 * F_, H_},
-                        .init_std = std});
-  fc2_ = store.declare({.name = prefix + ".fc2.weight", .global_shape = {H_, F_},
-                        .init_std = std / std::sqrt(2.0 * num_layers)});
-  const int64_t N = ctx.shape.tokens();
-  h_ = Tensor::zeros(ctx.backend, {N, 2 * F_});
-  act_ = Tensor::zeros(ctx.backend, {N, F_});
-  dact_ = Tensor::zeros(ctx.backend, {N, F_});
-  dh_ = Tensor::zeros(ctx.backend, {N, 2 * F_});
+  const int64_t f0 = tp_ ? ctx.tp_rank() * F_ : 0;
+  const std::string replicas = !tp_ && ctx.tp_size() > 1 ? "tp" : "";
+  fc1_ = store.declare(
+      {.name = prefix + ".fc1.weight", .global_shape = {2, ffn, H_}, .local_shape = {2, F_, H_},
+       .shard = tp_ ? ShardSpec{.dims = {{.dim = 1, .group = "tp", .offset = f0}}} : ShardSpec{},
+       .init_std = std, .tp_replicas = replicas});
+  fc2_ = store.declare(
+      {.name = prefix + ".fc2.weight", .global_shape = {H_, ffn}, .local_shape = {H_, F_},
+       .shard = tp_ ? ShardSpec{.dims = {{.dim = 1, .group = "tp", .offset = f0}}} : ShardSpec{},
+       .init_std = std / std::sqrt(2.0 * num_layers), .tp_replicas = replicas});
+  const bool full = ctx.recompute_full();
+  h_ = ctx.saved(prefix.substr(prefix.rfind('.') + 1) + ".h", {rows(), 2 * F_}, full);
+  act_ = ctx.saved(prefix.substr(prefix.rfind('.') + 1) + ".act", {rows(), F_}, full);
 }
 
 void SwigluMlp::forward(const float* x, float* out, bool accumulate) {
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens();
-  linear_forward(be, x, store_[fc1_].value.data(), h_.data(), N, H_, 2 * F_);
+  const int64_t N = rows();
+  const float* xf = tp_ ? gather_sequence(ctx_, x, ctx_.scratch("mlp.x", {N, H_}).data(), H_) : x;
+  linear_forward(be, xf, store_[fc1_].value.data(), h_.data(), N, H_, 2 * F_);
   be.swiglu_forward(h_.data(), act_.data(), N, F_);
-  linear_forward(be, act_.data(), store_[fc2_].value.data(), out, N, F_, H_,
-                 accumulate ? 1.f : 0.f);
+  if (!tp_) {
+    linear_forward(be, act_.data(), store_[fc2_].value.data(), out, N, F_, H_,
+                   accumulate ? 1.f : 0.f);
+    return;
+  }
+  Tensor partial = ctx_.scratch("mlp.partial", {N, H_});
+  linear_forward(be, act_.data(), store_[fc2_].value.data(), partial.data(), N, F_, H_);
+  if (!accumulate) return reduce_scatter_sequence(ctx_, partial.data(), out, H_);
+  Tensor piece = ctx_.scratch("mlp.piece", {ctx_.local_tokens(), H_});
+  reduce_scatter_sequence(ctx_, partial.data(), piece.data(), H_);
+  be.axpy(1.f, piece.data(), out, piece.numel());
 }
 
 void SwigluMlp::backward(const float* dout, const float* x, float* dx, bool accumulate) {
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens();
-  linear_backward(be, dout, act_.data(), store_[fc2_].value.data(), dact_.data(),
+  const int64_t N = rows();
+  const float* dof =
+      tp_ ? gather_sequence(ctx_, dout, ctx_.scratch("mlp.dout", {N, H_}).data(), H_) : dout;
+  Tensor dact = ctx_.scratch("mlp.dact", {N, F_}), dh = ctx_.scratch("mlp.dh", {N, 2 * F_});
+  linear_backward(be, dof, act_.data(), store_[fc2_].value.data(), dact.data(),
                   store_[fc2_].grad.data(), N, F_, H_);
-  be.swiglu_backward(dact_.data(), h_.data(), dh_.data(), N, F_);
-  linear_backward(be, dh_.data(), x, store_[fc1_].value.data(), dx, store_[fc1_].grad.data(), N,
-                  H_, 2 * F_, accumulate);
+  be.swiglu_backward(dact.data(), h_.data(), dh.data(), N, F_);
+  if (!tp_) {
+    linear_backward(be, dh.data(), x, store_[fc1_].value.data(), dx, store_[fc1_].grad.data(), N,
+                    H_, 2 * F_, accumulate);
+    return;
+  }
+  const float* xf = gather_sequence(ctx_, x, ctx_.scratch("mlp.x", {N, H_}).data(), H_);
+  Tensor dxf = ctx_.scratch("mlp.dx", {N, H_});
+  linear_backward(be, dh.data(), xf, store_[fc1_].value.data(), dxf.data(),
+                  store_[fc1_].grad.data(), N, H_, 2 * F_);
+  if (!accumulate) return reduce_scatter_sequence(ctx_, dxf.data(), dx, H_);
+  Tensor piece = ctx_.scratch("mlp.piece", {ctx_.local_tokens(), H_});
+  reduce_scatter_sequence(ctx_, dxf.data(), piece.data(), H_);
+  be.axpy(1.f, piece.data(), dx, piece.numel());
 }
 
 }  // namespace origami

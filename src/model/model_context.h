@@ -5,6 +5,9 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "comm/communicator.h"
@@ -25,8 +28,18 @@ struct ModelGroups {
   const Communicator* etp = nullptr;  // expert tensor parallel: ranks splitting one expert's FFN
   // Ranks whose tokens are balanced together in global_batch mode (the stage's TP x DP x CP).
   const Communicator* balance = nullptr;
+  const Communicator* tp = nullptr;     // tensor (and sequence) parallel
+  const Communicator* cp = nullptr;     // context parallel
+  const Communicator* tp_cp = nullptr;  // the ranks that share one micro-batch's tokens
 };
 
+// Token geometry under context and sequence parallelism (docs/parallelism.md):
+//   - the micro-batch is `shape.batch` sequences of `shape.seq` tokens;
+//   - CP rank c holds chunks c and 2CP-1-c of every sequence (C = seq / 2CP tokens each), in the
+//     order [2 chunks][batch][C] (each chunk's queries one [batch, C] block for attention), or
+//     [batch][seq] without CP: context_tokens() rows, what attention and the LM head see;
+//   - under sequence parallelism TP rank t holds the t-th contiguous block of those rows:
+//     local_tokens() rows, what norms, residuals and the MoE layer see.
 struct ModelContext {
   Backend& backend;
   const Config& config;
@@ -36,6 +49,46 @@ struct ModelContext {
   int ep_rank() const { return groups.ep ? groups.ep->rank() : 0; }
   int etp_size() const { return groups.etp ? groups.etp->size() : 1; }
   int etp_rank() const { return groups.etp ? groups.etp->rank() : 0; }
+  int tp_size() const { return groups.tp ? groups.tp->size() : 1; }
+  int tp_rank() const { return groups.tp ? groups.tp->rank() : 0; }
+  int cp_size() const { return groups.cp ? groups.cp->size() : 1; }
+  int cp_rank() const { return groups.cp ? groups.cp->rank() : 0; }
+  int64_t context_tokens() const { return shape.tokens() / cp_size(); }
+  int64_t local_tokens() const { return context_tokens() / tp_size(); }
+  int64_t chunk_len() const { return shape.seq / (2 * cp_size()); }
+  // Global position within its sequence of CP-local row r (0 <= r < context_tokens()).
+  int64_t position_of(int64_t r) const {
+    if (cp_size() == 1) return r % shape.seq;  // [batch][seq]: the one order attention needs
+    const int64_t C = chunk_len(), per_half = shape.batch * C, half = r / per_half;
+    const int64_t chunk = half == 0 ? cp_rank() : 2 * cp_size() - 1 - cp_rank();
+    return chunk * C + r % C;
+  }
+  // Sequence (within the micro-batch) of CP-local row r.
+  int64_t sequence_of(int64_t r) const {
+    if (cp_size() == 1) return r / shape.seq;
+    return (r % (shape.batch * chunk_len())) / chunk_len();
+  }
+
+  // Scratch shared by every module of the model: valid only until the next scratch() call with
+  // the same key, so for buffers that need not survive from forward to backward.
+  Tensor scratch(const std::string& key, std::vector<int64_t> shape_) {
+    Tensor& t = scratch_buffers[key];
+    const int64_t n = numel_of(shape_);
+    if (t.numel() < n) t = Tensor::zeros(backend, {n});
+    return t.view(0, std::move(shape_));
+  }
+
+  // An activation saved from forward for backward: this module's own buffer, or, when
+  // `recomputed` (training.recompute re-runs the forward in backward), one buffer per key shared
+  // by every layer, since only the layer being recomputed needs it.
+  Tensor saved(const std::string& key, std::vector<int64_t> shape_, bool recomputed) {
+    return recomputed ? scratch("saved." + key, std::move(shape_))
+                      : Tensor::zeros(backend, std::move(shape_));
+  }
+  bool recompute_full() const { return config.training.recompute == "full"; }
+  bool recompute_attention() const { return config.training.recompute != "none"; }
+
+  std::map<std::string, Tensor> scratch_buffers = {};  // public: ModelContext stays an aggregate
 };
 
 // Buffers whose row count depends on routing (dropless expert inputs) grow to the largest count

@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <span>
+
 #include "base/error.h"
 #include "base/logging.h"
 #include "model/linear.h"
+#include "model/sequence_parallel.h"
 
 namespace origami {
 
@@ -17,8 +21,20 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
                                uint64_t seed, ModelGroups groups, bool allocate_parameters)
     : ctx_{backend, config, shape, groups} {
   const auto& m = config.model;
-  const int64_t V = m.vocab_size, H = m.hidden_size, N = shape.tokens();
+  const int64_t V = m.vocab_size, H = m.hidden_size;
+  const int tp = ctx_.tp_size();
+  // GQA with more TP ranks than kv heads: the ranks sharing a kv head sum its gradient.
+  if (tp > m.num_query_groups && groups.tp) {
+    const int per_head = tp / int(m.num_query_groups);
+    kv_group_ = groups.tp->split(ctx_.tp_rank() / per_head, ctx_.tp_rank(), "tp_kv");
+  }
+  // Vocabulary-parallel embedding and LM head: each TP rank holds V/TP rows.
+  vocab_ = V / tp;
+  vocab_start_ = ctx_.tp_rank() * vocab_;
+  const ShardSpec vocab_rows =
+      tp > 1 ? ShardSpec{.dims = {{.dim = 0, .group = "tp", .offset = vocab_start_}}} : ShardSpec{};
   embedding_ = store_.declare({.name = "embedding.weight", .global_shape = {V, H},
+                               .local_shape = {vocab_, H}, .shard = vocab_rows,
                                .init_std = m.init_std});
   for (int l = 0; l < int(m.num_layers); ++l) {
     bool moe = is_moe_layer(config, l);
@@ -26,43 +42,62 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
     blocks_.push_back(std::make_unique<TransformerBlock>(ctx_, store_, l, moe));
   }
   final_norm_ = store_.declare({.name = "final_norm.weight", .global_shape = {H},
-                                .init = InitKind::ones, .weight_decay = false});
+                                .init = InitKind::ones, .weight_decay = false,
+                                .tp_replicas = tp > 1 ? "tp" : ""});
   lm_head_ = m.tie_embeddings ? embedding_
                               : store_.declare({.name = "lm_head.weight", .global_shape = {V, H},
+                                                .local_shape = {vocab_, H}, .shard = vocab_rows,
                                                 .init_std = m.init_std});
   if (!allocate_parameters) return;
   store_.finalize(backend, seed);
 
-  tokens_ = IndexTensor::zeros(backend, {N});
-  targets_ = IndexTensor::zeros(backend, {N});
-  positions_ = IndexTensor::zeros(backend, {N});
-  std::vector<int32_t> pos(static_cast<size_t>(N));
-  for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t(i % shape.seq);
+  const int64_t Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
+  tokens_ = IndexTensor::zeros(backend, {Nc});
+  targets_ = IndexTensor::zeros(backend, {Nc});
+  positions_ = IndexTensor::zeros(backend, {Nc});
+  std::vector<int32_t> pos(static_cast<size_t>(Nc));
+  for (int64_t r = 0; r < Nc; ++r) pos[size_t(r)] = int32_t(ctx_.position_of(r));
   backend.copy_from_host(positions_.data(), pos.data(), pos.size() * sizeof(int32_t));
-  for (int l = 0; l <= int(m.num_layers); ++l) residual_.push_back(Tensor::zeros(backend, {N, H}));
-  for (Tensor* t : {&normed_, &dnormed_, &dres_a_, &dres_b_}) *t = Tensor::zeros(backend, {N, H});
-  rstd_ = Tensor::zeros(backend, {N});
-  logits_ = Tensor::zeros(backend, {N, V});
-  dlogits_ = Tensor::zeros(backend, {N, V});
-  losses_ = Tensor::zeros(backend, {N});
-  lse_ = Tensor::zeros(backend, {N});
+  for (int l = 0; l <= int(m.num_layers); ++l) residual_.push_back(Tensor::zeros(backend, {n, H}));
+  for (Tensor* t : {&normed_, &dres_a_, &dres_b_}) *t = Tensor::zeros(backend, {n, H});
+  rstd_ = Tensor::zeros(backend, {n});
+  logits_ = Tensor::zeros(backend, {Nc, vocab_});
+  losses_ = Tensor::zeros(backend, {Nc});
+  lse_ = Tensor::zeros(backend, {Nc});
 }
 
 ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targets,
                                      const RouterLossScales& s) {
   auto& be = ctx_.backend;
   const auto& m = ctx_.config.model;
-  const int64_t V = m.vocab_size, H = m.hidden_size, N = ctx_.shape.tokens();
+  const int64_t V = m.vocab_size, H = m.hidden_size, T = ctx_.shape.seq;
+  const int64_t Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
   ForwardStats st;
-  for (int64_t i = 0; i < N; ++i) {
+  for (int64_t i = 0; i < ctx_.shape.tokens(); ++i)
     check(tokens[i] >= 0 && tokens[i] < V, "token id {} at position {} is outside the model "
           "vocabulary [0, {}) (model.vocab_size too small for the tokenizer?)", tokens[i], i, V);
-    st.loss_tokens += targets[i] >= 0;
+  // This rank's rows (its context-parallel chunks), with token ids and targets relative to its
+  // vocabulary shard: -1 = not in the shard (embedding) / no loss, -2 = target in another shard.
+  local_ids_.resize(size_t(Nc));
+  local_targets_.resize(size_t(Nc));
+  for (int64_t r = 0; r < Nc; ++r) {
+    const int64_t i = ctx_.sequence_of(r) * T + ctx_.position_of(r);
+    const int32_t id = tokens[i] - int32_t(vocab_start_), t = targets[i];
+    local_ids_[size_t(r)] = id >= 0 && id < vocab_ ? id : -1;
+    local_targets_[size_t(r)] = t < 0                                       ? -1
+                                : t >= vocab_start_ && t < vocab_start_ + vocab_ ? t - int32_t(vocab_start_)
+                                                                          : Backend::kTargetInOtherShard;
+    st.loss_tokens += t >= 0;
   }
-  be.copy_from_host(tokens_.data(), tokens, size_t(N) * sizeof(int32_t));
-  be.copy_from_host(targets_.data(), targets, size_t(N) * sizeof(int32_t));
+  be.copy_from_host(tokens_.data(), local_ids_.data(), size_t(Nc) * sizeof(int32_t));
+  be.copy_from_host(targets_.data(), local_targets_.data(), size_t(Nc) * sizeof(int32_t));
 
-  be.embedding_forward(tokens_.data(), store_[embedding_].value.data(), residual_[0].data(), N, H);
+  // Embedding: each TP rank looks up its vocabulary rows for all Nc tokens (zero elsewhere);
+  // the reduce-scatter sums the shards and leaves this rank its sequence-parallel block.
+  float* emb = ctx_.tp_size() > 1 ? ctx_.scratch("embedding.partial", {Nc, H}).data()
+                                  : residual_[0].data();
+  be.embedding_forward(tokens_.data(), store_[embedding_].value.data(), emb, Nc, H);
+  reduce_scatter_sequence(ctx_, emb, residual_[0].data(), H);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->forward(residual_[l].data(), residual_[l + 1].data(), positions_.data(), s);
     if (const MoeLayer* moe = blocks_[l]->moe()) {
@@ -73,23 +108,65 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
     }
   }
   be.rmsnorm_forward(residual_.back().data(), store_[final_norm_].value.data(), normed_.data(),
-                     rstd_.data(), N, H, float(m.norm_eps));
-  linear_forward(be, normed_.data(), store_[lm_head_].value.data(), logits_.data(), N, H, V);
-  be.cross_entropy_forward(logits_.data(), targets_.data(), losses_.data(), lse_.data(), N, V);
-  st.lm_loss_sum = be.sum(losses_.data(), N);
+                     rstd_.data(), n, H, float(m.norm_eps));
+  // LM head, column parallel over the vocabulary: this rank's logits [Nc, V/TP] only.
+  const float* nf = gather_sequence(ctx_, normed_.data(), ctx_.scratch("lm_head.x", {Nc, H}).data(), H);
+  linear_forward(be, nf, store_[lm_head_].value.data(), logits_.data(), Nc, H, vocab_);
+  be.cross_entropy_forward(logits_.data(), targets_.data(), losses_.data(), lse_.data(), Nc, vocab_);
+  st.lm_loss_sum = ctx_.tp_size() > 1 ? vocab_parallel_loss() : be.sum(losses_.data(), Nc);
   return st;
+}
+
+// Vocabulary-parallel cross-entropy (Megatron): from each shard's log-sum-exp and, on the shard
+// holding it, the target's logit, the global lse = max + log sum exp(lse_shard - max) and the
+// loss lse - logit[target]; three all-reduces of Nc values over TP, no rank ever holding more
+// than its [Nc, V/TP] logits. The global lse replaces the shard's for backward.
+double MoeTransformer::vocab_parallel_loss() {
+  auto& be = ctx_.backend;
+  const int64_t Nc = ctx_.context_tokens();
+  std::vector<float> lse(static_cast<size_t>(Nc)), loss(static_cast<size_t>(Nc));
+  be.copy_to_host(lse.data(), lse_.data(), lse.size() * sizeof(float));
+  be.copy_to_host(loss.data(), losses_.data(), loss.size() * sizeof(float));
+  std::vector<double> mx(lse.begin(), lse.end()), sum(static_cast<size_t>(Nc)),
+      target_logit(static_cast<size_t>(Nc), 0.0);
+  const Communicator& tp = *ctx_.groups.tp;
+  tp.allreduce(std::span<double>(mx), ReduceOp::max);
+  for (int64_t r = 0; r < Nc; ++r) {
+    sum[size_t(r)] = std::exp(double(lse[size_t(r)]) - mx[size_t(r)]);
+    // The shard's loss is lse_shard - logit[target] where it holds the target.
+    if (local_targets_[size_t(r)] >= 0)
+      target_logit[size_t(r)] = double(lse[size_t(r)]) - double(loss[size_t(r)]);
+  }
+  tp.allreduce(std::span<double>(sum));
+  tp.allreduce(std::span<double>(target_logit));
+  double total = 0.0;
+  for (int64_t r = 0; r < Nc; ++r) {
+    const double l = mx[size_t(r)] + std::log(sum[size_t(r)]);
+    lse[size_t(r)] = float(l);
+    if (local_targets_[size_t(r)] != -1) total += l - target_logit[size_t(r)];
+  }
+  be.copy_from_host(lse_.data(), lse.data(), lse.size() * sizeof(float));
+  return total;
 }
 
 void MoeTransformer::backward(float lm_grad_scale) {
   auto& be = ctx_.backend;
   const auto& m = ctx_.config.model;
-  const int64_t V = m.vocab_size, H = m.hidden_size, N = ctx_.shape.tokens();
-  be.cross_entropy_backward(logits_.data(), targets_.data(), lse_.data(), lm_grad_scale,
-                            dlogits_.data(), N, V);
-  linear_backward(be, dlogits_.data(), normed_.data(), store_[lm_head_].value.data(),
-                  dnormed_.data(), store_[lm_head_].grad.data(), N, H, V);
-  be.rmsnorm_backward(dnormed_.data(), residual_.back().data(), store_[final_norm_].value.data(),
-                      rstd_.data(), dres_a_.data(), store_[final_norm_].grad.data(), N, H);
+  const int64_t H = m.hidden_size, Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
+  // In place: each gradient element depends only on its own logit, and the logits are not
+  // needed afterwards, so the largest activation of the model exists once.
+  float* dlogits = logits_.data();
+  be.cross_entropy_backward(logits_.data(), targets_.data(), lse_.data(), lm_grad_scale, dlogits,
+                            Nc, vocab_);
+  // The gathered final-norm output is still in scratch from forward (no block touches it).
+  const float* nf = ctx_.tp_size() > 1 ? ctx_.scratch("lm_head.x", {Nc, H}).data() : normed_.data();
+  Tensor dnf = ctx_.scratch("lm_head.dx", {Nc, H});
+  linear_backward(be, dlogits, nf, store_[lm_head_].value.data(), dnf.data(),
+                  store_[lm_head_].grad.data(), Nc, H, vocab_);
+  Tensor dnormed = ctx_.scratch("final_norm.dy", {n, H});
+  reduce_scatter_sequence(ctx_, dnf.data(), dnormed.data(), H);
+  be.rmsnorm_backward(dnormed.data(), residual_.back().data(), store_[final_norm_].value.data(),
+                      rstd_.data(), dres_a_.data(), store_[final_norm_].grad.data(), n, H);
   // Ping-pong two gradient buffers down the residual stream.
   Tensor* dy = &dres_a_;
   Tensor* dx = &dres_b_;
@@ -97,7 +174,10 @@ void MoeTransformer::backward(float lm_grad_scale) {
     blocks_[l]->backward(dy->data(), residual_[l].data(), dx->data(), positions_.data());
     std::swap(dy, dx);
   }
-  be.embedding_backward(dy->data(), tokens_.data(), store_[embedding_].grad.data(), N, H);
+  // Embedding: every TP rank needs all Nc rows' gradients for its vocabulary rows.
+  const float* demb =
+      gather_sequence(ctx_, dy->data(), ctx_.scratch("embedding.dout", {Nc, H}).data(), H);
+  be.embedding_backward(demb, tokens_.data(), store_[embedding_].grad.data(), Nc, H);
 }
 
 void MoeTransformer::set_router_clock(const RouterClock& clock) {

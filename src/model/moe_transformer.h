@@ -30,7 +30,9 @@ class MoeTransformer {
   MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape, uint64_t seed,
                  ModelGroups groups = {}, bool allocate_parameters = true);
 
-  // tokens / targets: host arrays [B*T]; target -1 = no loss at that position.
+  // tokens / targets: host arrays [B*T], the whole micro-batch (every rank of the TP x CP group
+  // passes the same; each takes its context-parallel chunks); target -1 = no loss there.
+  // lm_loss_sum and loss_tokens cover this rank's CP chunks (the same on every TP rank).
   ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s);
   void backward(float lm_grad_scale);
   // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
@@ -55,8 +57,13 @@ class MoeTransformer {
   // expert_bias is switched on for a run resumed from one without it.
   void load_buffers(const std::map<std::string, std::vector<float>>& saved);
 
-  // Logits [B*T, V] of the last forward (tools and golden tests read them).
+  // Logits of the last forward (tools and golden tests read them): [context_tokens, V/TP], this
+  // rank's context-parallel rows and vocabulary shard ([B*T, V] on one rank); valid until
+  // backward(), which overwrites them with their gradient.
   const float* logits() const { return logits_.data(); }
+  // The group of TP ranks sharing one kv head (GQA with TP > kv heads), else null.
+  const Communicator* kv_group() const { return kv_group_.get(); }
+  const ModelContext& context() const { return ctx_; }
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }
   int num_moe_layers() const { return num_moe_layers_; }
@@ -64,14 +71,19 @@ class MoeTransformer {
   const MicroBatchShape& shape() const { return ctx_.shape; }
 
  private:
+  double vocab_parallel_loss();  // sum of the CP-local token losses; lse_ made global
+
   ModelContext ctx_;
+  std::unique_ptr<Communicator> kv_group_;
   ParamStore store_;
+  int64_t vocab_ = 0, vocab_start_ = 0;  // this TP rank's vocabulary rows
   size_t embedding_, final_norm_, lm_head_;
   std::vector<std::unique_ptr<TransformerBlock>> blocks_;
   int num_moe_layers_ = 0;
-  IndexTensor tokens_, targets_, positions_;
-  std::vector<Tensor> residual_;   // [L+1] x [N,H]: block inputs, then the last block's output
-  Tensor normed_, rstd_, logits_, losses_, lse_, dlogits_, dnormed_, dres_a_, dres_b_;
+  IndexTensor tokens_, targets_, positions_;  // CP-local rows, ids relative to the shard
+  std::vector<int32_t> local_ids_, local_targets_;
+  std::vector<Tensor> residual_;   // [L+1] x [n,H]: block inputs, then the last block's output
+  Tensor normed_, rstd_, logits_, losses_, lse_, dres_a_, dres_b_;
 };
 
 }  // namespace origami

@@ -42,16 +42,27 @@ void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>&
 }
 
 void ParamStore::finalize(Backend& backend, uint64_t seed) {
-  dense_count_ = expert_count_ = 0;
-  for (auto& p : params_)
-    (p.spec.grad_group == GradGroup::dense ? dense_count_ : expert_count_) +=
-        numel_of(p.spec.local_shape);
+  dense_count_ = expert_count_ = tp_count_ = tp_kv_count_ = 0;
+  for (auto& p : params_) {
+    const int64_t n = numel_of(p.spec.local_shape);
+    (p.spec.grad_group == GradGroup::dense ? dense_count_ : expert_count_) += n;
+    if (p.spec.grad_group != GradGroup::dense) continue;
+    if (p.spec.tp_replicas == "tp") tp_count_ += n;
+    else if (p.spec.tp_replicas == "tp_kv") tp_kv_count_ += n;
+    else check(p.spec.tp_replicas.empty(), "ParamStore: parameter '{}' has tp_replicas '{}'; "
+               "allowed: \"\", tp, tp_kv", p.spec.name, p.spec.tp_replicas);
+  }
   values_ = Tensor::zeros(backend, {dense_count_ + expert_count_});
   grads_ = Tensor::zeros(backend, {dense_count_ + expert_count_});
-  int64_t dense_off = 0, expert_off = dense_count_;
+  // Dense range: TP-replicated first, then kv-replicated, then the rest (one reduction each).
+  int64_t tp_off = 0, kv_off = tp_count_, dense_off = tp_count_ + tp_kv_count_,
+          expert_off = dense_count_;
   std::vector<float> host;
   for (auto& p : params_) {
-    int64_t& off = p.spec.grad_group == GradGroup::dense ? dense_off : expert_off;
+    int64_t& off = p.spec.grad_group == GradGroup::expert ? expert_off
+                   : p.spec.tp_replicas == "tp"           ? tp_off
+                   : p.spec.tp_replicas == "tp_kv"        ? kv_off
+                                                          : dense_off;
     p.value = values_.view(off, p.spec.local_shape);
     p.grad = grads_.view(off, p.spec.local_shape);
     off += p.value.numel();
@@ -78,6 +89,18 @@ Tensor ParamStore::grads(GradGroup g) const {
 
 int64_t ParamStore::count(GradGroup g) const {
   return g == GradGroup::dense ? dense_count_ : expert_count_;
+}
+
+Tensor ParamStore::replica_grads(const std::string& group) const {
+  if (group == "tp") return grads_.view(0, {tp_count_});
+  if (group == "tp_kv") return grads_.view(tp_count_, {tp_kv_count_});
+  fail("ParamStore: no replica group '{}' (allowed: tp, tp_kv)", group);
+}
+
+Tensor ParamStore::replica_values(const std::string& group) const {
+  if (group == "tp") return values_.view(0, {tp_count_});
+  if (group == "tp_kv") return values_.view(tp_count_, {tp_kv_count_});
+  fail("ParamStore: no replica group '{}' (allowed: tp, tp_kv)", group);
 }
 
 }  // namespace origami

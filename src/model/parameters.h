@@ -44,6 +44,12 @@ struct ParamSpec {
   InitKind init = InitKind::normal;
   double init_std = 0.02;
   bool weight_decay = true;          // false for norms (Megatron's default)
+  // Tensor parallelism: the TP ranks holding identical copies of this dense parameter while
+  // computing different parts of its gradient, which is therefore summed over them: "" = none
+  // (split over TP, or TP = 1), "tp" = the whole TP group (norms, router and shared expert under
+  // sequence parallelism), "tp_kv" = the TP ranks sharing one key/value head (GQA with more TP
+  // ranks than kv heads). Checkpoints store such a parameter from the group's first rank only.
+  std::string tp_replicas;
 };
 
 struct Param {
@@ -73,11 +79,16 @@ class ParamStore {
   Tensor all_grads() const { return grads_; }
   int64_t count() const { return values_.numel(); }
   int64_t count(GradGroup g) const;
+  // The contiguous gradient / value range of the dense parameters with spec.tp_replicas ==
+  // group (finalize() orders the dense range "tp", then "tp_kv", then the rest).
+  Tensor replica_grads(const std::string& group) const;
+  Tensor replica_values(const std::string& group) const;
 
  private:
   std::vector<Param> params_;
   Tensor values_, grads_;
   int64_t dense_count_ = 0, expert_count_ = 0;
+  int64_t tp_count_ = 0, tp_kv_count_ = 0;  // leading replica ranges of the dense range
 };
 
 // Fills `local` (shaped spec.local_shape) with the values the global tensor has at the locally

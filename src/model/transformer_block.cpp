@@ -10,11 +10,13 @@ TransformerBlock::TransformerBlock(ModelContext& ctx, ParamStore& store, int lay
       attn_norm_(store.declare({.name = fmt::format("layers.{}.attention_norm.weight", layer),
                                 .global_shape = {ctx.config.model.hidden_size},
                                 .init = InitKind::ones,
-                                .weight_decay = false})),
+                                .weight_decay = false,
+                                .tp_replicas = ctx.tp_size() > 1 ? "tp" : ""})),
       ffn_norm_(store.declare({.name = fmt::format("layers.{}.ffn_norm.weight", layer),
                                .global_shape = {ctx.config.model.hidden_size},
                                .init = InitKind::ones,
-                               .weight_decay = false})),
+                               .weight_decay = false,
+                               .tp_replicas = ctx.tp_size() > 1 ? "tp" : ""})),
       attention_(ctx, store, fmt::format("layers.{}.attention", layer),
                  int(ctx.config.model.num_layers)) {
   const int L = int(ctx.config.model.num_layers);
@@ -22,48 +24,58 @@ TransformerBlock::TransformerBlock(ModelContext& ctx, ParamStore& store, int lay
     moe_ = std::make_unique<MoeLayer>(ctx, store, fmt::format("layers.{}.moe", layer), L);
   else
     mlp_ = std::make_unique<SwigluMlp>(ctx, store, fmt::format("layers.{}.mlp", layer),
-                                       ctx.config.model.ffn_hidden_size, L);
-  const int64_t N = ctx.shape.tokens(), H = ctx.config.model.hidden_size;
-  auto& be = ctx.backend;
-  for (Tensor* t : {&ln1_, &h_, &ln2_, &branch_, &dln_, &dh_, &dtmp_}) *t = Tensor::zeros(be, {N, H});
-  rstd1_ = Tensor::zeros(be, {N});
-  rstd2_ = Tensor::zeros(be, {N});
+                                       ctx.config.model.ffn_hidden_size, L,
+                                       /*tensor_parallel=*/true);
+  const int64_t N = ctx.local_tokens(), H = ctx.config.model.hidden_size;
+  const bool full = ctx.recompute_full();
+  ln1_ = ctx.saved("block.ln1", {N, H}, full);
+  h_ = ctx.saved("block.h", {N, H}, full);
+  ln2_ = ctx.saved("block.ln2", {N, H}, full);
+  rstd1_ = ctx.saved("block.rstd1", {N}, full);
+  rstd2_ = ctx.saved("block.rstd2", {N}, full);
 }
 
 void TransformerBlock::forward(const float* x, float* y, const int32_t* positions,
-                               const RouterLossScales& s) {
+                               const RouterLossScales& s, bool recompute) {
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens(), H = ctx_.config.model.hidden_size;
+  const int64_t N = ctx_.local_tokens(), H = ctx_.config.model.hidden_size;
   const float eps = float(ctx_.config.model.norm_eps);
+  Tensor branch = ctx_.scratch("block.branch", {N, H});  // attention / FFN output
   be.rmsnorm_forward(x, store_[attn_norm_].value.data(), ln1_.data(), rstd1_.data(), N, H, eps);
-  attention_.forward(ln1_.data(), positions, branch_.data());
-  be.add(x, branch_.data(), h_.data(), N * H);
+  attention_.forward(ln1_.data(), positions, branch.data());
+  be.add(x, branch.data(), h_.data(), N * H);
   be.rmsnorm_forward(h_.data(), store_[ffn_norm_].value.data(), ln2_.data(), rstd2_.data(), N, H,
                      eps);
   if (moe_)
-    moe_->forward(ln2_.data(), branch_.data(), s);
+    moe_->forward(ln2_.data(), branch.data(), s, recompute);
   else
-    mlp_->forward(ln2_.data(), branch_.data());
-  be.add(h_.data(), branch_.data(), y, N * H);
+    mlp_->forward(ln2_.data(), branch.data());
+  be.add(h_.data(), branch.data(), y, N * H);
 }
 
 void TransformerBlock::backward(const float* dy, const float* x, float* dx,
                                 const int32_t* positions) {
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens(), H = ctx_.config.model.hidden_size;
+  const int64_t N = ctx_.local_tokens(), H = ctx_.config.model.hidden_size;
+  // Full recomputation: this layer's activations were overwritten by later layers (they share
+  // the buffers); rebuild them from the saved input. The output goes to scratch.
+  if (ctx_.recompute_full())
+    forward(x, ctx_.scratch("block.recomputed_y", {N, H}).data(), positions, {}, true);
+  Tensor dln = ctx_.scratch("block.dln", {N, H}), dh = ctx_.scratch("block.dh", {N, H}),
+         dtmp = ctx_.scratch("block.dtmp", {N, H});
   // FFN branch: dh = dy + RMSNorm'(FFN'(dy))
   if (moe_)
-    moe_->backward(dy, ln2_.data(), dln_.data());
+    moe_->backward(dy, ln2_.data(), dln.data());
   else
-    mlp_->backward(dy, ln2_.data(), dln_.data());
-  be.rmsnorm_backward(dln_.data(), h_.data(), store_[ffn_norm_].value.data(), rstd2_.data(),
-                      dtmp_.data(), store_[ffn_norm_].grad.data(), N, H);
-  be.add(dy, dtmp_.data(), dh_.data(), N * H);
+    mlp_->backward(dy, ln2_.data(), dln.data());
+  be.rmsnorm_backward(dln.data(), h_.data(), store_[ffn_norm_].value.data(), rstd2_.data(),
+                      dtmp.data(), store_[ffn_norm_].grad.data(), N, H);
+  be.add(dy, dtmp.data(), dh.data(), N * H);
   // Attention branch: dx = dh + RMSNorm'(Attention'(dh))
-  attention_.backward(dh_.data(), ln1_.data(), positions, dln_.data());
-  be.rmsnorm_backward(dln_.data(), x, store_[attn_norm_].value.data(), rstd1_.data(),
-                      dtmp_.data(), store_[attn_norm_].grad.data(), N, H);
-  be.add(dh_.data(), dtmp_.data(), dx, N * H);
+  attention_.backward(dh.data(), ln1_.data(), positions, dln.data());
+  be.rmsnorm_backward(dln.data(), x, store_[attn_norm_].value.data(), rstd1_.data(),
+                      dtmp.data(), store_[attn_norm_].grad.data(), N, H);
+  be.add(dh.data(), dtmp.data(), dx, N * H);
 }
 
 }  // namespace origami

@@ -1,7 +1,9 @@
 // defines: TransformerBlock (pre-norm decoder layer)
 //   h = x + Attention(RMSNorm(x));  y = h + FFN(RMSNorm(h)),  FFN = MoE or dense SwiGLU MLP.
 // Saves the normalised inputs and their rstd; the residual inputs x and h are owned by the caller
-// (x) and by the block (h). Backward mirrors forward bottom-up.
+// (x) and by the block (h). Backward mirrors forward bottom-up. Everything here works on this
+// rank's local_tokens() rows (sequence parallel); attention and the dense MLP gather what they
+// need. Norm weights are replicated over TP, so their gradients are summed over it.
 #pragma once
 #include <memory>
 #include <string>
@@ -15,9 +17,13 @@ namespace origami {
 class TransformerBlock {
  public:
   TransformerBlock(ModelContext& ctx, ParamStore& store, int layer, bool is_moe);
-  // x [N,H] stays alive until backward; y [N,H] overwritten.
-  void forward(const float* x, float* y, const int32_t* positions, const RouterLossScales& s);
-  // dy [N,H] -> dx [N,H] (overwritten).
+  // x [N,H] (N = local_tokens) stays alive until backward; y [N,H] overwritten. recompute:
+  // the same forward again in backward (training.recompute: full), which must leave every
+  // statistic of the first pass alone.
+  void forward(const float* x, float* y, const int32_t* positions, const RouterLossScales& s,
+               bool recompute = false);
+  // dy [N,H] -> dx [N,H] (overwritten). With training.recompute: full, re-runs forward first
+  // (y is written to scratch).
   void backward(const float* dy, const float* x, float* dx, const int32_t* positions);
   const MoeLayer* moe() const { return moe_.get(); }
   MoeLayer* moe() { return moe_.get(); }
@@ -29,8 +35,7 @@ class TransformerBlock {
   Attention attention_;
   std::unique_ptr<MoeLayer> moe_;
   std::unique_ptr<SwigluMlp> mlp_;
-  Tensor ln1_, rstd1_, h_, ln2_, rstd2_, branch_;  // branch_: attention / FFN output scratch
-  Tensor dln_, dh_, dtmp_;
+  Tensor ln1_, rstd1_, h_, ln2_, rstd2_;  // saved (shared across layers under full recompute)
 };
 
 }  // namespace origami

@@ -130,6 +130,13 @@ double DistributedOptimizer::shard_sum_squares(GradGroup g) const {
   return be_.sum_squares(store_.all_grads().data() + gs.offset + gs.begin, gs.end - gs.begin);
 }
 
+double DistributedOptimizer::shard_sum_squares(GradGroup g, int64_t begin, int64_t end) const {
+  const GroupState& gs = geom(g);
+  const int64_t lo = std::max(begin, gs.begin), hi = std::min(end, gs.end);
+  if (hi <= lo) return 0.0;
+  return be_.sum_squares(store_.all_grads().data() + gs.offset + lo, hi - lo);
+}
+
 void DistributedOptimizer::step(double lr, double grad_scale) {
   ++t_;
   float* values = store_.all_values().data();

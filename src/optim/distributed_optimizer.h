@@ -35,6 +35,9 @@ class DistributedOptimizer {
   // Sum of squares (fp64) of this rank's reduced gradient shard of group g. The global squared
   // norm is the sum over the group's ranks (allreduce over that group) of both groups' values.
   double shard_sum_squares(GradGroup g) const;
+  // The same restricted to the group-relative flat range [begin, end) (tensor parallelism
+  // weighs the TP-replicated ranges differently).
+  double shard_sum_squares(GradGroup g, int64_t begin, int64_t end) const;
   // One AdamW update of this rank's shards: the shard gradients are first multiplied by
   // grad_scale (the clipping factor), weight decay only on parameters whose spec asks for it;
   // then all-gathers the updated shards into every rank's value buffer. Increments steps() first.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 
 #include "base/error.h"
@@ -94,7 +95,8 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   model_ = std::make_unique<MoeTransformer>(
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
       ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get(),
-                  .balance = groups_.tp_dp_cp.get()});
+                  .balance = groups_.tp_dp_cp.get(), .tp = groups_.tp.get(),
+                  .cp = groups_.cp.get(), .tp_cp = groups_.tp_cp.get()});
   if (cfg_.optimizer.distributed)
     zero_optimizer_ = std::make_unique<DistributedOptimizer>(
         *backend_, model_->params(), cfg_.optimizer, *groups_.dp_cp, *groups_.edp);
@@ -154,6 +156,7 @@ void Trainer::load_micro_batches(const SampleSource& source, int64_t first_sampl
 // the global batch, so a sum (not a mean) is the gradient of the global loss.
 void Trainer::reduce_gradients() {
   auto& ps = model_->params();
+  reduce_replica_gradients();
   Tensor dense = ps.grads(GradGroup::dense), expert = ps.grads(GradGroup::expert);
   if (groups_.dp_cp->size() > 1 && dense.numel() > 0)
     groups_.dp_cp->allreduce(dense.data(), dense.data(), dense.numel(), CommDType::f32, ReduceOp::sum);
@@ -161,13 +164,54 @@ void Trainer::reduce_gradients() {
     groups_.edp->allreduce(expert.data(), expert.data(), expert.numel(), CommDType::f32, ReduceOp::sum);
 }
 
+// Tensor parallelism: parameters replicated over TP ranks that computed different parts of
+// their gradient (norms, router and shared expert on sequence-parallel rows; kv heads shared by
+// several ranks) sum it over those ranks first, so every replica holds the same gradient.
+void Trainer::reduce_replica_gradients() {
+  auto& ps = model_->params();
+  Tensor tp = ps.replica_grads("tp"), kv = ps.replica_grads("tp_kv");
+  if (groups_.tp->size() > 1 && tp.numel() > 0)
+    groups_.tp->allreduce(tp.data(), tp.data(), tp.numel(), CommDType::f32, ReduceOp::sum);
+  if (const Communicator* g = model_->kv_group(); g && kv.numel() > 0)
+    g->allreduce(kv.data(), kv.data(), kv.numel(), CommDType::f32, ReduceOp::sum);
+}
+
+// The dense part of the squared gradient norm, counting each distinct element once: parameters
+// split over TP add up over the TP ranks; a TP-replicated one appears on every TP rank (or on
+// every rank of its kv group), so its squares enter with weight 1/replicas. sumsq(begin, end)
+// is the sum of squares of the dense flat range [begin, end) held here.
+double Trainer::dense_norm_squared(const std::function<double(int64_t, int64_t)>& sumsq) const {
+  const auto& ps = model_->params();
+  const int64_t n_tp = ps.replica_grads("tp").numel(), n_kv = ps.replica_grads("tp_kv").numel();
+  const int tp = groups_.tp->size();
+  const int kv = model_->kv_group() ? model_->kv_group()->size() : 1;
+  double d = sumsq(n_tp + n_kv, ps.count(GradGroup::dense));
+  if (tp == 1) return d + sumsq(0, n_tp + n_kv);
+  d += sumsq(0, n_tp) / tp + sumsq(n_tp, n_tp + n_kv) / kv;
+  return groups_.tp->allreduce_scalar(d);
+}
+
 // ZeRO-1: each rank holds the reduced gradient of its shard only. Dense shards partition the
 // dense gradient over DP x CP, expert shards the expert gradient over EDP; different experts
 // (ETP x EP) add their squares as in global_grad_norm.
 double Trainer::sharded_grad_norm() const {
-  const double dense2 =
-      groups_.dp_cp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::dense));
+  // Each dp_cp rank holds a different shard of the dense range: sum over dp_cp, then TP.
+  const double dense2 = dense_norm_squared([&](int64_t b, int64_t e) {
+    return groups_.dp_cp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::dense, b, e));
+  });
   double expert2 = groups_.edp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::expert));
+  if (groups_.etp_ep->size() > 1) expert2 = groups_.etp_ep->allreduce_scalar(expert2);
+  return std::sqrt(dense2 + expert2);
+}
+
+double Trainer::full_grad_norm() const {
+  const auto& ps = model_->params();
+  const float* dense = ps.grads(GradGroup::dense).data();
+  const double dense2 = dense_norm_squared([&](int64_t b, int64_t e) {
+    return e > b ? backend_->sum_squares(dense + b, e - b) : 0.0;
+  });
+  const Tensor expert = ps.grads(GradGroup::expert);
+  double expert2 = backend_->sum_squares(expert.data(), expert.numel());
   if (groups_.etp_ep->size() > 1) expert2 = groups_.etp_ep->allreduce_scalar(expert2);
   return std::sqrt(dense2 + expert2);
 }
@@ -194,8 +238,10 @@ StepResult Trainer::train_step() {
     local_tokens += std::count_if(tgt.begin(), tgt.end(), [](int32_t x) { return x >= 0; });
   const int64_t global_tokens = std::max<int64_t>(groups_.dp->allreduce_scalar(local_tokens), 1);
   const float lm_scale = 1.f / float(global_tokens);
-  // Per-micro-batch router losses are averaged over all micro-batches of the global batch.
-  const float per_mb = 1.f / float(micro_batches_ * dp);
+  // Per-micro-batch router losses are averaged over all micro-batches of the global batch; a
+  // micro-batch split over TP x CP ranks counts as that many equal parts.
+  const int parts = layout_.tp() * layout_.cp();
+  const float per_mb = 1.f / float(micro_batches_ * dp * parts);
   const RouterLossScales aux{float(router.aux_loss_coeff) * per_mb,
                              float(router.z_loss_coeff) * per_mb};
 
@@ -224,13 +270,15 @@ StepResult Trainer::train_step() {
   }
 
   // 4. Gradient reduction across data-parallel replicas (ZeRO-1: each rank gets its shard only).
-  if (zero_optimizer_)
+  if (zero_optimizer_) {
+    reduce_replica_gradients();
     zero_optimizer_->reduce_scatter_gradients();
-  else
+  } else {
     reduce_gradients();
+  }
 
   // 5. Global gradient norm, clipping, AdamW (an iteration with a non-finite norm is skipped).
-  r.grad_norm = zero_optimizer_ ? sharded_grad_norm() : global_grad_norm(be, ps, *groups_.etp_ep);
+  r.grad_norm = zero_optimizer_ ? sharded_grad_norm() : full_grad_norm();
   if (!std::isfinite(r.grad_norm)) {
     r.skipped = true;
     ++skipped_;
@@ -242,10 +290,11 @@ StepResult Trainer::train_step() {
     optimizer_->step(ps, r.lr);
   }
 
-  // 6. Metrics of the whole global batch.
-  groups_.dp->allreduce(std::span<double>(sums));
-  r.lm_loss = sums[0] / double(global_tokens);
-  const double router_terms = double(micro_batches_ * dp) * std::max(L, 1);
+  // 6. Metrics of the whole global batch: every rank of the stage holds distinct tokens in the
+  // MoE layers; the LM loss of a CP chunk is the same on all its TP ranks.
+  groups_.tp_dp_cp->allreduce(std::span<double>(sums));
+  r.lm_loss = sums[0] / layout_.tp() / double(global_tokens);
+  const double router_terms = double(micro_batches_ * dp * parts) * std::max(L, 1);
   r.balance_loss = sums[1] / router_terms;
   r.z_loss = sums[2] / router_terms;
   r.expert_counts.assign(size_t(L), std::vector<int64_t>(size_t(E)));
@@ -299,7 +348,7 @@ double Trainer::evaluate() {
       sums[1] += double(st.loss_tokens);
     }
   }
-  groups_.dp->allreduce(std::span<double>(sums, 2));
+  groups_.tp_dp_cp->allreduce(std::span<double>(sums, 2));  // TP copies cancel in the ratio
   return sums[0] / std::max(sums[1], 1.0);
 }
 
@@ -320,7 +369,7 @@ ExpertReport Trainer::expert_report() {
           for (int64_t e = 0; e < E; ++e) counts[size_t(l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
       }
     }
-    groups_.dp->allreduce(std::span<double>(counts));
+    groups_.tp_dp_cp->allreduce(std::span<double>(counts));
     const double slots = double(t.eval_steps * t.global_batch_size * t.seq_length * cfg_.moe.top_k);
     r.datasets.push_back(cfg_.data.blend[d].path);
     r.tokens.push_back(t.eval_steps * t.global_batch_size * t.seq_length);

@@ -4,6 +4,7 @@
 // train() runs the loop; train_step() is the whole step, readable top to bottom:
 //   data -> forward/backward per micro-batch -> gradient reduction -> clip -> AdamW -> metrics.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,12 +43,16 @@ class Trainer {
   ExpertReport expert_report();
 
   MoeTransformer& model() { return *model_; }
+  Backend& backend() { return *backend_; }
   const ParallelLayout& layout() const { return layout_; }
   int64_t step() const { return step_; }
 
  private:
   void load_micro_batches(const SampleSource& source, int64_t first_sample);
   void reduce_gradients();
+  void reduce_replica_gradients();
+  double dense_norm_squared(const std::function<double(int64_t, int64_t)>& sumsq) const;
+  double full_grad_norm() const;
   double sharded_grad_norm() const;
 
   Config cfg_;

@@ -1,6 +1,8 @@
 // Tests of causal grouped-query attention: forward (out and lse) against a naive double
 // reference that materialises the masked T x T softmax, backward (dq, dk, dv) against central
 // finite differences of L = sum(out * R), for GQA (nh != nkv), MQA and MHA, T not a power of 2.
+// The context-parallel form (queries of a chunk at an offset, keys of the whole sequence) must
+// give the square op's rows, natively and through the Backend's padded default.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -105,6 +107,63 @@ TEST_P(CpuAttention, BackwardMatchesFiniteDifferences) {
   expect_grad_near(dq, fdq, 5e-3, "dq");
   expect_grad_near(dk, fdk, 5e-3, "dk");
   expect_grad_near(dv, fdv, 5e-3, "dv");
+}
+
+// Queries at positions [q0, q0 + Tq) against keys [0, T): the square op's rows q0.. (forward),
+// and with dout zero outside the chunk its dq rows and whole dk/dv (backward).
+TEST_P(CpuAttention, OffsetChunkMatchesTheSquareOpRows) {
+  const Shape s = GetParam();
+  auto be = make_backend("cpu");
+  const int64_t T = s.T, q0 = T / 3, Tq = T - q0 - T / 4, w = s.nh * s.hd, kw = s.nkv * s.hd;
+  auto q = random_vector(s.B * T * w, 11, -2.f, 2.f);
+  auto k = random_vector(s.B * T * kw, 12, -2.f, 2.f);
+  auto v = random_vector(s.B * T * kw, 13);
+  auto R = random_vector(q.size(), 14);
+  std::vector<float> out(q.size()), lse(s.B * s.nh * T);
+  be->attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), s.B, T, s.nh, s.nkv,
+                        s.hd);
+  std::vector<float> dout(q.size(), 0.f);
+  std::vector<float> qc(s.B * Tq * w), doc(qc.size());
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t i = 0; i < Tq * w; ++i) {
+      const int64_t full = (b * T + q0) * w + i;
+      qc[b * Tq * w + i] = q[full];
+      doc[b * Tq * w + i] = dout[full] = R[full];
+    }
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+  be->attention_backward(dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                         dq.data(), dk.data(), dv.data(), s.B, T, s.nh, s.nkv, s.hd);
+  for (bool native : {true, false}) {
+    SCOPED_TRACE(native ? "CPU kernel" : "Backend's padded default");
+    std::vector<float> oc(qc.size(), 9.f), lc(s.B * s.nh * Tq, 9.f), dqc(qc.size(), 9.f),
+        dkc(k.size(), 9.f), dvc(v.size(), 9.f);
+    if (native) {
+      be->attention_forward_offset(qc.data(), k.data(), v.data(), oc.data(), lc.data(), s.B, Tq, T,
+                                   q0, s.nh, s.nkv, s.hd);
+      be->attention_backward_offset(doc.data(), qc.data(), k.data(), v.data(), oc.data(),
+                                    lc.data(), dqc.data(), dkc.data(), dvc.data(), s.B, Tq, T, q0,
+                                    s.nh, s.nkv, s.hd);
+    } else {
+      be->Backend::attention_forward_offset(qc.data(), k.data(), v.data(), oc.data(), lc.data(),
+                                            s.B, Tq, T, q0, s.nh, s.nkv, s.hd);
+      be->Backend::attention_backward_offset(doc.data(), qc.data(), k.data(), v.data(), oc.data(),
+                                             lc.data(), dqc.data(), dkc.data(), dvc.data(), s.B,
+                                             Tq, T, q0, s.nh, s.nkv, s.hd);
+    }
+    for (int64_t b = 0; b < s.B; ++b) {
+      for (int64_t i = 0; i < Tq * w; ++i) {
+        ASSERT_NEAR(oc[b * Tq * w + i], out[(b * T + q0) * w + i], 1e-6f) << "out " << b << "," << i;
+        ASSERT_NEAR(dqc[b * Tq * w + i], dq[(b * T + q0) * w + i], 1e-6f) << "dq " << b << "," << i;
+      }
+      for (int64_t h = 0; h < s.nh; ++h)
+        for (int64_t t = 0; t < Tq; ++t)
+          ASSERT_NEAR(lc[(b * s.nh + h) * Tq + t], lse[(b * s.nh + h) * T + q0 + t], 1e-6f);
+    }
+    for (size_t i = 0; i < dk.size(); ++i) {
+      ASSERT_NEAR(dkc[i], dk[i], 1e-6f) << "dk " << i;
+      ASSERT_NEAR(dvc[i], dv[i], 1e-6f) << "dv " << i;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CpuAttention,

@@ -64,17 +64,19 @@ HostTensorMap random_origami(const Config& c, uint32_t seed) {
   for (int64_t l = 0; l < c.model.num_layers; ++l) {
     const std::string p = fmt::format("layers.{}.", l);
     m[p + "attention_norm.weight"] = random_tensor({H}, rng);
-    m[p + "attention.qkv.weight"] = random_tensor({(nh + 2 * nkv) * hd, H}, rng);
+    m[p + "attention.q.weight"] = random_tensor({nh * hd, H}, rng);
+    m[p + "attention.k.weight"] = random_tensor({nkv * hd, H}, rng);
+    m[p + "attention.v.weight"] = random_tensor({nkv * hd, H}, rng);
     m[p + "attention.proj.weight"] = random_tensor({H, nh * hd}, rng);
     m[p + "ffn_norm.weight"] = random_tensor({H}, rng);
     if (MoeTransformer::is_moe_layer(c, int(l))) {
       m[p + "moe.router.weight"] = random_tensor({E, H}, rng);
       m[p + "moe.experts.fc1.weight"] = random_tensor({E, 2, F, H}, rng);
       m[p + "moe.experts.fc2.weight"] = random_tensor({E, H, F}, rng);
-      m[p + "moe.shared_expert.fc1.weight"] = random_tensor({2 * S, H}, rng);
+      m[p + "moe.shared_expert.fc1.weight"] = random_tensor({2, S, H}, rng);
       m[p + "moe.shared_expert.fc2.weight"] = random_tensor({H, S}, rng);
     } else {
-      m[p + "mlp.fc1.weight"] = random_tensor({2 * D, H}, rng);
+      m[p + "mlp.fc1.weight"] = random_tensor({2, D, H}, rng);
       m[p + "mlp.fc2.weight"] = random_tensor({H, D}, rng);
     }
   }
@@ -139,13 +141,10 @@ TEST(HfQwen2Moe, ElementPlacement) {
   const HostTensorMap x = random_origami(c, 13);
   const HostTensorMap hf = to_qwen2_moe(x, c);
   const int64_t hd = 2, nh = 4, nkv = 2, H = 8, F = 6, S = 4, D = 10;
-  const HostTensor& qkv = x.at("layers.1.attention.qkv.weight");
   const std::string a = "model.layers.1.self_attn.";
-  for (int64_t r = 0; r < nh * hd; ++r) EXPECT_EQ(row(hf.at(a + "q_proj.weight"), r), row(qkv, r));
-  for (int64_t r = 0; r < nkv * hd; ++r) {
-    EXPECT_EQ(row(hf.at(a + "k_proj.weight"), r), row(qkv, nh * hd + r));
-    EXPECT_EQ(row(hf.at(a + "v_proj.weight"), r), row(qkv, (nh + nkv) * hd + r));
-  }
+  EXPECT_EQ(hf.at(a + "q_proj.weight"), x.at("layers.1.attention.q.weight"));
+  EXPECT_EQ(hf.at(a + "k_proj.weight"), x.at("layers.1.attention.k.weight"));
+  EXPECT_EQ(hf.at(a + "v_proj.weight"), x.at("layers.1.attention.v.weight"));
   EXPECT_EQ(hf.at(a + "q_proj.bias"), (HostTensor{{nh * hd}, std::vector<float>(nh * hd)}));
   EXPECT_EQ(hf.at(a + "k_proj.bias"), (HostTensor{{nkv * hd}, std::vector<float>(nkv * hd)}));
   EXPECT_EQ(hf.at(a + "v_proj.bias"), (HostTensor{{nkv * hd}, std::vector<float>(nkv * hd)}));
@@ -301,7 +300,7 @@ TEST(HfQwen2Moe, MissingWrongAndUnknownTensorsNamed) {
   msg = error_of([&] { to_qwen2_moe(origami, c); });
   EXPECT_TRUE(contains(msg,
                        "'layers.2.moe.shared_expert.fc1.weight' has shape [4, 8], expected "
-                       "[8, 8]"))
+                       "[2, 4, 8]"))
       << msg;
 
   const Config t = tiny_config(true);

@@ -10,6 +10,7 @@
 #include "base/logging.h"
 #include "comm/communicator.h"
 #include "train/trainer.h"
+#include "layout_equivalence.h"
 #include "train_test_config.h"
 
 namespace origami {
@@ -82,41 +83,6 @@ Config layout_config(const Layout& l, bool parallel) {
     c.parallel.expert_tensor = l.etp;
   }
   return c;
-}
-
-// Global flat index of local element i of a (possibly sharded) parameter.
-int64_t global_index(const ParamSpec& s, int64_t i) {
-  const size_t nd = s.global_shape.size();
-  std::vector<int64_t> idx(nd);
-  for (size_t d = nd; d-- > 0;) {
-    idx[d] = i % s.local_shape[d] + s.shard.offset_along(int(d));
-    i /= s.local_shape[d];
-  }
-  int64_t g = 0;
-  for (size_t d = 0; d < nd; ++d) g = g * s.global_shape[d] + idx[d];
-  return g;
-}
-
-// zero_ok: parameters without gradient are expected (the diversify phase trains expert 0 alone).
-void expect_same_gradients(const ParamStore& par, const ParamStore& ref, const std::string& name,
-                           bool zero_ok = false) {
-  for (const Param& p : par.all()) {
-    const Param& r = ref.find(p.spec.name);
-    ASSERT_EQ(r.spec.global_shape, p.spec.global_shape) << p.spec.name;
-    float max_abs = 0.f;
-    for (int64_t i = 0; i < r.grad.numel(); ++i) max_abs = std::max(max_abs, std::abs(r.grad.data()[i]));
-    if (!zero_ok) ASSERT_GT(max_abs, 0.f) << p.spec.name << " has no gradient in the reference";
-    int bad = 0;
-    for (int64_t i = 0; i < p.grad.numel() && bad < 3; ++i) {
-      const float a = p.grad.data()[i], b = r.grad.data()[global_index(p.spec, i)];
-      // fp32 sums in another order: ~1e-6 of the tensor's scale.
-      if (std::abs(a - b) > 1e-5f * max_abs + 1e-5f * std::abs(b)) {
-        ++bad;
-        ADD_FAILURE() << name << ": " << p.spec.name << " local " << i << ": " << a << " vs 1-rank "
-                      << b;
-      }
-    }
-  }
 }
 
 void expect_layouts_match(std::span<const Layout> layouts) {

@@ -45,3 +45,9 @@ origami_mpi_test(train router_schedule 2 "RouterSchedule.*")
 
 # The host-staged path for device memory, exercised on CPU (a backend that calls its memory device).
 origami_mpi_test(train device_staging 3 "DeviceStaging.*")
+
+# Tensor (with sequence), context and data parallelism folded with EP, with and without
+# activation recomputation (tests/train/mpi_test_tensor_context_parallel.cpp).
+origami_mpi_test(train tensor_context_parallel 2 "TensorContextParallel.*")
+origami_mpi_test(train tensor_context_parallel 4 "TensorContextParallel.*")
+origami_mpi_test(train tensor_context_parallel 8 "TensorContextParallel.*Layouts*:TensorContextParallel.FullRecompute*")

@@ -64,6 +64,13 @@ class CpuBackend : public Backend {
   void attention_backward(const float* dout, const float* q, const float* k, const float* v,
                           const float* out, const float* lse, float* dq, float* dk, float* dv,
                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) override;
+  void attention_forward_offset(const float* q, const float* k, const float* v, float* out,
+                                float* lse, int64_t B, int64_t Tq, int64_t Tk, int64_t q_start,
+                                int64_t nh, int64_t nkv, int64_t hd) override;
+  void attention_backward_offset(const float* dout, const float* q, const float* k,
+                                 const float* v, const float* out, const float* lse, float* dq,
+                                 float* dk, float* dv, int64_t B, int64_t Tq, int64_t Tk,
+                                 int64_t q_start, int64_t nh, int64_t nkv, int64_t hd) override;
 
   // cpu_router_permute.cpp
   void router_forward(const float* logits, float* probs, int32_t* idx, float* weights,

@@ -1,6 +1,7 @@
 // defines: CpuBackend cross-entropy forward/backward and the AdamW update
 // Cross-entropy keeps lse per row so backward needs no second reduction over the vocabulary;
-// rows whose target is negative are padding: zero loss, zero gradient. AdamW's bias corrections
+// rows whose target is -1 are padding (zero loss, zero gradient); -2 marks a target held by
+// another vocabulary shard (softmax gradient, no one-hot here). AdamW's bias corrections
 // are computed in double once per call (1 - beta^t underflows nothing but loses digits in fp32).
 #include <algorithm>
 #include <cmath>
@@ -13,8 +14,9 @@ namespace origami {
 namespace {
 void check_targets(const int32_t* targets, int64_t N, int64_t V, const char* op) {
   for (int64_t i = 0; i < N; ++i) {
-    check(targets[i] < V, "{}: target {} of row {} out of range [0, {}) (negative = ignored)", op,
-          targets[i], i, V);
+    check(targets[i] < V && targets[i] >= Backend::kTargetInOtherShard,
+          "{}: target {} of row {} out of range [0, {}) (-1 = ignored, -2 = in another "
+          "vocabulary shard)", op, targets[i], i, V);
   }
 }
 }  // namespace
@@ -41,14 +43,14 @@ void CpuBackend::cross_entropy_backward(const float* logits, const int32_t* targ
 #pragma omp parallel for schedule(static) if (N * V > 65536)
   for (int64_t i = 0; i < N; ++i) {
     float* d = dlogits + i * V;
-    if (targets[i] < 0) {
+    if (targets[i] == -1) {
       std::fill(d, d + V, 0.f);
       continue;
     }
     const float* z = logits + i * V;
     const float l = lse[i];
     for (int64_t j = 0; j < V; ++j) d[j] = scale * std::exp(z[j] - l);
-    d[targets[i]] -= scale;
+    if (targets[i] >= 0) d[targets[i]] -= scale;
   }
 }
 

@@ -27,7 +27,7 @@ __global__ void ce_forward_kernel(const float* logits, const int32_t* targets, f
     const double l = double(mx) + log(denom);
     const int32_t tgt = targets[r];
     lse[r] = float(l);
-    if (tgt >= V) *bad = 1;
+    if (tgt >= V || tgt < -2) *bad = 1;
     losses[r] = (tgt < 0 || tgt >= V) ? 0.f : float(l - double(z[tgt]));
   }
 }
@@ -40,7 +40,7 @@ __global__ void ce_backward_kernel(const float* logits, const int32_t* targets, 
   const float* z = logits + r * V;
   const float l = lse[r];
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    if (tgt < 0 || tgt >= V) {
+    if (tgt == -1 || tgt >= V) {  // ignored row (-2: target in another vocabulary shard)
       d[j] = 0.f;
       continue;
     }
@@ -72,7 +72,7 @@ void CudaBackend::cross_entropy_forward(const float* logits, const int32_t* targ
   int32_t flag = 0;
   CUDA_CHECK(cudaMemcpyAsync(&flag, bad, sizeof(flag), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  require(flag == 0, "cross_entropy_forward: a target is out of range [0, {}) (N={}; negative = ignored)",
+  require(flag == 0, "cross_entropy_forward: a target is out of range [0, {}) (N={}; -1 = ignored, -2 = in another vocabulary shard)",
         V, N);
 }
 

@@ -50,8 +50,12 @@ BalanceMode parse_balance_mode(const std::string& name) {
 const char* balance_mode_name(BalanceMode mode) { return kModeNames[int(mode)]; }
 
 BalanceLoss::BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync,
-                         bool share_of_routed)
-    : mode_(mode), E_(E), k_(k), sync_(sync), share_of_routed_(share_of_routed) {
+                         bool share_of_routed, const Communicator* split)
+    : mode_(mode), E_(E), k_(k), sync_(sync), share_of_routed_(share_of_routed), split_(split) {
+  check(mode != BalanceMode::sequence || split == nullptr || split->size() == 1,
+        "BalanceLoss: moe.router.load_balance=sequence with sequences split over {} tensor/"
+        "context-parallel ranks is not supported; allowed there: micro_batch, global_batch, none",
+        split ? split->size() : 1);
   check(E >= 1 && k >= 1 && k <= E, "BalanceLoss: top-k {} with {} experts; allowed: 1 <= k <= E",
         k, E);
   check(mode != BalanceMode::global_batch || sync != nullptr,
@@ -87,8 +91,16 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
   switch (mode_) {
     case BalanceMode::micro_batch: {
       f_.resize(size_t(E));
-      const double slots = share_of_routed_ ? routed(counts, E) : double(k * N);
-      for (int64_t i = 0; i < E; ++i) f_[size_t(i)] = double(counts[i]) / slots;
+      std::vector<int64_t> c(counts, counts + E);
+      int64_t tokens = N;
+      if (split_ && split_->size() > 1) {  // f over the whole micro-batch
+        c.push_back(N);
+        split_->allreduce(std::span<int64_t>(c));
+        tokens = c.back();
+        c.pop_back();
+      }
+      const double slots = share_of_routed_ ? routed(c.data(), E) : double(k * tokens);
+      for (int64_t i = 0; i < E; ++i) f_[size_t(i)] = double(c[size_t(i)]) / slots;
       loss = balance_block(p, f_.data(), N, E, double(grad_scale), g);
       break;
     }

@@ -34,8 +34,12 @@ class BalanceLoss {
   // there, unused otherwise. share_of_routed: f_i = c_i / sum_j c_j, each expert's share of the
   // routed slots (gating schedules, where the experts per token vary), instead of c_i / (k N);
   // the two agree when every token uses all k slots.
+  // split: the ranks holding parts of the same micro-batch (tensor/sequence and context
+  // parallel); in micro_batch mode f is taken over the whole micro-batch (counts summed over
+  // them) and P over this rank's part, so the mean of the parts' losses is the whole
+  // micro-batch's loss. Null = this rank holds whole micro-batches.
   BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync,
-              bool share_of_routed = false);
+              bool share_of_routed = false, const Communicator* split = nullptr);
 
   // Starts a new optimizer step: empties the global_batch running sum. Call before the first
   // micro-batch of every step (and of every evaluation pass).
@@ -65,6 +69,7 @@ class BalanceLoss {
   int64_t E_, k_;
   const Communicator* sync_;
   bool share_of_routed_;
+  const Communicator* split_;
   std::vector<int64_t> step_counts_;  // [E] sum over sync ranks and this step's micro-batches
   int64_t step_tokens_ = 0;           // tokens of the sync group summed likewise
   int64_t step_micro_batches_ = 0;

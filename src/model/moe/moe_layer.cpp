@@ -11,15 +11,17 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
     : ctx_(ctx),
       balance_(parse_balance_mode(ctx.config.moe.router.load_balance), ctx.config.moe.num_experts,
                router_slots(ctx.config.moe), ctx.groups.balance,
-               /*share_of_routed=*/ctx.config.moe.router.schedule.kind != "static"),
+               /*share_of_routed=*/ctx.config.moe.router.schedule.kind != "static",
+               ctx.groups.tp_cp),
       router_(ctx, store, prefix + ".router"),
       dispatcher_(ctx),
       experts_(ctx, store, prefix + ".experts", num_layers) {
   const auto& moe = ctx.config.moe;
   if (moe.shared_expert_ffn_hidden_size > 0)
     shared_expert_ = std::make_unique<SwigluMlp>(ctx, store, prefix + ".shared_expert",
-                                                 moe.shared_expert_ffn_hidden_size, num_layers);
-  const int64_t N = ctx.shape.tokens();
+                                                 moe.shared_expert_ffn_hidden_size, num_layers,
+                                                 /*tensor_parallel=*/false);
+  const int64_t N = ctx.local_tokens();
   const int64_t E = moe.num_experts, k = router_.slots();
   auto& be = ctx.backend;
   dispatch_experts_ = IndexTensor::zeros(be, {N, k});
@@ -31,7 +33,7 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
 int64_t MoeLayer::apply_capacity() {
   const auto& moe = ctx_.config.moe;
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens(), k = router_.slots(), E = moe.num_experts;
+  const int64_t N = ctx_.local_tokens(), k = router_.slots(), E = moe.num_experts;
   stats_.dropped_slots = 0;
   if (!moe.capacity_factor) {
     be.copy(dispatch_experts_.data(), router_.experts(), size_t(N * k) * sizeof(int32_t));
@@ -47,10 +49,11 @@ int64_t MoeLayer::apply_capacity() {
   return C;
 }
 
-void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scales) {
+void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scales,
+                       bool recompute) {
   auto& be = ctx_.backend;
   const auto& moe = ctx_.config.moe;
-  const int64_t N = ctx_.shape.tokens(), H = ctx_.config.model.hidden_size;
+  const int64_t N = ctx_.local_tokens(), H = ctx_.config.model.hidden_size;
   // route
   router_.forward(x);
   const int64_t capacity = apply_capacity();
@@ -62,6 +65,7 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   // combine
   dispatcher_.combine(expert_out_.data(), router_.weights(), out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
+  if (recompute) return;  // the first pass's statistics and loss gradients stand
 
   // Router losses see the router's own choice (before any dropping), as in Megatron. Unused
   // slots (-1: fewer experts for this token under a gating schedule) count for nothing.
@@ -78,7 +82,7 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   has_balance_grad_ = balance_.mode() != BalanceMode::none;
   stats_.balance_loss =
       has_balance_grad_ ? balance_.forward(be, stats_.expert_counts.data(), router_.experts(),
-                                           router_.probs(), ctx_.shape.batch, ctx_.shape.seq,
+                                           router_.probs(), balance_batch(), N / balance_batch(),
                                            scales.balance, dprobs_.data())
                         : 0.0;
   stats_.z_loss = router_z_loss(be, router_.lse(), N, scales.z, dlse_.data());

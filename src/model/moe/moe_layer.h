@@ -32,7 +32,9 @@ struct MoeLayerStats {
 class MoeLayer {
  public:
   MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
-  void forward(const float* x, float* out, const RouterLossScales& scales);
+  // x, out [local_tokens, H]. recompute: a second pass over the same micro-batch (full
+  // activation recomputation): same routing, but no statistics and no balance-loss update.
+  void forward(const float* x, float* out, const RouterLossScales& scales, bool recompute = false);
   // dx [N,H] overwritten.
   void backward(const float* dout, const float* x, float* dx);
   const MoeLayerStats& stats() const { return stats_; }
@@ -48,6 +50,11 @@ class MoeLayer {
  private:
   // Capacity mode: drops slots over capacity into dispatch_experts_; returns C (0 = dropless).
   int64_t apply_capacity();
+  // Sequences the balance loss sees in this rank's rows: the micro-batch's when the rank holds
+  // whole sequences, else one block (sequence mode is refused there).
+  int64_t balance_batch() const {
+    return ctx_.tp_size() * ctx_.cp_size() == 1 ? ctx_.shape.batch : 1;
+  }
 
   ModelContext& ctx_;
   BalanceLoss balance_;

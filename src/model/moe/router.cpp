@@ -12,8 +12,9 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   E_ = moe.num_experts;
   slots_ = router_slots(moe);
   weight_ = store.declare({.name = prefix + ".weight", .global_shape = {E_, H_},
-                           .init_std = ctx.config.model.init_std});
-  const int64_t N = ctx.shape.tokens();
+                           .init_std = ctx.config.model.init_std,
+                           .tp_replicas = ctx.tp_size() > 1 ? "tp" : ""});
+  const int64_t N = ctx.local_tokens();
   auto& be = ctx.backend;
   logits_ = Tensor::zeros(be, {N, E_});
   probs_ = Tensor::zeros(be, {N, E_});
@@ -62,7 +63,7 @@ RouterGate Router::gate_desc() const {
 
 void Router::forward(const float* x) {
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens();
+  const int64_t N = ctx_.local_tokens();
   if (gate_.kind == GateKind::single_expert) {
     // EvoMoE's first phase: one expert, no routing decision, so the router takes no part.
     std::vector<int32_t> idx(size_t(N * slots_), -1);
@@ -95,7 +96,7 @@ void Router::backward(const float* dweights, const float* dprobs, const float* d
                       const float* x, float* dx) {
   if (!trains()) return;
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens();
+  const int64_t N = ctx_.local_tokens();
   if (plain())
     be.router_backward(dweights, dprobs, dlse, probs_.data(), idx_.data(), weights_.data(),
                        dlogits_.data(), N, E_, slots_, ctx_.config.moe.router.renormalize);

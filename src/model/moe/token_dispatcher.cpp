@@ -24,7 +24,7 @@ TokenDispatcher::TokenDispatcher(ModelContext& ctx) : ctx_(ctx) {
   E_ = ctx.config.moe.num_experts;
   k_ = router_slots(ctx.config.moe);  // the router's columns; unused slots hold -1
   E_local_ = E_ / ctx.ep_size();
-  const int64_t N = ctx.shape.tokens();
+  const int64_t N = ctx.local_tokens();
   counts_dev_ = TensorOf<int64_t>::zeros(ctx.backend, {E_});
   row_ = IndexTensor::zeros(ctx.backend, {N, k_});
   counts_.assign(size_t(E_), 0);
@@ -32,7 +32,7 @@ TokenDispatcher::TokenDispatcher(ModelContext& ctx) : ctx_(ctx) {
 
 void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t pad_rows) {
   auto& be = ctx_.backend;
-  const int64_t N = ctx_.shape.tokens();
+  const int64_t N = ctx_.local_tokens();
   // 1. Local counting sort by expert. The host needs the group sizes to shape the exchange and
   //    the experts' GEMMs (as Megatron's grouped GEMM does).
   be.moe_permute_indices(experts, N, k_, E_, counts_dev_.data(), row_.data());
@@ -156,7 +156,7 @@ void TokenDispatcher::combine(const float* y, const float* weights, float* out) 
     exchange_backward(y, y_local_.data());
     y_saved_ = y_local_.data();
   }
-  be.moe_unpermute(y_saved_, row_.data(), weights, out, ctx_.shape.tokens(), k_, H_);
+  be.moe_unpermute(y_saved_, row_.data(), weights, out, ctx_.local_tokens(), k_, H_);
 }
 
 void TokenDispatcher::combine_backward(const float* dout, const float* weights, float* dy,
@@ -167,7 +167,7 @@ void TokenDispatcher::combine_backward(const float* dout, const float* weights, 
   // Padding and dropped rows receive no gradient: clear them first.
   be.fill(dlocal, 0.f, local_rows_ * H_);
   be.moe_unpermute_backward(dout, y_saved_, row_.data(), weights, dlocal, dweights,
-                            ctx_.shape.tokens(), k_, H_);
+                            ctx_.local_tokens(), k_, H_);
   // Adjoint of (reduce-scatter over ETP, all-to-all back): all-to-all forward, all-gather.
   if (exchanges()) exchange_forward(dlocal, dy);
 }
@@ -182,7 +182,7 @@ void TokenDispatcher::dispatch_backward(const float* dx_experts, float* dx) {
     exchange_backward(dx_experts, scratch_.data());
     dlocal = scratch_.data();
   }
-  be.moe_permute_backward(dlocal, row_.data(), dx, ctx_.shape.tokens(), k_, H_);
+  be.moe_permute_backward(dlocal, row_.data(), dx, ctx_.local_tokens(), k_, H_);
 }
 
 }  // namespace origami

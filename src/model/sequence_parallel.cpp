@@ -1,0 +1,22 @@
+#include "model/sequence_parallel.h"
+
+namespace origami {
+
+const float* gather_sequence(ModelContext& ctx, const float* piece, float* full, int64_t width) {
+  if (ctx.tp_size() == 1) return piece;
+  ctx.groups.tp->allgather(piece, full, ctx.local_tokens() * width, CommDType::f32);
+  return full;
+}
+
+void reduce_scatter_sequence(ModelContext& ctx, const float* partial, float* piece,
+                             int64_t width) {
+  if (ctx.tp_size() == 1) {
+    if (partial != piece)
+      ctx.backend.copy(piece, partial, size_t(ctx.local_tokens() * width) * sizeof(float));
+    return;
+  }
+  ctx.groups.tp->reduce_scatter(partial, piece, ctx.local_tokens() * width, CommDType::f32,
+                                ReduceOp::sum);
+}
+
+}  // namespace origami
