@@ -108,7 +108,7 @@ void Attention::forward(const float* x, const int32_t* positions, float* out) {
   const int64_t N = ctx_.context_tokens();
   const float theta = float(ctx_.config.model.rope_theta);
   const int64_t qd = nh_ * hd_, kd = nkv_ * hd_;
-  const float* xf = gather_sequence(ctx_, x, ctx_.scratch("attention.x", {N, H_}).data(), H_);
+  const float* xf = gather_sequence(ctx_, x, "attention.x", H_);
   linear_forward(be, xf, store_[wq_].value.data(), q_.data(), N, H_, qd);
   linear_forward(be, xf, store_[wk_].value.data(), k_.data(), N, H_, kd);
   linear_forward(be, xf, store_[wv_].value.data(), v_.data(), N, H_, kd);
@@ -127,7 +127,7 @@ void Attention::backward(const float* dout, const float* x, const int32_t* posit
   const float theta = float(ctx_.config.model.rope_theta);
   const int64_t qd = nh_ * hd_, kd = nkv_ * hd_;
   if (ctx_.recompute_attention() && !ctx_.recompute_full()) core_forward();  // selective
-  const float* dof = gather_sequence(ctx_, dout, ctx_.scratch("attention.dout", {N, H_}).data(), H_);
+  const float* dof = gather_sequence(ctx_, dout, "attention.dout", H_);
   Tensor datt = ctx_.scratch("attention.datt", {N, qd});
   linear_backward(be, dof, att_.data(), store_[proj_].value.data(), datt.data(),
                   store_[proj_].grad.data(), N, qd, H_);
@@ -137,7 +137,7 @@ void Attention::backward(const float* dout, const float* x, const int32_t* posit
   be.rope_backward(dq.data(), positions, N, nh_, hd_, theta);
   be.rope_backward(dk.data(), positions, N, nkv_, hd_, theta);
   // The gathered input is needed again for the weight gradients: gathered once more, not kept.
-  const float* xf = gather_sequence(ctx_, x, ctx_.scratch("attention.x", {N, H_}).data(), H_);
+  const float* xf = gather_sequence(ctx_, x, "attention.x", H_);
   float* dxf = ctx_.tp_size() > 1 ? ctx_.scratch("attention.dx", {N, H_}).data() : dx;
   linear_backward(be, dq.data(), xf, store_[wq_].value.data(), dxf, store_[wq_].grad.data(), N, H_,
                   qd);

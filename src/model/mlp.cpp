@@ -33,7 +33,7 @@ SwigluMlp::SwigluMlp(ModelContext& ctx, ParamStore& store, const std::string& pr
 void SwigluMlp::forward(const float* x, float* out, bool accumulate) {
   auto& be = ctx_.backend;
   const int64_t N = rows();
-  const float* xf = tp_ ? gather_sequence(ctx_, x, ctx_.scratch("mlp.x", {N, H_}).data(), H_) : x;
+  const float* xf = tp_ ? gather_sequence(ctx_, x, "mlp.x", H_) : x;
   linear_forward(be, xf, store_[fc1_].value.data(), h_.data(), N, H_, 2 * F_);
   be.swiglu_forward(h_.data(), act_.data(), N, F_);
   if (!tp_) {
@@ -53,7 +53,7 @@ void SwigluMlp::backward(const float* dout, const float* x, float* dx, bool accu
   auto& be = ctx_.backend;
   const int64_t N = rows();
   const float* dof =
-      tp_ ? gather_sequence(ctx_, dout, ctx_.scratch("mlp.dout", {N, H_}).data(), H_) : dout;
+      tp_ ? gather_sequence(ctx_, dout, "mlp.dout", H_) : dout;
   Tensor dact = ctx_.scratch("mlp.dact", {N, F_}), dh = ctx_.scratch("mlp.dh", {N, 2 * F_});
   linear_backward(be, dof, act_.data(), store_[fc2_].value.data(), dact.data(),
                   store_[fc2_].grad.data(), N, F_, H_);
@@ -63,7 +63,7 @@ void SwigluMlp::backward(const float* dout, const float* x, float* dx, bool accu
                     H_, 2 * F_, accumulate);
     return;
   }
-  const float* xf = gather_sequence(ctx_, x, ctx_.scratch("mlp.x", {N, H_}).data(), H_);
+  const float* xf = gather_sequence(ctx_, x, "mlp.x", H_);
   Tensor dxf = ctx_.scratch("mlp.dx", {N, H_});
   linear_backward(be, dh.data(), xf, store_[fc1_].value.data(), dxf.data(),
                   store_[fc1_].grad.data(), N, H_, 2 * F_);

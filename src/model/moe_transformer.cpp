@@ -110,7 +110,7 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
   be.rmsnorm_forward(residual_.back().data(), store_[final_norm_].value.data(), normed_.data(),
                      rstd_.data(), n, H, float(m.norm_eps));
   // LM head, column parallel over the vocabulary: this rank's logits [Nc, V/TP] only.
-  const float* nf = gather_sequence(ctx_, normed_.data(), ctx_.scratch("lm_head.x", {Nc, H}).data(), H);
+  const float* nf = gather_sequence(ctx_, normed_.data(), "lm_head.x", H);
   linear_forward(be, nf, store_[lm_head_].value.data(), logits_.data(), Nc, H, vocab_);
   be.cross_entropy_forward(logits_.data(), targets_.data(), losses_.data(), lse_.data(), Nc, vocab_);
   st.lm_loss_sum = ctx_.tp_size() > 1 ? vocab_parallel_loss() : be.sum(losses_.data(), Nc);
@@ -176,7 +176,7 @@ void MoeTransformer::backward(float lm_grad_scale) {
   }
   // Embedding: every TP rank needs all Nc rows' gradients for its vocabulary rows.
   const float* demb =
-      gather_sequence(ctx_, dy->data(), ctx_.scratch("embedding.dout", {Nc, H}).data(), H);
+      gather_sequence(ctx_, dy->data(), "embedding.dout", H);
   be.embedding_backward(demb, tokens_.data(), store_[embedding_].grad.data(), Nc, H);
 }
 

@@ -2,8 +2,10 @@
 
 namespace origami {
 
-const float* gather_sequence(ModelContext& ctx, const float* piece, float* full, int64_t width) {
+const float* gather_sequence(ModelContext& ctx, const float* piece, const std::string& scratch_key,
+                             int64_t width) {
   if (ctx.tp_size() == 1) return piece;
+  float* full = ctx.scratch(scratch_key, {ctx.context_tokens(), width}).data();
   ctx.groups.tp->allgather(piece, full, ctx.local_tokens() * width, CommDType::f32);
   return full;
 }

@@ -17,6 +17,7 @@
 #include "optim/lr_schedule.h"
 #include "train/device_staged_communicator.h"
 #include "train/flops.h"
+#include "train/memory_estimate.h"
 
 namespace origami {
 
@@ -121,9 +122,12 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   spdlog::info("model: {} parameters ({} dense, {} expert) on this rank, {} MoE layers of {}",
                ps.count(), ps.count(GradGroup::dense), ps.count(GradGroup::expert),
                model_->num_moe_layers(), cfg_.model.num_layers);
+  spdlog::info("memory per rank computed from the layout: {}",
+               describe_memory(estimate_memory(cfg_, layout_)));
   spdlog::info("memory on this rank: {} allocated at start-up (parameters, gradients, Adam "
-               "moments, activations for micro-batch {}x{})",
-               human_bytes(double(backend_->peak_bytes())), t.micro_batch_size, t.seq_length);
+               "moments, activations kept for backward; scratch and routing-sized buffers follow "
+               "in the first step)",
+               human_bytes(double(backend_->peak_bytes())));
   tokens_.assign(size_t(micro_batches_), std::vector<int32_t>(size_t(t.micro_batch_size * t.seq_length)));
   targets_ = tokens_;
 }
@@ -394,6 +398,10 @@ std::vector<double> Trainer::train() {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     losses.push_back(r.lm_loss);
+    if (step_ == 1 || step_ == t.train_steps)
+      spdlog::info("memory on this rank after iteration {}: peak {} allocated (estimate {})", step_,
+                   human_bytes(double(backend_->peak_bytes())),
+                   human_bytes(estimate_memory(cfg_, layout_).total()));
     if (step_ % cfg_.logging.interval == 0 || step_ == t.train_steps) {
       IterationMetrics m{.iteration = step_, .train_steps = t.train_steps,
                          .consumed_samples = consumed_samples_,

@@ -85,17 +85,37 @@ TEST(ConfigValidate, FeaturesNotBuiltYetAreRefusedByName) {
     std::string yaml, key, feature;
   };
   for (const Case& k : std::vector<Case>{
-           {"parallel:\n  tensor: 2\n", "parallel.tensor=2",
-            "tensor parallelism is not implemented yet; allowed: 1"},
-           {"parallel:\n  context: 2\n", "parallel.context=2", "context parallelism"},
            {"parallel:\n  pipeline: 2\n", "parallel.pipeline=2", "pipeline parallelism"},
            {"parallel:\n  virtual_pipeline: 2\n", "parallel.virtual_pipeline=2", "interleaved"},
-           {"parallel:\n  sequence_parallel: true\n", "parallel.sequence_parallel=true",
-            "sequence"},
-           {"training:\n  recompute: full\n", "training.recompute=full", "recomputation"}}) {
+}) {
     EXPECT_ERROR_HAS(validate(parse(k.yaml), 4), {"runs/cfg.yaml", k.key + " (runs/cfg.yaml:2)",
                                                   k.feature, "not implemented yet"});
   }
+}
+
+TEST(ConfigValidate, TensorAndContextParallelConstraints) {
+  // Accepted: TP2 x CP2 with sequence parallelism and full recomputation.
+  EXPECT_NO_THROW(validate(parse("parallel:\n  tensor: 2\n  context: 2\n  sequence_parallel: "
+                                 "true\ntraining:\n  recompute: full\n"), 4));
+  EXPECT_ERROR_HAS(validate(parse("parallel:\n  tensor: 2\n"), 2),
+                   {"parallel.tensor=2 (runs/cfg.yaml:2) needs parallel.sequence_parallel: true"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  vocab_size: 8191\nparallel:\n  tensor: 2\n"
+                                  "  sequence_parallel: true\n"), 2),
+                   {"model.vocab_size=8191 (runs/cfg.yaml:2) is not divisible by parallel.tensor=2",
+                    "pad the vocabulary"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_attention_heads: 12\n  num_query_groups: 4\n"
+                                  "parallel:\n  tensor: 3\n  sequence_parallel: true\n"), 3),
+                   {"model.num_query_groups=4 (runs/cfg.yaml:3) and parallel.tensor=3",
+                    "one must divide the other"});
+  EXPECT_ERROR_HAS(validate(parse("training:\n  seq_length: 100\nparallel:\n  context: 4\n"), 4),
+                   {"training.seq_length=100 (runs/cfg.yaml:2) is not divisible by 2 × "
+                    "parallel.context=4"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    load_balance: sequence\nparallel:\n"
+                                  "  context: 2\n"), 2),
+                   {"moe.router.load_balance=sequence (runs/cfg.yaml:3)", "is not supported"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    schedule: {kind: dense_to_sparse}\n"
+                                  "parallel:\n  tensor: 2\n  sequence_parallel: true\n"), 2),
+                   {"moe.router.schedule.kind=dense_to_sparse", "not supported yet"});
 }
 
 TEST(ConfigValidate, ExpertParallelLayoutsAndCapacityAreAccepted) {
@@ -118,7 +138,8 @@ TEST(ConfigValidate, ReportsEveryProblemAtOnce) {
   Config c = parse("parallel:\n  tensor: 3\ntraining:\n  global_batch_size: 3\n");
   std::string msg = testing::error_of([&] { validate(c, 2); });
   EXPECT_TRUE(testing::has_all(
-      msg, {"does not divide the world size 2", "tensor parallelism is not implemented yet"}));
+      msg, {"does not divide the world size 2", "parallel.tensor=3 (runs/cfg.yaml:2) needs "
+            "parallel.sequence_parallel: true"}));
   Config batch = parse("training:\n  global_batch_size: 3\n");
   EXPECT_ERROR_HAS(validate(batch, 2), {"training.global_batch_size=3 (runs/cfg.yaml:2)"});
 }

@@ -1,0 +1,113 @@
+// Every term mirrors a buffer of src/model (named in the comments), in fp32 / int32 elements.
+#include "train/memory_estimate.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "model/moe_transformer.h"
+
+namespace origami {
+namespace {
+
+std::string bytes_str(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) b /= 1024.0, ++u;
+  return fmt::format("{:.1f} {}", b, units[u]);
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) {
+  const auto& m = cfg.model;
+  const auto& moe = cfg.moe;
+  const auto& t = cfg.training;
+  const int64_t TP = layout.tp(), CP = layout.cp(), EP = layout.ep(), ETP = layout.etp();
+  const int64_t H = m.hidden_size, V = m.vocab_size, L = m.num_layers;
+  const int64_t hd = H / m.num_attention_heads, nh = m.num_attention_heads / TP;
+  const int64_t nkv = std::max<int64_t>(m.num_query_groups / TP, 1);
+  const int64_t B = t.micro_batch_size, T = t.seq_length;
+  const int64_t Nc = B * T / CP, n = Nc / TP;  // context rows, sequence-parallel rows
+  const int64_t E = moe.num_experts, k = moe.top_k, Fe = moe.expert_ffn_hidden_size / ETP;
+  const int64_t S = moe.shared_expert_ffn_hidden_size, F = m.ffn_hidden_size / TP;
+  const bool full = t.recompute == "full", core = t.recompute != "none";
+  int64_t moe_layers = 0;
+  for (int l = 0; l < L; ++l) moe_layers += MoeTransformer::is_moe_layer(cfg, l);
+  const int64_t dense_layers = L - moe_layers;
+
+  // ---- parameters (ParamStore): dense and expert element counts of this rank ----
+  int64_t dense = V / TP * H * (m.tie_embeddings ? 1 : 2) + H;        // embedding, head, final norm
+  dense += L * (2 * H + (nh + 2 * nkv) * hd * H + H * nh * hd);        // norms, q k v, proj
+  dense += dense_layers * 3 * F * H;                                    // mlp fc1 [2,F,H], fc2
+  dense += moe_layers * (E * H + 3 * S * H);                            // router, shared expert
+  const int64_t expert = moe_layers * (E / EP) * 3 * Fe * H;            // experts fc1, fc2
+  MemoryEstimate r;
+  r.parameters = dense + expert;
+  r.parameter_bytes = r.gradient_bytes = 4.0 * double(dense + expert);
+  if (cfg.optimizer.distributed) {
+    // DistributedOptimizer: moments of the padded shard, staging of (size + 1) buckets per group.
+    const int64_t dense_ranks = layout.dp() * CP, expert_ranks = layout.edp();
+    for (auto [count, ranks] : {std::pair{dense, dense_ranks}, std::pair{expert, expert_ranks}}) {
+      const int64_t cap = ceil_div(count, ranks);
+      r.optimizer_bytes += 4.0 * double(2 * cap + (ranks + 1) * std::min<int64_t>(1 << 20, cap));
+    }
+  } else {
+    r.optimizer_bytes = 8.0 * double(dense + expert);  // AdamW exp_avg, exp_avg_sq
+  }
+
+  // ---- activations kept per layer (shared by all layers when recomputed) ----
+  auto per_layer = [&](double elems, bool shared) { return shared ? elems : elems * double(L); };
+  double act = 0.0;
+  act += per_layer(3.0 * n * H + 2.0 * n, full);                        // block: ln1, h, ln2, rstd x2
+  act += per_layer(double(Nc) * (nh + 2 * nkv) * hd, full);             // attention q, k, v
+  act += per_layer(double(Nc) * nh * hd + double(Nc) * nh, core);       // attention out, lse
+  const double dense_mlp = double(Nc) * 3 * F;                          // mlp h [.,2F], act [.,F]
+  act += full ? (dense_layers > 0 ? dense_mlp : 0.0) : dense_mlp * double(dense_layers);
+  // MoE layer (per layer, recomputation or not): router logits, probs, dlogits [n,E], weights,
+  // idx [n,k], lse; the layer's dispatch idx, dweights [n,k], dprobs [n,E], dlse; shared expert
+  // h, act (shared under full recompute); dispatcher and experts for a balanced load.
+  const double rows = double(n) * k * ETP;                              // expert rows per rank
+  double moe_layer = 3.0 * n * E + 2.0 * n * k + n + 2.0 * n * k + n * E + n;
+  if (moe.router.schedule.kind == "dense_to_sparse") moe_layer += 2.0 * n * E;  // gate, noise
+  moe_layer += E + 2.0 * n * k;                                          // dispatcher counts, row
+  moe_layer += 3.0 * n * k * H;                                          // permuted, y_local, scratch
+  moe_layer += double(n) * k * H + 2.0 * rows * H + rows;               // recv, gathered, sorted, sort_row
+  moe_layer += 3.0 * rows * H;                                           // expert_out, dexpert_out/in
+  moe_layer += 6.0 * rows * Fe;                                          // experts h, act, dact, dh
+  act += moe_layer * double(moe_layers);
+  if (S > 0) act += per_layer(double(n) * 3 * S, full) * (full ? 1.0 : double(moe_layers) / double(L));
+  // Model: residual stream (L+1) x [n,H], final norm out, two gradient buffers, rstd; logits
+  // [Nc, V/TP] (their gradient overwrites them), per-token loss and lse; token ids, targets,
+  // positions.
+  act += double(L + 3) * n * H + n + double(Nc) * (V / TP) + 2.0 * Nc + 3.0 * Nc;
+  r.activation_bytes = 4.0 * act;
+
+  // ---- scratch shared across layers (ModelContext::scratch), at its largest use ----
+  double scr = 4.0 * n * H;                                              // block branch, dln, dh, dtmp
+  if (full) scr += double(n) * H;                                        // block recomputed output
+  scr += double(Nc) * nh * hd * 2 + double(Nc) * nkv * hd * 2;          // attention datt, dq, dk, dv
+  if (TP > 1) {
+    scr += 5.0 * Nc * H;          // attention x, partial, dout, dx; lm_head.x
+    scr += 2.0 * Nc * H;          // embedding partial, dout
+    if (dense_layers > 0) scr += 4.0 * Nc * H;  // mlp x, partial, dout, dx
+  }
+  if (CP > 1) scr += 2.0 * B * T * nkv * hd + 4.0 * B * T * nkv * hd + double(CP) * Nc * nkv * hd;
+  scr += std::max(dense_layers > 0 ? 3.0 * Nc * F : 0.0, S > 0 ? 3.0 * n * S : 0.0);  // mlp dact, dh
+  scr += double(Nc) * H + double(n) * H;                                 // lm_head.dx, final_norm.dy
+  r.scratch_bytes = 4.0 * scr;
+  return r;
+}
+
+std::string describe_memory(const MemoryEstimate& m) {
+  return fmt::format("parameters {} ({:.2f} M) + gradients {} + optimizer {} + activations {} + "
+                     "scratch {} = {}",
+                     bytes_str(m.parameter_bytes), double(m.parameters) / 1e6,
+                     bytes_str(m.gradient_bytes), bytes_str(m.optimizer_bytes),
+                     bytes_str(m.activation_bytes), bytes_str(m.scratch_bytes),
+                     bytes_str(m.total()));
+}
+
+}  // namespace origami

@@ -1,0 +1,35 @@
+// defines: MemoryEstimate, estimate_memory(), describe_memory()
+// Per-rank memory of a training run computed from the config and the parallel layout alone
+// (Megatron's "theoretical memory"), printed at start-up next to what the backend allocated:
+// parameters, gradients and optimizer state from each rank's shards; activations from the
+// buffers each module keeps per layer (or shares under training.recompute) and the scratch the
+// model shares across layers. Dropless expert buffers are sized for a balanced load (N k rows
+// per rank); an unbalanced router makes them grow past that (they only grow).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "comm/parallel_layout.h"
+#include "config/config.h"
+
+namespace origami {
+
+struct MemoryEstimate {
+  int64_t parameters = 0;        // elements this rank holds
+  double parameter_bytes = 0;    // values
+  double gradient_bytes = 0;
+  double optimizer_bytes = 0;    // Adam moments (sharded under ZeRO-1) and ZeRO staging
+  double activation_bytes = 0;   // kept from forward to backward, all layers
+  double scratch_bytes = 0;      // transient buffers shared by all layers
+  double total() const {
+    return parameter_bytes + gradient_bytes + optimizer_bytes + activation_bytes + scratch_bytes;
+  }
+};
+
+// The rank's dense coordinates matter only through the layout's sizes (every rank of a layout
+// holds the same amount, up to ZeRO's padded last shard).
+MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout);
+// One log line: "parameters 1.2 MiB (300.0 k) + gradients ... = total".
+std::string describe_memory(const MemoryEstimate& m);
+
+}  // namespace origami
