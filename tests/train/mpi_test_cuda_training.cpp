@@ -5,6 +5,7 @@
 //  - N ranks sharing one GPU (host-staged MPI, EP over the ranks) give the 1-rank GPU losses.
 // Run under mpirun like the other training tests; the single-process tests run on rank 0 alone.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <random>
@@ -127,6 +128,48 @@ TEST(CudaTraining, RanksSharingOneGpuMatchOneRank) {
       EXPECT_NEAR(parallel[i], ref[i], 1e-3 * std::abs(ref[i])) << "step " << i + 1;
   }
   world->barrier();
+}
+
+// Tensor (sequence) and context parallelism on the GPU, ranks sharing it through the host-staged
+// communicator: TP2 and CP2 on 2 ranks, TP2 x CP2 on 4, each against the 1-rank GPU run, in fp32
+// (the vocabulary-parallel loss, the offset attention's padded default, the exchanges).
+TEST(CudaTraining, TensorAndContextParallelOnOneGpuMatchOneRank) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  if (world->size() == 1) GTEST_SKIP() << "needs several ranks";
+  struct Case {
+    int tp, cp;
+    const char* recompute;
+  };
+  const std::vector<Case> cases = world->size() == 2
+                                      ? std::vector<Case>{{2, 1, "none"}, {1, 2, "full"}}
+                                      : std::vector<Case>{{2, 2, "selective"}};
+  for (const Case& k : cases) {
+    if (k.tp * k.cp != world->size()) continue;
+    SCOPED_TRACE(fmt::format("TP{} CP{} recompute {}", k.tp, k.cp, k.recompute));
+    Config c = small_config(fmt::format("cuda-tp{}-cp{}", k.tp, k.cp));
+    c.training.backend = "cuda";
+    c.training.global_batch_size = 4;
+    c.parallel.tensor = k.tp;
+    c.parallel.context = k.cp;
+    c.parallel.sequence_parallel = k.tp > 1;
+    c.training.recompute = k.recompute;
+    const std::vector<double> parallel = Trainer(c, *world).train();
+    auto solo = world->split(world->rank() == 0 ? 0 : 1, world->rank(), "solo");
+    if (world->rank() == 0) {
+      Config one = c;
+      one.parallel.tensor = one.parallel.context = 1;
+      one.parallel.sequence_parallel = false;
+      one.training.recompute = "none";
+      one.logging.dir += "-ref";
+      const std::vector<double> ref = Trainer(one, *solo).train();
+      ASSERT_EQ(parallel.size(), ref.size());
+      for (size_t i = 0; i < ref.size(); ++i)
+        EXPECT_NEAR(parallel[i], ref[i], 1e-4 * std::abs(ref[i])) << "step " << i + 1;
+    }
+    world->barrier();
+  }
 }
 
 // The NCCL communicator on device buffers gives what MPI gives on the same host data, for every

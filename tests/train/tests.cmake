@@ -38,7 +38,8 @@ origami_mpi_test(train checkpoint 8 "Checkpoint.LoadsIntoOtherLayouts:Checkpoint
 
 # The CUDA backend end to end (skips without a GPU): 1 rank, and ranks sharing one GPU.
 origami_mpi_test(train cuda_training 1 "CudaTraining.*")
-origami_mpi_test(train cuda_training 2 "CudaTraining.RanksSharingOneGpuMatchOneRank")
+origami_mpi_test(train cuda_training 2 "CudaTraining.RanksSharingOneGpuMatchOneRank:CudaTraining.TensorAndContext*")
+origami_mpi_test(train cuda_training 4 "CudaTraining.TensorAndContext*")
 
 # Gating schedules and router options in real training runs (tests/train/mpi_test_router_schedule.cpp).
 origami_mpi_test(train router_schedule 2 "RouterSchedule.*")

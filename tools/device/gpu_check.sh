@@ -33,8 +33,11 @@ case $what in
     run $dp/bin/origami-backend-gpu-tests --gtest_brief=1 2>&1
     mpirun_ -np 1 $dp/bin/origami-train-mpi-tests --gtest_brief=1 --gtest_filter='CudaTraining.*' 2>&1 \
       | grep -v -E 'pmix|dlopen|Perhaps'
-    mpirun_ -np 2 $dp/bin/origami-train-mpi-tests --gtest_brief=1 \
-      --gtest_filter='CudaTraining.RanksSharingOneGpuMatchOneRank' 2>&1 | grep -v -E 'pmix|dlopen|Perhaps'
+    for np in 2 4; do
+      mpirun_ -np $np $dp/bin/origami-train-mpi-tests --gtest_brief=1 \
+        --gtest_filter='CudaTraining.RanksSharingOneGpuMatchOneRank:CudaTraining.TensorAndContext*' \
+        2>&1 | grep -v -E 'pmix|dlopen|Perhaps'
+    done
     ;;
   bench)
     run $dp/bin/origami-bench-train --backend cuda "$@" 2>&1 | tail -${TAIL:-5}
