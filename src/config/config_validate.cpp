@@ -208,21 +208,6 @@ void validate(const Config& cfg, int world_size) {
                         ref(cfg, "parallel.context", p.context), rows,
                         ref(cfg, "parallel.tensor", p.tensor)));
   }
-  if (p.tensor * p.context > 1 && moe.num_experts > 0) {
-    // Sequences split over ranks: what needs whole sequences on one rank is refused by name.
-    require(moe.router.load_balance != "sequence",
-            fmt::format("{} with {} x {} > 1 is not supported (a sequence's tokens are spread over "
-                        "ranks); allowed: micro_batch, global_batch, none",
-                        ref(cfg, "moe.router.load_balance", moe.router.load_balance),
-                        ref(cfg, "parallel.tensor", p.tensor),
-                        ref(cfg, "parallel.context", p.context)));
-    require(moe.router.schedule.kind != "dense_to_sparse",
-            fmt::format("{} with {} x {} > 1 is not supported yet (its Gumbel noise is keyed by "
-                        "contiguous token ranges); allowed: static, topk_anneal",
-                        ref(cfg, "moe.router.schedule.kind", moe.router.schedule.kind),
-                        ref(cfg, "parallel.tensor", p.tensor),
-                        ref(cfg, "parallel.context", p.context)));
-  }
   require(moe.expert_ffn_hidden_size % p.expert_tensor == 0,
           fmt::format("{} is not divisible by {}",
                       ref(cfg, "moe.expert_ffn_hidden_size", moe.expert_ffn_hidden_size),

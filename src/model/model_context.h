@@ -69,6 +69,13 @@ struct ModelContext {
     return (r % (shape.batch * chunk_len())) / chunk_len();
   }
 
+  // Index in the micro-batch ([batch][seq] order) of sequence-parallel row r (0 <= r <
+  // local_tokens()): what keys per-token randomness and per-sequence statistics to the layout.
+  int64_t micro_batch_index(int64_t r) const {
+    const int64_t c = tp_rank() * local_tokens() + r;
+    return sequence_of(c) * shape.seq + position_of(c);
+  }
+
   // Scratch shared by every module of the model: valid only until the next scratch() call with
   // the same key, so for buffers that need not survive from forward to backward.
   Tensor scratch(const std::string& key, std::vector<int64_t> shape_) {

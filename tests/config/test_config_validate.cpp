@@ -110,12 +110,9 @@ TEST(ConfigValidate, TensorAndContextParallelConstraints) {
   EXPECT_ERROR_HAS(validate(parse("training:\n  seq_length: 100\nparallel:\n  context: 4\n"), 4),
                    {"training.seq_length=100 (runs/cfg.yaml:2) is not divisible by 2 × "
                     "parallel.context=4"});
-  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    load_balance: sequence\nparallel:\n"
-                                  "  context: 2\n"), 2),
-                   {"moe.router.load_balance=sequence (runs/cfg.yaml:3)", "is not supported"});
-  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    schedule: {kind: dense_to_sparse}\n"
-                                  "parallel:\n  tensor: 2\n  sequence_parallel: true\n"), 2),
-                   {"moe.router.schedule.kind=dense_to_sparse", "not supported yet"});
+  // Sequence balance and the dense-to-sparse gate work on sequences split over ranks.
+  EXPECT_NO_THROW(validate(parse("moe:\n  router:\n    load_balance: sequence\n    schedule: "
+                                 "{kind: dense_to_sparse}\nparallel:\n  context: 2\n"), 2));
 }
 
 TEST(ConfigValidate, ExpertParallelLayoutsAndCapacityAreAccepted) {

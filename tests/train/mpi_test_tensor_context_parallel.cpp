@@ -18,6 +18,7 @@ struct Layout {
   const char* name;
   int world, tp, cp, ep, experts;
   const char* balance = "micro_batch";
+  bool dense_to_sparse = false;  // the Gumbel gate, keyed by global token
 };
 
 // The matrix: TP2, TP4 (4 query heads / 2 kv heads: each kv head shared by two ranks),
@@ -26,6 +27,8 @@ const Layout kLayouts[] = {
     {"tp2", 2, 2, 1, 1, 4},
     {"cp2", 2, 1, 2, 1, 4},
     {"tp2_ep2_global_balance", 2, 2, 1, 2, 4, "global_batch"},
+    {"cp2_sequence_balance_dense_to_sparse", 2, 1, 2, 1, 4, "sequence", true},
+    {"tp2_cp2_sequence_balance", 4, 2, 2, 2, 4, "sequence"},
     {"tp4_kv_replicated", 4, 4, 1, 1, 4},
     {"cp4", 4, 1, 4, 1, 4},
     {"tp2_cp2", 4, 2, 2, 1, 4},
@@ -38,6 +41,10 @@ Config layout_config(const Layout& l, const std::string& recompute, bool paralle
   c.training.global_batch_size = 8;
   c.moe.num_experts = l.experts;
   c.moe.router.load_balance = l.balance;
+  if (l.dense_to_sparse) {
+    c.moe.router.schedule.kind = "dense_to_sparse";
+    c.moe.router.schedule.end_step = 8;  // the switch to top-k happens inside the 10 steps
+  }
   c.training.recompute = recompute;
   c.model.num_layers = 3;  // layer 1 dense (layer_freq 2): the dense MLP is tensor parallel too
   c.moe.layer_freq = 2;

@@ -52,16 +52,20 @@ const char* balance_mode_name(BalanceMode mode) { return kModeNames[int(mode)]; 
 BalanceLoss::BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync,
                          bool share_of_routed, const Communicator* split)
     : mode_(mode), E_(E), k_(k), sync_(sync), share_of_routed_(share_of_routed), split_(split) {
-  check(mode != BalanceMode::sequence || split == nullptr || split->size() == 1,
-        "BalanceLoss: moe.router.load_balance=sequence with sequences split over {} tensor/"
-        "context-parallel ranks is not supported; allowed there: micro_batch, global_batch, none",
-        split ? split->size() : 1);
   check(E >= 1 && k >= 1 && k <= E, "BalanceLoss: top-k {} with {} experts; allowed: 1 <= k <= E",
         k, E);
   check(mode != BalanceMode::global_batch || sync != nullptr,
         "BalanceLoss: moe.router.load_balance=global_batch needs the communicator of the ranks "
         "balanced together (got none)");
   begin_step();
+}
+
+void BalanceLoss::set_row_sequences(std::vector<int32_t> row_sequence, int64_t B, int64_t S) {
+  for (int32_t b : row_sequence)
+    check(b >= 0 && b < B, "BalanceLoss: row sequence {} outside [0, {})", b, B);
+  row_sequence_ = std::move(row_sequence);
+  rows_B_ = B;
+  rows_S_ = S;
 }
 
 void BalanceLoss::begin_step() {
@@ -105,6 +109,10 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
       break;
     }
     case BalanceMode::sequence: {
+      if (!row_sequence_.empty()) {
+        loss = split_sequences(p, idx, N, double(grad_scale), g, be);
+        break;
+      }
       // Per-sequence counts come from the slots; together they must be this micro-batch's counts.
       idx_host_.resize(size_t(N * k));
       be.copy_to_host(idx_host_.data(), idx, idx_host_.size() * sizeof(int32_t));
@@ -158,6 +166,43 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
   }
   be.copy_from_host(dprobs, g, dprobs_host_.size() * sizeof(float));
   return loss;
+}
+
+// Sequence mode over rows that are parts of sequences: counts per (sequence, expert) summed over
+// the split group, P summed over this rank's rows / S. The rank's share of the micro-batch loss
+// is (1/B) sum_b E sum_i f_bi P_bi(local); it is returned (and its gradient written) times the
+// group size, because the caller averages the parts.
+double BalanceLoss::split_sequences(const float* p, const int32_t* idx, int64_t N, double scale,
+                                    float* g, Backend& be) {
+  const int64_t E = E_, k = k_, B = rows_B_, S = rows_S_;
+  check(int64_t(row_sequence_.size()) == N, "BalanceLoss: {} row sequences for {} rows",
+        row_sequence_.size(), N);
+  idx_host_.resize(size_t(N * k));
+  be.copy_to_host(idx_host_.data(), idx, idx_host_.size() * sizeof(int32_t));
+  std::vector<int64_t> c(size_t(B * E), 0);
+  for (int64_t t = 0; t < N; ++t)
+    for (int64_t s = 0; s < k; ++s) {
+      const int32_t e = idx_host_[size_t(t * k + s)];
+      if (e >= 0) ++c[size_t(row_sequence_[size_t(t)] * E + e)];
+    }
+  const double parts = split_ ? double(split_->size()) : 1.0;
+  if (split_ && split_->size() > 1) split_->allreduce(std::span<int64_t>(c));
+  f_.assign(size_t(B * E), 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    const double slots = share_of_routed_ ? routed(c.data() + b * E, E) : double(k * S);
+    for (int64_t i = 0; i < E; ++i) f_[size_t(b * E + i)] = double(c[size_t(b * E + i)]) / slots;
+  }
+  std::vector<double> sum_p(size_t(B * E), 0.0);
+  for (int64_t t = 0; t < N; ++t) {
+    const int64_t b = row_sequence_[size_t(t)];
+    for (int64_t i = 0; i < E; ++i) {
+      sum_p[size_t(b * E + i)] += p[t * E + i];
+      g[t * E + i] = float(scale * parts * double(E) * f_[size_t(b * E + i)] / double(S * B));
+    }
+  }
+  double loss = 0.0;
+  for (int64_t j = 0; j < B * E; ++j) loss += f_[size_t(j)] * sum_p[size_t(j)] / double(S);
+  return parts * double(E) * loss / double(B);
 }
 
 double router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, float* dlse) {

@@ -41,6 +41,13 @@ class BalanceLoss {
   BalanceLoss(BalanceMode mode, int64_t E, int64_t k, const Communicator* sync,
               bool share_of_routed = false, const Communicator* split = nullptr);
 
+  // Sequence mode when this rank holds parts of sequences (split over tensor/context-parallel
+  // ranks): row_sequence[r] is the sequence (0..B-1) of row r, S the full sequence length. f per
+  // sequence is taken over the whole sequence (counts summed over `split`), P over this rank's
+  // rows of it, and the value is scaled so that the mean over the split's ranks is the loss of
+  // the whole micro-batch.
+  void set_row_sequences(std::vector<int32_t> row_sequence, int64_t B, int64_t S);
+
   // Starts a new optimizer step: empties the global_batch running sum. Call before the first
   // micro-batch of every step (and of every evaluation pass).
   void begin_step();
@@ -65,6 +72,9 @@ class BalanceLoss {
   int64_t step_micro_batches() const { return step_micro_batches_; }
 
  private:
+  double split_sequences(const float* p, const int32_t* idx, int64_t N, double scale, float* g,
+                         Backend& be);
+
   BalanceMode mode_;
   int64_t E_, k_;
   const Communicator* sync_;
@@ -76,6 +86,8 @@ class BalanceLoss {
   std::vector<double> f_;
   std::vector<float> probs_host_, dprobs_host_;
   std::vector<int32_t> idx_host_;
+  std::vector<int32_t> row_sequence_;  // set_row_sequences()
+  int64_t rows_B_ = 0, rows_S_ = 0;
 };
 
 double router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, float* dlse);

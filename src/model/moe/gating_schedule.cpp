@@ -65,4 +65,12 @@ void gumbel_noise(uint64_t seed, int64_t step, const std::string& layer, int64_t
     out[i] = float(-std::log(-std::log(rng.uniform(uint64_t(first_token * E + i)))));
 }
 
+void gumbel_noise(uint64_t seed, int64_t step, const std::string& layer,
+                  std::span<const int64_t> tokens, int64_t E, float* out) {
+  const Rng rng(seed, hash_name(fmt::format("{}.gumbel.step{}", layer, step)));
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (int64_t e = 0; e < E; ++e)
+      out[int64_t(t) * E + e] = float(-std::log(-std::log(rng.uniform(uint64_t(tokens[t] * E + e)))));
+}
+
 }  // namespace origami

@@ -6,6 +6,7 @@
 // state, so a checkpoint's step is all a resume needs, and every rank of every layout agrees.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "config/config.h"
@@ -55,5 +56,9 @@ bool schedule_is_active(const MoeConfig& moe);
 // global token index x E + expert).
 void gumbel_noise(uint64_t seed, int64_t step, const std::string& layer, int64_t first_token,
                   int64_t n, int64_t E, float* out);
+// The same for arbitrary global token indices (a rank holding non-contiguous tokens under
+// tensor/context parallelism): out [tokens.size(), E].
+void gumbel_noise(uint64_t seed, int64_t step, const std::string& layer,
+                  std::span<const int64_t> tokens, int64_t E, float* out);
 
 }  // namespace origami

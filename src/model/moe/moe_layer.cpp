@@ -23,6 +23,12 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
                                                  /*tensor_parallel=*/false);
   const int64_t N = ctx.local_tokens();
   const int64_t E = moe.num_experts, k = router_.slots();
+  if (ctx.tp_size() * ctx.cp_size() > 1) {  // rows are parts of sequences
+    std::vector<int32_t> seq(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; ++r)
+      seq[size_t(r)] = int32_t(ctx.micro_batch_index(r) / ctx.shape.seq);
+    balance_.set_row_sequences(std::move(seq), ctx.shape.batch, ctx.shape.seq);
+  }
   auto& be = ctx.backend;
   dispatch_experts_ = IndexTensor::zeros(be, {N, k});
   dweights_ = Tensor::zeros(be, {N, k});

@@ -51,7 +51,7 @@ class MoeLayer {
   // Capacity mode: drops slots over capacity into dispatch_experts_; returns C (0 = dropless).
   int64_t apply_capacity();
   // Sequences the balance loss sees in this rank's rows: the micro-batch's when the rank holds
-  // whole sequences, else one block (sequence mode is refused there).
+  // whole sequences, else one block (sequence mode then maps rows to sequences itself).
   int64_t balance_batch() const {
     return ctx_.tp_size() * ctx_.cp_size() == 1 ? ctx_.shape.batch : 1;
   }

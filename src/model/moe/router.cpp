@@ -83,8 +83,12 @@ void Router::forward(const float* x) {
   }
   if (gate_.kind == GateKind::dense_to_sparse && clock_.noise) {
     noise_host_.resize(size_t(N * E_));
-    gumbel_noise(ctx_.config.training.seed, clock_.step, prefix_,
-                 clock_.first_sequence * ctx_.shape.seq, N, E_, noise_host_.data());
+    // Keyed by each row's global token index, so every layout draws the same noise per token.
+    tokens_host_.resize(size_t(N));
+    for (int64_t r = 0; r < N; ++r)
+      tokens_host_[size_t(r)] = clock_.first_sequence * ctx_.shape.seq + ctx_.micro_batch_index(r);
+    gumbel_noise(ctx_.config.training.seed, clock_.step, prefix_, tokens_host_, E_,
+                 noise_host_.data());
     be.copy_from_host(noise_.data(), noise_host_.data(), noise_host_.size() * sizeof(float));
   }
   be.router_gate_forward(logits_.data(), gate_desc(), probs_.data(),

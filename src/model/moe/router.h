@@ -55,6 +55,7 @@ class Router {
   GateState gate_;
   Tensor logits_, probs_, weights_, lse_, dlogits_, gate_buf_, noise_, bias_;
   std::vector<float> bias_host_, noise_host_;
+  std::vector<int64_t> tokens_host_;  // global token index of each row (the noise's key)
   IndexTensor idx_;
 };
 
