@@ -5,6 +5,8 @@
 // materialises the full logits (the allocator's peak), and ZeRO-1 under TP matches too.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "base/logging.h"
 #include "comm/communicator.h"
 #include "layout_equivalence.h"
@@ -136,6 +138,42 @@ TEST(TensorContextParallel, NoRankMaterialisesTheFullLogits) {
   const StepResult b = ref.train_step();
   EXPECT_GT(double(ref.backend().peak_bytes()), logits_bytes);
   EXPECT_NEAR(a.lm_loss, b.lm_loss, 1e-5 * b.lm_loss);
+}
+
+// Checkpoints are boxes in global coordinates: a run saved under TP = W (ZeRO-1; at W = 4 the kv
+// heads are shared by two ranks and indexed once) resumes under CP = W, and its 3 remaining
+// losses equal the uninterrupted TP run's.
+TEST(TensorContextParallel, CheckpointsMoveBetweenTensorAndContextParallelLayouts) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  const int W = world->size();
+  const std::string dir = std::string(ORIGAMI_BINARY_DIR) + "/test-ckpt/tp-to-cp-" + std::to_string(W);
+  if (world->rank() == 0) std::filesystem::remove_all(dir);
+  world->barrier();
+  Config tp = small_config("ckpt-tp" + std::to_string(W));
+  tp.training.train_steps = 6;
+  tp.training.global_batch_size = 4;
+  tp.parallel.tensor = W;
+  tp.parallel.sequence_parallel = true;
+  tp.optimizer.distributed = true;
+  const std::vector<double> uninterrupted = Trainer(tp, *world).train();
+  Config three = tp;
+  three.training.train_steps = 3;
+  three.checkpoint.dir = dir;
+  three.checkpoint.save_interval = 3;
+  three.logging.dir += "-3";
+  Trainer(three, *world).train();
+  Config cp = tp;
+  cp.parallel.tensor = 1;
+  cp.parallel.sequence_parallel = false;
+  cp.parallel.context = W;
+  cp.optimizer.distributed = false;
+  cp.checkpoint.load = dir;
+  cp.logging.dir = tp.logging.dir + "-cp";
+  const std::vector<double> resumed = Trainer(cp, *world).train();
+  ASSERT_EQ(resumed.size(), 3u);
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_NEAR(resumed[i], uninterrupted[3 + i], 1e-5 * uninterrupted[3 + i]) << "step " << 4 + i;
 }
 
 }  // namespace
