@@ -183,12 +183,21 @@ int reshard(const std::string& path, const std::string& out, int world_size,
   std::vector<std::vector<ParamSpec>> rank_specs(static_cast<size_t>(world_size));
   for (int r = 0; r < world_size; ++r) {
     const auto c = layout.coord(r);
-    ShapeOnlyCommunicator ep(c.ep, layout.ep(), "ep"), etp(c.etp, layout.etp(), "etp");
+    ShapeOnlyCommunicator ep(c.ep, layout.ep(), "ep"), etp(c.etp, layout.etp(), "etp"),
+        tp(c.tp, layout.tp(), "tp");
     MoeTransformer specs(*be, cfg, MicroBatchShape{1, 1}, cfg.training.seed,
-                         ModelGroups{.ep = &ep, .etp = &etp}, /*allocate_parameters=*/false);
+                         ModelGroups{.ep = &ep, .etp = &etp, .tp = &tp},
+                         /*allocate_parameters=*/false);
+    // A kv head shared by TP / kv-heads ranks is written by the first of them.
+    const int kv_share = std::max<int>(1, layout.tp() / int(cfg.model.num_query_groups));
     for (const Param& p : specs.params().all()) {
-      // The first replica writes: dense from DP x CP rank 0, experts from EDP rank 0.
-      const bool first = p.spec.grad_group == GradGroup::dense ? c.dp == 0 && c.cp == 0 : c.edp == 0;
+      // The first replica writes: dense from DP x CP rank 0 (TP replicas from their first TP
+      // rank), experts from EDP rank 0.
+      const bool tp_first = p.spec.tp_replicas == "tp"      ? c.tp == 0
+                            : p.spec.tp_replicas == "tp_kv" ? c.tp % kv_share == 0
+                                                            : true;
+      const bool first = p.spec.grad_group == GradGroup::dense ? c.dp == 0 && c.cp == 0 && tp_first
+                                                               : c.edp == 0;
       if (first) rank_specs[size_t(r)].push_back(p.spec);
     }
   }

@@ -23,11 +23,6 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
   const auto& m = config.model;
   const int64_t V = m.vocab_size, H = m.hidden_size;
   const int tp = ctx_.tp_size();
-  // GQA with more TP ranks than kv heads: the ranks sharing a kv head sum its gradient.
-  if (tp > m.num_query_groups && groups.tp) {
-    const int per_head = tp / int(m.num_query_groups);
-    kv_group_ = groups.tp->split(ctx_.tp_rank() / per_head, ctx_.tp_rank(), "tp_kv");
-  }
   // Vocabulary-parallel embedding and LM head: each TP rank holds V/TP rows.
   vocab_ = V / tp;
   vocab_start_ = ctx_.tp_rank() * vocab_;
@@ -48,8 +43,13 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
                               : store_.declare({.name = "lm_head.weight", .global_shape = {V, H},
                                                 .local_shape = {vocab_, H}, .shard = vocab_rows,
                                                 .init_std = m.init_std});
-  if (!allocate_parameters) return;
+  if (!allocate_parameters) return;  // specs only: no values, no communicators
   store_.finalize(backend, seed);
+  // GQA with more TP ranks than kv heads: the ranks sharing a kv head sum its gradient.
+  if (tp > m.num_query_groups && groups.tp) {
+    const int per_head = tp / int(m.num_query_groups);
+    kv_group_ = groups.tp->split(ctx_.tp_rank() / per_head, ctx_.tp_rank(), "tp_kv");
+  }
 
   const int64_t Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
   tokens_ = IndexTensor::zeros(backend, {Nc});

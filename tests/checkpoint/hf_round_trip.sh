@@ -35,6 +35,13 @@ tokens=5,17,300,2,8000,45,99,1000,7,7,7,123,4567,8191,0,42
 test -f "$work/resharded/iter_0000002/rank_00003.h5"
 "$@" -np 4 "$build/src/origami-train" "${common[@]}" --set parallel.expert=4 \
   --set training.train_steps=3 --set "checkpoint.load=$work/resharded" --set "logging.dir=$work/run3"
+# Reshard for TP4 with sequence parallelism (4 heads / 2 kv heads: each kv head shared by two
+# ranks, stored once): same tensors, and a 4-rank TP job resumes from it.
+tp4=(--set parallel.tensor=4 --set parallel.sequence_parallel=true)
+"$build/src/origami-ckpt" reshard "$work/ckpt" "$work/resharded-tp4" --world 4 "${tp4[@]}"
+"$build/src/origami-ckpt" diff "$work/ckpt" "$work/resharded-tp4"
+"$@" -np 4 "$build/src/origami-train" "${common[@]}" "${tp4[@]}" \
+  --set training.train_steps=3 --set "checkpoint.load=$work/resharded-tp4" --set "logging.dir=$work/run-tp4"
 # Qwen2-MoE naming for a model Mixtral cannot express: a shared expert and a dense layer.
 qwen=(--set moe.shared_expert_ffn_hidden_size=32 --set moe.layer_freq=2)
 "$@" -np 2 "$build/src/origami-train" "${common[@]}" "${qwen[@]}" --set training.train_steps=1 \
