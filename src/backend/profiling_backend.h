@@ -52,6 +52,8 @@ class ProfilingBackend final : public Backend {
   void rope_backward(float* dx, const int32_t* pos, int64_t rows, int64_t heads, int64_t hd, float theta) override;
   void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse, int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) override;
   void attention_backward(const float* dout, const float* q, const float* k, const float* v, const float* out, const float* lse, float* dq, float* dk, float* dv, int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) override;
+  void attention_forward_offset(const float* q, const float* k, const float* v, float* out, float* lse, int64_t B, int64_t Tq, int64_t Tk, int64_t q_start, int64_t nh, int64_t nkv, int64_t hd) override;
+  void attention_backward_offset(const float* dout, const float* q, const float* k, const float* v, const float* out, const float* lse, float* dq, float* dk, float* dv, int64_t B, int64_t Tq, int64_t Tk, int64_t q_start, int64_t nh, int64_t nkv, int64_t hd) override;
   void swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) override;
   void swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows, int64_t F) override;
   void router_forward(const float* logits, float* probs, int32_t* idx, float* weights, float* lse, int64_t N, int64_t E, int64_t k, bool renormalize) override;
