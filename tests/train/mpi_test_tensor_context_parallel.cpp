@@ -147,6 +147,7 @@ TEST(TensorContextParallel, CheckpointsMoveBetweenTensorAndContextParallelLayout
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world();
   const int W = world->size();
+  if (W > 4) GTEST_SKIP() << "the test model has 4 heads: TP <= 4";
   const std::string dir = std::string(ORIGAMI_BINARY_DIR) + "/test-ckpt/tp-to-cp-" + std::to_string(W);
   if (world->rank() == 0) std::filesystem::remove_all(dir);
   world->barrier();

@@ -51,7 +51,7 @@ origami_mpi_test(train device_staging 3 "DeviceStaging.*")
 # activation recomputation (tests/train/mpi_test_tensor_context_parallel.cpp).
 origami_mpi_test(train tensor_context_parallel 2 "TensorContextParallel.*")
 origami_mpi_test(train tensor_context_parallel 4 "TensorContextParallel.*")
-origami_mpi_test(train tensor_context_parallel 8 "TensorContextParallel.*Layouts*:TensorContextParallel.FullRecompute*")
+origami_mpi_test(train tensor_context_parallel 8 "TensorContextParallel.LayoutsMatch*:TensorContextParallel.FullRecompute*")
 # The start-up memory report against the allocator's peak (tests/train/mpi_test_memory_estimate.cpp).
 origami_mpi_test(train memory_estimate 1 "MemoryEstimate.*")
 origami_mpi_test(train memory_estimate 2 "MemoryEstimate.*")
