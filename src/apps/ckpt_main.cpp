@@ -188,16 +188,12 @@ int reshard(const std::string& path, const std::string& out, int world_size,
     MoeTransformer specs(*be, cfg, MicroBatchShape{1, 1}, cfg.training.seed,
                          ModelGroups{.ep = &ep, .etp = &etp, .tp = &tp},
                          /*allocate_parameters=*/false);
-    // A kv head shared by TP / kv-heads ranks is written by the first of them.
-    const int kv_share = std::max<int>(1, layout.tp() / int(cfg.model.num_query_groups));
     for (const Param& p : specs.params().all()) {
-      // The first replica writes: dense from DP x CP rank 0 (TP replicas from their first TP
-      // rank), experts from EDP rank 0.
-      const bool tp_first = p.spec.tp_replicas == "tp"      ? c.tp == 0
-                            : p.spec.tp_replicas == "tp_kv" ? c.tp % kv_share == 0
-                                                            : true;
-      const bool first = p.spec.grad_group == GradGroup::dense ? c.dp == 0 && c.cp == 0 && tp_first
-                                                               : c.edp == 0;
+      // The first replica writes (as save_checkpoint): dense from DP x CP rank 0 and the first
+      // TP holder, experts from EDP rank 0.
+      const bool first = p.spec.grad_group == GradGroup::dense
+                             ? c.dp == 0 && c.cp == 0 && first_tp_holder(p.spec, c.tp, layout.tp())
+                             : c.edp == 0;
       if (first) rank_specs[size_t(r)].push_back(p.spec);
     }
   }

@@ -162,8 +162,8 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
                                           error.empty() ? "see rank 0's log" : error));
 
   // 1. Each rank writes the pieces it is the first holder of (replicas are not stored twice):
-  //    dense parameters from DP x CP rank 0 (TP-replicated ones from TP rank 0 as well), expert
-  //    parameters from EDP rank 0.
+  //    dense parameters from DP x CP rank 0 (TP-replicated ones from their first TP holder as
+  //    well), expert parameters from EDP rank 0.
   json pieces = json::array();
   json buffer_index = json::object();
   const std::string file = fmt::format("rank_{:05d}.h5", world.rank());
@@ -173,8 +173,9 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
     for (const Param& p : store.all()) {
       const Communicator& replicas =
           p.spec.grad_group == GradGroup::dense ? *groups.dp_cp : *groups.edp;
-      const bool tp_copy = p.spec.tp_replicas == "tp" && groups.tp->rank() != 0;
-      if (replicas.rank() == 0 && !tp_copy) mine.push_back(&p);
+      const bool tp_first = p.spec.grad_group == GradGroup::expert ||
+                            first_tp_holder(p.spec, groups.tp->rank(), groups.tp->size());
+      if (replicas.rank() == 0 && tp_first) mine.push_back(&p);
     }
     const bool writes_buffers = world.rank() == 0 && !buffers.empty();  // replicated: once
     if (!mine.empty() || writes_buffers) {
@@ -243,12 +244,7 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
         for (auto& piece : json::parse(all.substr(size_t(displs[r]), size_t(lens[r])))) {
           auto& t = index["tensors"][piece["name"].get<std::string>()];
           t["global_shape"] = store.find(piece["name"]).spec.global_shape;
-          // A box several ranks hold (a kv head shared by TP ranks) is indexed once, from the
-          // lowest rank that wrote it.
-          bool seen = false;
-          for (const auto& other : t["pieces"])
-            seen |= other["offsets"] == piece["offsets"] && other["shape"] == piece["shape"];
-          if (!seen) t["pieces"].push_back(piece);
+          t["pieces"].push_back(piece);
         }
       publish(dir, tmp_dir, final_dir, index, state.step, keep_last);
     } catch (const std::exception& e) {
@@ -265,6 +261,13 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return final_dir.string();
+}
+
+bool first_tp_holder(const ParamSpec& spec, int tp_rank, int tp_size) {
+  if (spec.tp_replicas == "tp") return tp_rank == 0;
+  if (spec.tp_replicas != "tp_kv") return true;
+  const int64_t share = int64_t(tp_size) * spec.local_shape.at(0) / spec.global_shape.at(0);
+  return tp_rank % std::max<int64_t>(share, 1) == 0;
 }
 
 std::string resolve_checkpoint(const std::string& path) {

@@ -45,6 +45,11 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
 // A save directory (with `latest`) or one checkpoint directory (with index.json) -> the latter.
 std::string resolve_checkpoint(const std::string& path);
 
+// Whether TP rank `tp_rank` of `tp_size` is the first holder of its copy of a dense parameter
+// (the one that stores it): always for TP-split ones, TP rank 0 for `tp_replicas: tp`, and for
+// `tp_kv` the first of the tp_size x local rows / global rows ranks sharing the kv head.
+bool first_tp_holder(const ParamSpec& spec, int tp_rank, int tp_size);
+
 // Fills store values and m / v (resized like the store) for this rank's shards from a
 // checkpoint saved under any layout, after validating version, names, shapes, coverage and
 // checksums (an Error names the checkpoint, the tensor and the mismatch; nothing is overwritten).

@@ -50,6 +50,15 @@ Attention::Attention(ModelContext& ctx, ParamStore& store, const std::string& pr
   lse_ = ctx.saved("attention.lse", {N * nh_}, core);
 }
 
+std::pair<Tensor, Tensor> Attention::gathered_kv() {
+  const int64_t kw = nkv_ * hd_, rows = ctx_.shape.batch * ctx_.shape.seq;
+  Tensor kf = ctx_.scratch("attention.k_full", {rows, kw});
+  Tensor vf = ctx_.scratch("attention.v_full", {rows, kw});
+  gather_context(ctx_, k_.data(), kf.data(), kw);
+  gather_context(ctx_, v_.data(), vf.data(), kw);
+  return {kf, vf};
+}
+
 // Causal attention of this rank's queries. CP = 1: one square call over [B, T]. CP > 1: each of
 // the two chunks [B, C] attends the gathered keys [B, T] from its position on.
 void Attention::core_forward() {
@@ -60,11 +69,8 @@ void Attention::core_forward() {
                          nkv_, hd_);
     return;
   }
-  const int64_t C = ctx_.chunk_len(), kw = nkv_ * hd_, qw = nh_ * hd_;
-  Tensor kf = ctx_.scratch("attention.k_full", {B * T, kw});
-  Tensor vf = ctx_.scratch("attention.v_full", {B * T, kw});
-  gather_context(ctx_, k_.data(), kf.data(), kw);
-  gather_context(ctx_, v_.data(), vf.data(), kw);
+  const int64_t C = ctx_.chunk_len(), qw = nh_ * hd_;
+  const auto [kf, vf] = gathered_kv();
   for (int64_t half = 0; half < 2; ++half) {
     const int64_t chunk = half == 0 ? ctx_.cp_rank() : 2 * cp - 1 - ctx_.cp_rank();
     be.attention_forward_offset(q_.data() + half * B * C * qw, kf.data(), vf.data(),
@@ -83,10 +89,7 @@ void Attention::core_backward(const float* datt, float* dq, float* dk, float* dv
   }
   const int64_t C = ctx_.chunk_len(), kw = nkv_ * hd_, qw = nh_ * hd_;
   // Keys and values gathered again rather than kept from forward: B T kw floats per layer saved.
-  Tensor kf = ctx_.scratch("attention.k_full", {B * T, kw});
-  Tensor vf = ctx_.scratch("attention.v_full", {B * T, kw});
-  gather_context(ctx_, k_.data(), kf.data(), kw);
-  gather_context(ctx_, v_.data(), vf.data(), kw);
+  const auto [kf, vf] = gathered_kv();
   Tensor dkf = ctx_.scratch("attention.dk_full", {2, B * T, kw});
   Tensor dvf = ctx_.scratch("attention.dv_full", {2, B * T, kw});
   for (int64_t half = 0; half < 2; ++half) {

@@ -10,6 +10,7 @@
 // the last two are recomputed in backward (selective), or all of them are (full).
 #pragma once
 #include <string>
+#include <utility>
 
 #include "model/model_context.h"
 #include "model/parameters.h"
@@ -26,6 +27,8 @@ class Attention {
   void backward(const float* dout, const float* x, const int32_t* positions, float* dx);
 
  private:
+  // CP > 1: the keys and values of whole sequences [B, T, kv heads, hd], gathered into scratch.
+  std::pair<Tensor, Tensor> gathered_kv();
   void core_forward();   // q_, k_, v_ -> att_, lse_
   void core_backward(const float* datt, float* dq, float* dk, float* dv);
 
