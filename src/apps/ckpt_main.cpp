@@ -256,11 +256,14 @@ struct LoadedModel {
   std::unique_ptr<MoeTransformer> model;
 };
 
-LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq) {
+// whole_logits: the LM head runs over all rows at once, so that logits() holds them all.
+LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq,
+                       bool whole_logits = false) {
   LoadedModel lm;
   const CheckpointInfo info = read_checkpoint_info(path);
   lm.cfg = checkpoint_config(info);
   lm.cfg.parallel = ParallelConfig{};
+  if (whole_logits) lm.cfg.training.logits_chunk_tokens = 0;
   lm.model = std::make_unique<MoeTransformer>(*lm.be, lm.cfg, MicroBatchShape{batch, seq},
                                               lm.cfg.training.seed);
   std::vector<float> m, v;
@@ -306,7 +309,7 @@ int eval(const std::string& path, const std::string& data, int64_t samples) {
 
 int logits(const std::string& path, const std::vector<int32_t>& tokens, const std::string& out) {
   const int64_t T = int64_t(tokens.size());
-  LoadedModel lm = load_model(path, 1, T);
+  LoadedModel lm = load_model(path, 1, T, /*whole_logits=*/true);
   std::vector<int32_t> targets(tokens.size(), -1);
   lm.model->forward(tokens.data(), targets.data(), {});
   const int64_t V = lm.cfg.model.vocab_size;

@@ -105,7 +105,8 @@ struct TrainingConfig {
   int64_t train_steps = 300;
   uint64_t seed = 1234;
   std::string precision = "fp32";      // fp32 | bf16 (cuda)
-  std::string recompute = "none";      // none (selective/full: tensor-parallel issue)
+  std::string recompute = "none";      // none | selective | full
+  int64_t logits_chunk_tokens = 4096;  // LM head + loss rows at a time (0 = all at once)
   int64_t eval_interval = 0;           // 0 = no evaluation
   int64_t eval_steps = 10;
   friend bool operator==(const TrainingConfig&, const TrainingConfig&) = default;

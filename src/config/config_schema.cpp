@@ -297,6 +297,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(uint_field, training.seed),
       ORIGAMI_KEY(enum_field, training.precision, {"fp32", "bf16"}),
       ORIGAMI_KEY(enum_field, training.recompute, {"none", "selective", "full"}),
+      ORIGAMI_KEY(int_field, training.logits_chunk_tokens, non_negative),
       ORIGAMI_KEY(int_field, training.eval_interval, non_negative),
       ORIGAMI_KEY(int_field, training.eval_steps, positive_int),
 

@@ -7,7 +7,7 @@
 
 #include "base/error.h"
 #include "base/logging.h"
-#include "model/linear.h"
+#include "model/lm_head_loss.h"
 #include "model/sequence_parallel.h"
 
 namespace origami {
@@ -61,13 +61,12 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
   for (int l = 0; l <= int(m.num_layers); ++l) residual_.push_back(Tensor::zeros(backend, {n, H}));
   for (Tensor* t : {&normed_, &dres_a_, &dres_b_}) *t = Tensor::zeros(backend, {n, H});
   rstd_ = Tensor::zeros(backend, {n});
-  logits_ = Tensor::zeros(backend, {Nc, vocab_});
-  losses_ = Tensor::zeros(backend, {Nc});
-  lse_ = Tensor::zeros(backend, {Nc});
+  head_ = std::make_unique<LmHeadLoss>(ctx_, vocab_, config.training.logits_chunk_tokens);
 }
 
 ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targets,
-                                     const RouterLossScales& s) {
+                                     const RouterLossScales& s,
+                                     std::optional<float> lm_grad_scale) {
   auto& be = ctx_.backend;
   const auto& m = ctx_.config.model;
   const int64_t V = m.vocab_size, H = m.hidden_size, T = ctx_.shape.seq;
@@ -109,60 +108,36 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
   }
   be.rmsnorm_forward(residual_.back().data(), store_[final_norm_].value.data(), normed_.data(),
                      rstd_.data(), n, H, float(m.norm_eps));
-  // LM head, column parallel over the vocabulary: this rank's logits [Nc, V/TP] only.
+  // LM head, column parallel over the vocabulary, and the loss, chunk by chunk; a training
+  // pass forms the head's gradient here (dx into lm_head.dx, which backward() continues from).
   const float* nf = gather_sequence(ctx_, normed_.data(), "lm_head.x", H);
-  linear_forward(be, nf, store_[lm_head_].value.data(), logits_.data(), Nc, H, vocab_);
-  be.cross_entropy_forward(logits_.data(), targets_.data(), losses_.data(), lse_.data(), Nc, vocab_);
-  st.lm_loss_sum = ctx_.tp_size() > 1 ? vocab_parallel_loss() : be.sum(losses_.data(), Nc);
+  std::optional<LmHeadGrad> grad;
+  if (lm_grad_scale)
+    grad = LmHeadGrad{.scale = *lm_grad_scale,
+                      .dx = ctx_.scratch("lm_head.dx", {Nc, H}).data(),
+                      .dw = store_[lm_head_].grad.data()};
+  st.lm_loss_sum = head_->run(nf, store_[lm_head_].value.data(), targets_.data(), local_targets_,
+                              grad);
+  head_grad_ready_ = grad.has_value();
   return st;
 }
 
-// Vocabulary-parallel cross-entropy (Megatron): from each shard's log-sum-exp and, on the shard
-// holding it, the target's logit, the global lse = max + log sum exp(lse_shard - max) and the
-// loss lse - logit[target]; three all-reduces of Nc values over TP, no rank ever holding more
-// than its [Nc, V/TP] logits. The global lse replaces the shard's for backward.
-double MoeTransformer::vocab_parallel_loss() {
-  auto& be = ctx_.backend;
-  const int64_t Nc = ctx_.context_tokens();
-  std::vector<float> lse(static_cast<size_t>(Nc)), loss(static_cast<size_t>(Nc));
-  be.copy_to_host(lse.data(), lse_.data(), lse.size() * sizeof(float));
-  be.copy_to_host(loss.data(), losses_.data(), loss.size() * sizeof(float));
-  std::vector<double> mx(lse.begin(), lse.end()), sum(static_cast<size_t>(Nc)),
-      target_logit(static_cast<size_t>(Nc), 0.0);
-  const Communicator& tp = *ctx_.groups.tp;
-  tp.allreduce(std::span<double>(mx), ReduceOp::max);
-  for (int64_t r = 0; r < Nc; ++r) {
-    sum[size_t(r)] = std::exp(double(lse[size_t(r)]) - mx[size_t(r)]);
-    // The shard's loss is lse_shard - logit[target] where it holds the target.
-    if (local_targets_[size_t(r)] >= 0)
-      target_logit[size_t(r)] = double(lse[size_t(r)]) - double(loss[size_t(r)]);
-  }
-  tp.allreduce(std::span<double>(sum));
-  tp.allreduce(std::span<double>(target_logit));
-  double total = 0.0;
-  for (int64_t r = 0; r < Nc; ++r) {
-    const double l = mx[size_t(r)] + std::log(sum[size_t(r)]);
-    lse[size_t(r)] = float(l);
-    if (local_targets_[size_t(r)] != -1) total += l - target_logit[size_t(r)];
-  }
-  be.copy_from_host(lse_.data(), lse.data(), lse.size() * sizeof(float));
-  return total;
+const float* MoeTransformer::logits() const {
+  check(head_->whole_logits(), "logits(): the LM head ran in chunks of {} rows "
+        "(training.logits_chunk_tokens), so the micro-batch's {} rows of logits never exist at "
+        "once; set it to 0", head_->chunk_rows(), ctx_.context_tokens());
+  return head_->logits();
 }
 
-void MoeTransformer::backward(float lm_grad_scale) {
+void MoeTransformer::backward() {
   auto& be = ctx_.backend;
   const auto& m = ctx_.config.model;
   const int64_t H = m.hidden_size, Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
-  // In place: each gradient element depends only on its own logit, and the logits are not
-  // needed afterwards, so the largest activation of the model exists once.
-  float* dlogits = logits_.data();
-  be.cross_entropy_backward(logits_.data(), targets_.data(), lse_.data(), lm_grad_scale, dlogits,
-                            Nc, vocab_);
-  // The gathered final-norm output is still in scratch from forward (no block touches it).
-  const float* nf = ctx_.tp_size() > 1 ? ctx_.scratch("lm_head.x", {Nc, H}).data() : normed_.data();
+  check(head_grad_ready_, "MoeTransformer::backward() needs a training forward (one given "
+        "lm_grad_scale) of the same micro-batch before it");
+  head_grad_ready_ = false;
+  // The LM head's input gradient, formed by forward (no block's scratch shares its key).
   Tensor dnf = ctx_.scratch("lm_head.dx", {Nc, H});
-  linear_backward(be, dlogits, nf, store_[lm_head_].value.data(), dnf.data(),
-                  store_[lm_head_].grad.data(), Nc, H, vocab_);
   Tensor dnormed = ctx_.scratch("final_norm.dy", {n, H});
   reduce_scatter_sequence(ctx_, dnf.data(), dnormed.data(), H);
   be.rmsnorm_backward(dnormed.data(), residual_.back().data(), store_[final_norm_].value.data(),

@@ -2,14 +2,18 @@
 // The whole decoder: embedding -> L blocks (MoE every moe.layer_freq-th layer, dense otherwise)
 // -> final RMSNorm -> LM head (tied to the embedding or not) -> softmax cross-entropy.
 // forward() runs one micro-batch and keeps its activations; backward() consumes them. Loss
-// normalisation is the caller's: forward returns the SUM of token losses, backward takes the
-// scale (1 / loss tokens of the global batch) so any split into ranks and micro-batches agrees.
+// normalisation is the caller's: forward returns the SUM of token losses and, on a training
+// pass, takes the gradient scale (1 / loss tokens of the global batch) so any split into ranks
+// and micro-batches agrees. The LM head and loss run in row chunks (model/lm_head_loss.h) and
+// form their gradient in forward; backward() continues from it.
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "model/lm_head_loss.h"
 #include "model/transformer_block.h"
 
 namespace origami {
@@ -33,8 +37,11 @@ class MoeTransformer {
   // tokens / targets: host arrays [B*T], the whole micro-batch (every rank of the TP x CP group
   // passes the same; each takes its context-parallel chunks); target -1 = no loss there.
   // lm_loss_sum and loss_tokens cover this rank's CP chunks (the same on every TP rank).
-  ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s);
-  void backward(float lm_grad_scale);
+  // lm_grad_scale given: a training pass, which also accumulates the LM head's weight gradient
+  // and must be followed by backward(); absent: evaluation, losses only.
+  ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s,
+                       std::optional<float> lm_grad_scale = std::nullopt);
+  void backward();
   // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
   void begin_step() {
     for (auto& b : blocks_)
@@ -57,10 +64,10 @@ class MoeTransformer {
   // expert_bias is switched on for a run resumed from one without it.
   void load_buffers(const std::map<std::string, std::vector<float>>& saved);
 
-  // Logits of the last forward (tools and golden tests read them): [context_tokens, V/TP], this
-  // rank's context-parallel rows and vocabulary shard ([B*T, V] on one rank); valid until
-  // backward(), which overwrites them with their gradient.
-  const float* logits() const { return logits_.data(); }
+  // Logits of the last evaluation forward (tools and golden tests read them): [context_tokens,
+  // V/TP], this rank's context-parallel rows and vocabulary shard ([B*T, V] on one rank). Only
+  // when one chunk holds every row (training.logits_chunk_tokens 0 or >= context_tokens).
+  const float* logits() const;
   // The group of TP ranks sharing one kv head (GQA with TP > kv heads), else null.
   const Communicator* kv_group() const { return kv_group_.get(); }
   const ModelContext& context() const { return ctx_; }
@@ -71,8 +78,6 @@ class MoeTransformer {
   const MicroBatchShape& shape() const { return ctx_.shape; }
 
  private:
-  double vocab_parallel_loss();  // sum of the CP-local token losses; lse_ made global
-
   ModelContext ctx_;
   std::unique_ptr<Communicator> kv_group_;
   ParamStore store_;
@@ -83,7 +88,9 @@ class MoeTransformer {
   IndexTensor tokens_, targets_, positions_;  // CP-local rows, ids relative to the shard
   std::vector<int32_t> local_ids_, local_targets_;
   std::vector<Tensor> residual_;   // [L+1] x [n,H]: block inputs, then the last block's output
-  Tensor normed_, rstd_, logits_, losses_, lse_, dres_a_, dres_b_;
+  Tensor normed_, rstd_, dres_a_, dres_b_;
+  std::unique_ptr<LmHeadLoss> head_;
+  bool head_grad_ready_ = false;  // a training forward left lm_head.dx for backward()
 };
 
 }  // namespace origami

@@ -79,10 +79,11 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) 
   moe_layer += 6.0 * rows * Fe;                                          // experts h, act, dact, dh
   act += moe_layer * double(moe_layers);
   if (S > 0) act += per_layer(double(n) * 3 * S, full) * (full ? 1.0 : double(moe_layers) / double(L));
-  // Model: residual stream (L+1) x [n,H], final norm out, two gradient buffers, rstd; logits
-  // [Nc, V/TP] (their gradient overwrites them), per-token loss and lse; token ids, targets,
-  // positions.
-  act += double(L + 3) * n * H + n + double(Nc) * (V / TP) + 2.0 * Nc + 3.0 * Nc;
+  // Model: residual stream (L+1) x [n,H], final norm out, two gradient buffers, rstd; one
+  // chunk's logits [chunk, V/TP] (their gradient overwrites them), per-token loss and lse; token
+  // ids, targets, positions.
+  const int64_t chunk = t.logits_chunk_tokens > 0 ? std::min(t.logits_chunk_tokens, Nc) : Nc;
+  act += double(L + 3) * n * H + n + double(chunk) * (V / TP) + 2.0 * Nc + 3.0 * Nc;
   r.activation_bytes = 4.0 * act;
 
   // ---- scratch shared across layers (ModelContext::scratch), at its largest use ----

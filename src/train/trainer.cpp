@@ -262,8 +262,9 @@ StepResult Trainer::train_step() {
     model_->set_router_clock({.step = step_,
                               .first_sequence = first_sequence + mb * t.micro_batch_size,
                               .noise = true});
-    ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux);
-    model_->backward(lm_scale);
+    ForwardStats st =
+        model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux, lm_scale);
+    model_->backward();
     sums[0] += st.lm_loss_sum;
     sums[1] += st.balance_loss;
     sums[2] += st.z_loss;

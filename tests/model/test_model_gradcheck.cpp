@@ -10,6 +10,7 @@
 #include <ostream>
 #include <vector>
 
+#include "base/error.h"
 #include "model/moe_transformer.h"
 
 namespace origami {
@@ -64,8 +65,10 @@ struct Harness {
     lm_scale = 1.f / 13.f;
   }
 
-  double loss() {
-    ForwardStats st = model.forward(tokens.data(), targets.data(), scales);
+  // train: the pass that forms the LM head's gradient (backward() follows); else evaluation.
+  double loss(bool train = false) {
+    ForwardStats st = model.forward(tokens.data(), targets.data(), scales,
+                                    train ? std::optional<float>(lm_scale) : std::nullopt);
     return st.lm_loss_sum * lm_scale + scales.balance * st.balance_loss + scales.z * st.z_loss;
   }
 };
@@ -80,8 +83,8 @@ void gradcheck(bool tied, const RouterVariant& variant = {"softmax_default"}) {
   auto& ps = h.model.params();
   Tensor g = ps.all_grads();
   h.be->fill(g.data(), 0.f, g.numel());
-  h.loss();
-  h.model.backward(h.lm_scale);
+  h.loss(/*train=*/true);
+  h.model.backward();
   std::vector<float> analytic(size_t(g.numel()));
   h.be->copy_to_host(analytic.data(), g.data(), g.bytes());
   const float* base = ps.all_values().data();
@@ -133,6 +136,62 @@ void gradcheck(bool tied, const RouterVariant& variant = {"softmax_default"}) {
 
 TEST(ModelGradcheck, UntiedEmbeddings) { gradcheck(false); }
 TEST(ModelGradcheck, TiedEmbeddings) { gradcheck(true); }
+// The LM head and loss in row chunks (14 rows: 4+4+4+2, and 5+5+4 with the tied head).
+TEST(ModelGradcheck, UntiedEmbeddingsChunkedLogits) {
+  gradcheck(false, {"chunk4", [](Config& c) { c.training.logits_chunk_tokens = 4; }});
+}
+TEST(ModelGradcheck, TiedEmbeddingsChunkedLogits) {
+  gradcheck(true, {"chunk5", [](Config& c) { c.training.logits_chunk_tokens = 5; }});
+}
+
+// Chunking the LM head changes where the loss gradient is formed, not what it is: every chunk
+// size gives the whole micro-batch's loss and gradients (up to fp32 summation order), and an
+// evaluation forward the same loss without touching the gradients.
+TEST(LmHeadChunks, EveryChunkSizeMatchesTheWholeMicroBatch) {
+  auto run = [](int64_t chunk, bool tied, double* eval_loss) {
+    Config cfg = tiny_config(tied);
+    cfg.training.logits_chunk_tokens = chunk;
+    validate(cfg, 1);
+    Harness h(cfg);
+    Tensor g = h.model.params().all_grads();
+    h.be->fill(g.data(), 0.f, g.numel());
+    *eval_loss = h.loss();
+    EXPECT_EQ(h.be->sum_squares(g.data(), g.numel()), 0.0) << "evaluation wrote gradients";
+    EXPECT_THROW(h.model.backward(), Error) << "backward after an evaluation forward";
+    std::vector<float> grads(size_t(g.numel()) + 1);
+    grads.back() = float(h.loss(/*train=*/true));
+    h.model.backward();
+    h.be->copy_to_host(grads.data(), g.data(), g.bytes());
+    return grads;
+  };
+  for (bool tied : {false, true}) {
+    double whole_eval = 0.0;
+    const std::vector<float> whole = run(0, tied, &whole_eval);
+    EXPECT_FLOAT_EQ(float(whole_eval), whole.back());
+    for (int64_t chunk : {1, 3, 13, 14, 100}) {
+      double eval = 0.0;
+      const std::vector<float> got = run(chunk, tied, &eval);
+      EXPECT_NEAR(eval, whole_eval, 1e-6 * std::abs(whole_eval)) << "chunk " << chunk;
+      ASSERT_EQ(got.size(), whole.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_NEAR(got[i], whole[i], 1e-6 + 1e-5 * std::abs(whole[i]))
+            << "element " << i << ", chunk " << chunk << ", tied " << tied;
+    }
+  }
+}
+
+TEST(LmHeadChunks, WholeLogitsOnlyWhenOneChunkHoldsThem) {
+  for (int64_t chunk : {0, 14, 3}) {
+    Config cfg = tiny_config(false);
+    cfg.training.logits_chunk_tokens = chunk;
+    Harness h(cfg);
+    h.loss();
+    if (chunk == 3)
+      EXPECT_THROW(h.model.logits(), Error);
+    else
+      EXPECT_NO_THROW(h.model.logits());
+  }
+}
 
 class RouterGradcheck : public ::testing::TestWithParam<RouterVariant> {};
 TEST_P(RouterGradcheck, MatchesFiniteDifferences) { gradcheck(false, GetParam()); }

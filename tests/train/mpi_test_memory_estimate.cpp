@@ -20,13 +20,16 @@ struct Case {
   int world, tp, cp, ep;
   const char* recompute;
   bool zero = false;
+  int64_t logits_chunk = 0;  // training.logits_chunk_tokens (0: all 1024 rows, 32 MiB of logits)
 };
 
 const Case kCases[] = {
     {"one_rank", 1, 1, 1, 1, "none"},
     {"one_rank_selective", 1, 1, 1, 1, "selective"},
     {"one_rank_full", 1, 1, 1, 1, "full"},
+    {"one_rank_logits_chunked", 1, 1, 1, 1, "none", false, 128},
     {"tp2", 2, 2, 1, 1, "none"},
+    {"tp2_logits_chunked", 2, 2, 1, 1, "selective", false, 100},
     {"cp2_ep2_zero", 2, 1, 2, 2, "none", true},
     {"tp2_cp2_full", 4, 2, 2, 1, "full"},
     {"tp2_dp2_ep4", 4, 2, 1, 4, "selective"},
@@ -55,6 +58,7 @@ Config mid_size(const Case& c) {
   cfg.parallel.expert = c.ep;
   cfg.parallel.sequence_parallel = c.tp > 1;
   cfg.optimizer.distributed = c.zero;
+  cfg.training.logits_chunk_tokens = c.logits_chunk;
   return cfg;
 }
 

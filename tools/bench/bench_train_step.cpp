@@ -79,8 +79,8 @@ int main(int argc, char** argv) {
     Tensor g = model.params().all_grads();
     be->fill(g.data(), 0.f, g.numel());
     model.begin_step();
-    model.forward(tokens.data(), targets.data(), scales);
-    model.backward(1.f / float(N));
+    model.forward(tokens.data(), targets.data(), scales, 1.f / float(N));
+    model.backward();
     opt.step(model.params(), 1e-4);
     be->synchronize();
   };

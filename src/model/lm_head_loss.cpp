@@ -1,0 +1,75 @@
+#include "model/lm_head_loss.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "model/linear.h"
+
+namespace origami {
+
+LmHeadLoss::LmHeadLoss(ModelContext& ctx, int64_t vocab, int64_t chunk_rows)
+    : ctx_(ctx),
+      rows_(ctx.context_tokens()),
+      vocab_(vocab),
+      chunk_(chunk_rows > 0 ? std::min(chunk_rows, rows_) : rows_) {
+  logits_ = Tensor::zeros(ctx.backend, {chunk_, vocab_});
+  losses_ = Tensor::zeros(ctx.backend, {rows_});
+  lse_ = Tensor::zeros(ctx.backend, {rows_});
+}
+
+double LmHeadLoss::run(const float* x, const float* w, const int32_t* targets,
+                       std::span<const int32_t> host_targets, std::optional<LmHeadGrad> grad) {
+  auto& be = ctx_.backend;
+  const int64_t H = ctx_.config.model.hidden_size;
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < rows_; r0 += chunk_) {
+    const int64_t n = std::min(chunk_, rows_ - r0);
+    const float* xc = x + r0 * H;
+    float* logits = logits_.data();
+    linear_forward(be, xc, w, logits, n, H, vocab_);
+    be.cross_entropy_forward(logits, targets + r0, losses_.data() + r0, lse_.data() + r0, n,
+                             vocab_);
+    total += ctx_.tp_size() > 1 ? combine_over_tp(r0, n, host_targets)
+                                : be.sum(losses_.data() + r0, n);
+    if (!grad) continue;
+    // In place: each gradient element depends only on its own logit, which is not needed
+    // afterwards.
+    be.cross_entropy_backward(logits, targets + r0, lse_.data() + r0, grad->scale, logits, n,
+                              vocab_);
+    linear_backward(be, logits, xc, w, grad->dx + r0 * H, grad->dw, n, H, vocab_);
+  }
+  return total;
+}
+
+// Vocabulary-parallel cross-entropy (Megatron): from each shard's log-sum-exp and, on the shard
+// holding it, the target's logit, the global lse = max + log sum exp(lse_shard - max) and the
+// loss lse - logit[target]; three all-reduces of n values over TP, no rank ever holding more
+// than its [n, V/TP] logits.
+double LmHeadLoss::combine_over_tp(int64_t r0, int64_t n, std::span<const int32_t> host_targets) {
+  auto& be = ctx_.backend;
+  std::vector<float> lse(static_cast<size_t>(n)), loss(static_cast<size_t>(n));
+  be.copy_to_host(lse.data(), lse_.data() + r0, lse.size() * sizeof(float));
+  be.copy_to_host(loss.data(), losses_.data() + r0, loss.size() * sizeof(float));
+  std::vector<double> mx(lse.begin(), lse.end()), sum(static_cast<size_t>(n)),
+      target_logit(static_cast<size_t>(n), 0.0);
+  const Communicator& tp = *ctx_.groups.tp;
+  tp.allreduce(std::span<double>(mx), ReduceOp::max);
+  for (size_t i = 0; i < size_t(n); ++i) {
+    sum[i] = std::exp(double(lse[i]) - mx[i]);
+    // The shard's loss is lse_shard - logit[target] where it holds the target.
+    if (host_targets[size_t(r0) + i] >= 0) target_logit[i] = double(lse[i]) - double(loss[i]);
+  }
+  tp.allreduce(std::span<double>(sum));
+  tp.allreduce(std::span<double>(target_logit));
+  double total = 0.0;
+  for (size_t i = 0; i < size_t(n); ++i) {
+    const double l = mx[i] + std::log(sum[i]);
+    lse[i] = float(l);
+    if (host_targets[size_t(r0) + i] != -1) total += l - target_logit[i];
+  }
+  be.copy_from_host(lse_.data() + r0, lse.data(), lse.size() * sizeof(float));
+  return total;
+}
+
+}  // namespace origami
