@@ -126,7 +126,7 @@ class Backend {
   // at position p attends keys 0..p. lse [B,nh,Tq]. Backward overwrites dq and the whole dk/dv
   // (zero past the last query's position). The default runs the square op on queries padded
   // with zero rows to Tk (exact: padded rows carry no gradient, but they cost compute); a
-  // backend overrides it with a native kernel (the CPU backend does).
+  // backend overrides it with a native kernel (the CPU and CUDA backends do).
   virtual void attention_forward_offset(const float* q, const float* k, const float* v, float* out,
                                         float* lse, int64_t B, int64_t Tq, int64_t Tk,
                                         int64_t q_start, int64_t nh, int64_t nkv, int64_t hd);

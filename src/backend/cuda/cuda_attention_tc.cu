@@ -1,5 +1,7 @@
 // defines: attention_forward_tc / attention_backward_tc: causal GQA flash attention on the tensor
-// cores (bf16 operands, fp32 accumulation), used when GEMMs run below fp32 precision.
+// cores (bf16 operands, fp32 accumulation), used when GEMMs run below fp32 precision. Queries
+// [B,Tq] at positions q_start.. against keys [B,Tk], as in cuda_attention.cu (square: Tq = Tk,
+// q_start = 0).
 // A block is 4 warps owning 64 rows (queries in forward/dq, keys in dk/dv), 16 per warp, and
 // stages the other operand 32 rows at a time. The products go through WMMA 16x16x16
 // fragments; softmax, masking and the elementwise steps run on fp32 scores in shared memory.
@@ -18,6 +20,7 @@
 
 #include <cmath>
 
+#include "backend/cuda/cuda_attention_shape.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_launch.h"
 
@@ -42,12 +45,7 @@ using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
 using FragBT = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
-struct Shape {
-  int64_t B, T, nh, nkv, hd;
-  __device__ int64_t qi(int64_t b, int64_t t, int64_t h) const { return ((b * T + t) * nh + h) * hd; }
-  __device__ int64_t ki(int64_t b, int64_t t, int64_t g) const { return ((b * T + t) * nkv + g) * hd; }
-  __device__ int64_t li(int64_t b, int64_t h, int64_t t) const { return (b * nh + h) * T + t; }
-};
+using Shape = AttentionShape;
 
 __host__ __device__ constexpr int round128(int bytes) { return (bytes + 127) / 128 * 128; }
 template <int HD> __host__ __device__ constexpr int tile_bytes(int rows) { return round128(rows * (HD + 8) * 2); }
@@ -134,12 +132,12 @@ __global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const bf16* q, cons
   bf16* P = reinterpret_cast<bf16*>(smem + tiles + kWarps * kSBytes + warp * kPBytes);
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kRows;
   const int64_t g = h / (s.nh / s.nkv);
-  stage_bf16<HD, kRows>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  stage_bf16<HD, kRows>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.Tq);
   // Softmax bookkeeping: lane pair (2r, 2r+1) owns row r of the warp's 16, columns [kHalf*half, +kHalf).
   const int r = lane >> 1, half = lane & 1;
-  const int64_t t = q0 + warp * 16 + r;
+  const int64_t t = q0 + warp * 16 + r, pos = s.q_start + t;
   float m = -INFINITY, l = 0.f;
-  const int64_t last = min(s.T - 1, q0 + kRows - 1);
+  const int64_t last = s.last_key(q0, kRows);
   for (int pass = 0; pass < 2; ++pass) {
     FragC acc[HD / 16];
 #pragma unroll
@@ -147,28 +145,28 @@ __global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const bf16* q, cons
     const float row_lse = m + logf(l);  // pass 2 only
     for (int64_t k0 = 0; k0 <= last; k0 += kCols) {
       __syncthreads();
-      stage_bf16<HD, kCols>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
-      if (pass == 1) stage_bf16<HD, kCols>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+      stage_bf16<HD, kCols>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.Tk);
+      if (pass == 1) stage_bf16<HD, kCols>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.Tk);
       __syncthreads();
       product_abt<HD>(S, Qs + warp * 16 * (HD + 8), Ks);
       __syncwarp();
       if (pass == 0) {
         float mx = -INFINITY;
         for (int c = half * kHalf; c < half * kHalf + kHalf; ++c)
-          if (k0 + c <= t) mx = fmaxf(mx, S[r * kSPitch + c] * scale);
+          if (k0 + c <= pos) mx = fmaxf(mx, S[r * kSPitch + c] * scale);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         const float m_new = fmaxf(m, mx);
         float sum = 0.f;
         if (m_new > -INFINITY) {
           for (int c = half * kHalf; c < half * kHalf + kHalf; ++c)
-            if (k0 + c <= t) sum += expf(S[r * kSPitch + c] * scale - m_new);
+            if (k0 + c <= pos) sum += expf(S[r * kSPitch + c] * scale - m_new);
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         l = (m_new > -INFINITY ? l * expf(m - m_new) : 0.f) + sum;
         m = m_new;
       } else {
         for (int c = half * kHalf; c < half * kHalf + kHalf; ++c) {
-          const float p = (k0 + c <= t && t < s.T) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
+          const float p = (k0 + c <= pos && t < s.Tq) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
           P[r * kPPitch + c] = __float2bfloat16(p);
         }
         __syncwarp();
@@ -177,8 +175,8 @@ __global__ void __launch_bounds__(kWarps * 32) fwd_tc_kernel(const bf16* q, cons
     }
     if (pass == 1) {
       __syncwarp();
-      store_rows<HD>(out + s.qi(b, 0, h), s.nh * HD, q0 + warp * 16, s.T, acc, 1.f, S);
-      if (half == 0 && t < s.T) lse[s.li(b, h, t)] = row_lse;
+      store_rows<HD>(out + s.qi(b, 0, h), s.nh * HD, q0 + warp * 16, s.Tq, acc, 1.f, S);
+      if (half == 0 && t < s.Tq) lse[s.li(b, h, t)] = row_lse;
     }
   }
 }
@@ -200,28 +198,28 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const bf16* dout, co
   bf16* P = reinterpret_cast<bf16*>(smem + tiles + kWarps * kSBytes + warp * kPBytes);
   const int64_t b = blockIdx.z, h = blockIdx.y, q0 = int64_t(blockIdx.x) * kRows;
   const int64_t g = h / (s.nh / s.nkv);
-  stage_bf16<HD, kRows>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.T);
-  stage_bf16<HD, kRows>(dOs, dout + s.qi(b, 0, h), s.nh * HD, q0, s.T);
+  stage_bf16<HD, kRows>(Qs, q + s.qi(b, 0, h), s.nh * HD, q0, s.Tq);
+  stage_bf16<HD, kRows>(dOs, dout + s.qi(b, 0, h), s.nh * HD, q0, s.Tq);
   const int r = lane >> 1, half = lane & 1;
-  const int64_t t = q0 + warp * 16 + r;
-  const float row_lse = t < s.T ? lse[s.li(b, h, t)] : INFINITY;
-  const float row_D = t < s.T ? D[s.li(b, h, t)] : 0.f;
+  const int64_t t = q0 + warp * 16 + r, pos = s.q_start + t;
+  const float row_lse = t < s.Tq ? lse[s.li(b, h, t)] : INFINITY;
+  const float row_D = t < s.Tq ? D[s.li(b, h, t)] : 0.f;
   FragC acc[HD / 16];
 #pragma unroll
   for (int n = 0; n < HD / 16; ++n) wmma::fill_fragment(acc[n], 0.f);
-  const int64_t last = min(s.T - 1, q0 + kRows - 1);
+  const int64_t last = s.last_key(q0, kRows);
   float pr[kHalf];
   for (int64_t k0 = 0; k0 <= last; k0 += kCols) {
     __syncthreads();
-    stage_bf16<HD, kCols>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
-    stage_bf16<HD, kCols>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.T);
+    stage_bf16<HD, kCols>(Ks, k + s.ki(b, 0, g), s.nkv * HD, k0, s.Tk);
+    stage_bf16<HD, kCols>(Vs, v + s.ki(b, 0, g), s.nkv * HD, k0, s.Tk);
     __syncthreads();
     product_abt<HD>(S, Qs + warp * 16 * (HD + 8), Ks);
     __syncwarp();
 #pragma unroll
     for (int i = 0; i < kHalf; ++i) {
       const int c = half * kHalf + i;
-      pr[i] = (k0 + c <= t) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
+      pr[i] = (k0 + c <= pos) ? expf(S[r * kSPitch + c] * scale - row_lse) : 0.f;
     }
     __syncwarp();
     product_abt<HD>(S, dOs + warp * 16 * (HD + 8), Vs);  // dP
@@ -235,7 +233,7 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(const bf16* dout, co
     accumulate_pm<HD>(acc, P, Ks);
   }
   __syncwarp();
-  store_rows<HD>(dq + s.qi(b, 0, h), s.nh * HD, q0 + warp * 16, s.T, acc, scale, S);
+  store_rows<HD>(dq + s.qi(b, 0, h), s.nh * HD, q0 + warp * 16, s.Tq, acc, scale, S);
 }
 
 // dk, dv: per key tile of one kv head, over its group's query heads and the tiles at or after it.
@@ -258,8 +256,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, 
   float* Ds = Ls + kCols;
   const int64_t b = blockIdx.z, g = blockIdx.y, j0 = int64_t(blockIdx.x) * kRows;
   const int64_t group = s.nh / s.nkv;
-  stage_bf16<HD, kRows>(Ks, k + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
-  stage_bf16<HD, kRows>(Vs, v + s.ki(b, 0, g), s.nkv * HD, j0, s.T);
+  stage_bf16<HD, kRows>(Ks, k + s.ki(b, 0, g), s.nkv * HD, j0, s.Tk);
+  stage_bf16<HD, kRows>(Vs, v + s.ki(b, 0, g), s.nkv * HD, j0, s.Tk);
   // Lane pair (2r, 2r+1) owns key row r of the warp's 16, query columns [kHalf*half, +kHalf).
   const int r = lane >> 1, half = lane & 1;
   const int64_t key = j0 + warp * 16 + r;
@@ -269,12 +267,14 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, 
   float pr[kHalf];
   for (int64_t hh = 0; hh < group; ++hh) {
     const int64_t h = g * group + hh;
-    for (int64_t t0 = j0; t0 < s.T; t0 += kCols) {
+    // From the first query at position >= j0 (none for keys past the last query's position:
+    // their zero gradient is still written below).
+    for (int64_t t0 = j0 > s.q_start ? j0 - s.q_start : 0; t0 < s.Tq; t0 += kCols) {
       __syncthreads();
-      stage_bf16<HD, kCols>(Qs, q + s.qi(b, 0, h), s.nh * HD, t0, s.T);
-      stage_bf16<HD, kCols>(dOs, dout + s.qi(b, 0, h), s.nh * HD, t0, s.T);
+      stage_bf16<HD, kCols>(Qs, q + s.qi(b, 0, h), s.nh * HD, t0, s.Tq);
+      stage_bf16<HD, kCols>(dOs, dout + s.qi(b, 0, h), s.nh * HD, t0, s.Tq);
       for (int i = threadIdx.x; i < kCols; i += blockDim.x) {
-        const bool ok = t0 + i < s.T;
+        const bool ok = t0 + i < s.Tq;
         Ls[i] = ok ? lse[s.li(b, h, t0 + i)] : INFINITY;
         Ds[i] = ok ? D[s.li(b, h, t0 + i)] : 0.f;
       }
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, 
       for (int i = 0; i < kHalf; ++i) {
         const int c = half * kHalf + i;
         const int64_t t = t0 + c;
-        pr[i] = (t >= key && key < s.T) ? expf(S[r * kSPitch + c] * scale - Ls[c]) : 0.f;
+        pr[i] = (s.q_start + t >= key && key < s.Tk) ? expf(S[r * kSPitch + c] * scale - Ls[c]) : 0.f;
         P[r * kPPitch + c] = __float2bfloat16(pr[i]);
       }
       __syncwarp();
@@ -303,8 +303,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_tc_kernel(const bf16* dout, 
     }
   }
   __syncwarp();
-  store_rows<HD>(dk + s.ki(b, 0, g), s.nkv * HD, j0 + warp * 16, s.T, adk, scale, S);
-  store_rows<HD>(dv + s.ki(b, 0, g), s.nkv * HD, j0 + warp * 16, s.T, adv, 1.f, S);
+  store_rows<HD>(dk + s.ki(b, 0, g), s.nkv * HD, j0 + warp * 16, s.Tk, adk, scale, S);
+  store_rows<HD>(dv + s.ki(b, 0, g), s.nkv * HD, j0 + warp * 16, s.Tk, adv, 1.f, S);
 }
 
 template <typename F>
@@ -326,60 +326,64 @@ void set_smem(Kernel kernel, int bytes) {
 
 bool attention_tc_supported(int64_t hd) { return hd == 32 || hd == 64 || hd == 96 || hd == 128; }
 
-size_t attention_tc_workspace(int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) {
-  return size_t(2) * size_t(B * T * hd) * size_t(2 * nh + 2 * nkv) + 256;
+size_t attention_tc_workspace(int64_t B, int64_t Tq, int64_t Tk, int64_t nh, int64_t nkv,
+                              int64_t hd) {
+  return size_t(2) * size_t(B * hd) * size_t(2 * nh * Tq + 2 * nkv * Tk) + 256;
 }
 
 // The inputs are rounded to bf16 once here (one pass each) rather than tile by tile in every
 // block that stages them: half the bytes per tile and no conversion in the kernels' loops.
 void attention_forward_tc(const float* q, const float* k, const float* v, float* out, float* lse,
-                          int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                          void* workspace, cudaStream_t stream) {
-  const Shape s{B, T, nh, nkv, hd};
+                          int64_t B, int64_t Tq, int64_t Tk, int64_t q_start, int64_t nh,
+                          int64_t nkv, int64_t hd, void* workspace, cudaStream_t stream) {
+  const Shape s{B, Tq, Tk, q_start, nh, nkv, hd};
   bf16* q16 = static_cast<bf16*>(workspace);
-  bf16* k16 = q16 + B * T * nh * hd;
-  bf16* v16 = k16 + B * T * nkv * hd;
-  to_bf16(q, q16, B * T * nh * hd, stream);
-  to_bf16(k, k16, B * T * nkv * hd, stream);
-  to_bf16(v, v16, B * T * nkv * hd, stream);
+  bf16* k16 = q16 + B * Tq * nh * hd;
+  bf16* v16 = k16 + B * Tk * nkv * hd;
+  to_bf16(q, q16, B * Tq * nh * hd, stream);
+  to_bf16(k, k16, B * Tk * nkv * hd, stream);
+  to_bf16(v, v16, B * Tk * nkv * hd, stream);
   const float scale = 1.f / std::sqrt(float(hd));
   with_head_dim(hd, [&](auto c) {
     constexpr int HD = decltype(c)::value;
     const int smem = tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols) + kWarps * (kSBytes + kPBytes);
     set_smem(fwd_tc_kernel<HD>, smem);
-    fwd_tc_kernel<HD><<<dim3(unsigned((T + kRows - 1) / kRows), unsigned(nh), unsigned(B)), kWarps * 32,
-                        smem, stream>>>(q16, k16, v16, out, lse, s, scale);
+    fwd_tc_kernel<HD><<<dim3(unsigned((Tq + kRows - 1) / kRows), unsigned(nh), unsigned(B)),
+                        kWarps * 32, smem, stream>>>(q16, k16, v16, out, lse, s, scale);
   });
-  check_launch("attention_forward (tensor cores)", {B, T, nh, nkv, hd});
+  check_launch("attention_forward (tensor cores)", {B, Tq, Tk, q_start, nh, nkv, hd});
 }
 
 void attention_backward_tc(const float* dout, const float* q, const float* k, const float* v,
                            const float* lse, const float* D, float* dq, float* dk, float* dv,
-                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                           void* workspace, cudaStream_t stream) {
-  const Shape s{B, T, nh, nkv, hd};
+                           int64_t B, int64_t Tq, int64_t Tk, int64_t q_start, int64_t nh,
+                           int64_t nkv, int64_t hd, void* workspace, cudaStream_t stream) {
+  const Shape s{B, Tq, Tk, q_start, nh, nkv, hd};
   bf16* q16 = static_cast<bf16*>(workspace);
-  bf16* k16 = q16 + B * T * nh * hd;
-  bf16* v16 = k16 + B * T * nkv * hd;
-  bf16* do16 = v16 + B * T * nkv * hd;
-  to_bf16(q, q16, B * T * nh * hd, stream);
-  to_bf16(k, k16, B * T * nkv * hd, stream);
-  to_bf16(v, v16, B * T * nkv * hd, stream);
-  to_bf16(dout, do16, B * T * nh * hd, stream);
+  bf16* k16 = q16 + B * Tq * nh * hd;
+  bf16* v16 = k16 + B * Tk * nkv * hd;
+  bf16* do16 = v16 + B * Tk * nkv * hd;
+  to_bf16(q, q16, B * Tq * nh * hd, stream);
+  to_bf16(k, k16, B * Tk * nkv * hd, stream);
+  to_bf16(v, v16, B * Tk * nkv * hd, stream);
+  to_bf16(dout, do16, B * Tq * nh * hd, stream);
   const float scale = 1.f / std::sqrt(float(hd));
-  const unsigned tiles = unsigned((T + kRows - 1) / kRows);
+  const unsigned q_tiles = unsigned((Tq + kRows - 1) / kRows);
+  const unsigned k_tiles = unsigned((Tk + kRows - 1) / kRows);
   with_head_dim(hd, [&](auto c) {
     constexpr int HD = decltype(c)::value;
     const int smem_dq = 2 * tile_bytes<HD>(kRows) + 2 * tile_bytes<HD>(kCols) + kWarps * (kSBytes + kPBytes);
-    set_smem(dq_tc_kernel<HD>, smem_dq);
-    dq_tc_kernel<HD><<<dim3(tiles, unsigned(nh), unsigned(B)), kWarps * 32, smem_dq, stream>>>(
-        do16, q16, k16, v16, lse, D, dq, s, scale);
-    check_launch("attention_backward (dq, tensor cores)", {B, T, nh, nkv, hd});
+    if (q_tiles > 0) {
+      set_smem(dq_tc_kernel<HD>, smem_dq);
+      dq_tc_kernel<HD><<<dim3(q_tiles, unsigned(nh), unsigned(B)), kWarps * 32, smem_dq, stream>>>(
+          do16, q16, k16, v16, lse, D, dq, s, scale);
+      check_launch("attention_backward (dq, tensor cores)", {B, Tq, Tk, q_start, nh, nkv, hd});
+    }
     const int smem_kv = smem_dq + 2 * kCols * 4;
     set_smem(dkdv_tc_kernel<HD>, smem_kv);
-    dkdv_tc_kernel<HD><<<dim3(tiles, unsigned(nkv), unsigned(B)), kWarps * 32, smem_kv, stream>>>(
+    dkdv_tc_kernel<HD><<<dim3(k_tiles, unsigned(nkv), unsigned(B)), kWarps * 32, smem_kv, stream>>>(
         do16, q16, k16, v16, lse, D, dk, dv, s, scale);
-    check_launch("attention_backward (dk/dv, tensor cores)", {B, T, nh, nkv, hd});
+    check_launch("attention_backward (dk/dv, tensor cores)", {B, Tq, Tk, q_start, nh, nkv, hd});
   });
 }
 

@@ -92,6 +92,15 @@ class CudaBackend final : public Backend {
   void attention_backward(const float* dout, const float* q, const float* k, const float* v,
                           const float* out, const float* lse, float* dq, float* dk, float* dv,
                           int64_t B, int64_t T, int64_t nh, int64_t nkv, int64_t hd) override;
+  // Context parallelism's chunk of queries against all the keys: the same kernels, visiting only
+  // the key tiles at or before each query's position (no padding to Tk).
+  void attention_forward_offset(const float* q, const float* k, const float* v, float* out,
+                                float* lse, int64_t B, int64_t Tq, int64_t Tk, int64_t q_start,
+                                int64_t nh, int64_t nkv, int64_t hd) override;
+  void attention_backward_offset(const float* dout, const float* q, const float* k,
+                                 const float* v, const float* out, const float* lse, float* dq,
+                                 float* dk, float* dv, int64_t B, int64_t Tq, int64_t Tk,
+                                 int64_t q_start, int64_t nh, int64_t nkv, int64_t hd) override;
 
   // cuda_router_permute.cu
   void router_forward(const float* logits, float* probs, int32_t* idx, float* weights,
