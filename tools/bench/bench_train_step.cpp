@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   app.add_option("--warmup", warmup);
   app.add_option("--peak-tflops", peak, "device peak for MFU");
+  int64_t logits_chunk = Config{}.training.logits_chunk_tokens;
+  app.add_option("--logits-chunk", logits_chunk,
+                 "training.logits_chunk_tokens: LM head + loss rows at a time (0 = all)");
   bool profile = false;
   app.add_flag("--profile", profile, "after timing, one more step with per-op times (synchronising)");
   CLI11_PARSE(app, argc, argv);
@@ -62,6 +65,7 @@ int main(int argc, char** argv) {
   c.training.micro_batch_size = mbs;
   c.training.backend = backend;
   c.training.precision = precision;
+  c.training.logits_chunk_tokens = logits_chunk;
 
   auto device = make_backend(backend, 0, precision);
   // With --profile every op goes through the timing decorator (off until the timed steps end).

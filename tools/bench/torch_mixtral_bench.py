@@ -32,6 +32,8 @@ def main():
         p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--attn", default="sdpa", help="attn_implementation for transformers")
+    # Origami-only options, accepted so both benchmarks take the same arguments.
+    p.add_argument("--logits-chunk", type=int, default=0, help="ignored (Origami's LM head chunks)")
     a = p.parse_args()
     from transformers import MixtralConfig, MixtralForCausalLM
 
