@@ -114,27 +114,14 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
         break;
       }
       // Per-sequence counts come from the slots; together they must be this micro-batch's counts.
-      idx_host_.resize(size_t(N * k));
-      be.copy_to_host(idx_host_.data(), idx, idx_host_.size() * sizeof(int32_t));
-      std::vector<int64_t> c(size_t(B * E), 0);
-      for (int64_t t = 0; t < N; ++t)
-        for (int64_t s = 0; s < k; ++s) {
-          const int32_t e = idx_host_[size_t(t * k + s)];
-          check(e >= -1 && e < E, "BalanceLoss: router slot ({}, {}) holds expert {}; allowed: -1 "
-                "(dropped) or 0..{}", t, s, e, E - 1);
-          if (e >= 0) ++c[size_t((t / S) * E + e)];
-        }
+      const std::vector<int64_t> c = sequence_counts(idx, N, B, S, be);
       for (int64_t i = 0; i < E; ++i) {
         int64_t total = 0;
         for (int64_t b = 0; b < B; ++b) total += c[size_t(b * E + i)];
         check(total == counts[i], "BalanceLoss: expert {} has {} slots in the router indices but "
               "{} in the counts given", i, total, counts[i]);
       }
-      f_.resize(size_t(B * E));
-      for (int64_t b = 0; b < B; ++b) {
-        const double slots = share_of_routed_ ? routed(c.data() + b * E, E) : double(k * S);
-        for (int64_t i = 0; i < E; ++i) f_[size_t(b * E + i)] = double(c[size_t(b * E + i)]) / slots;
-      }
+      set_sequence_fractions(c, B, S);
       // mean over sequences: each block's gradient carries the 1/B too
       for (int64_t b = 0; b < B; ++b)
         loss += balance_block(p + b * S * E, f_.data() + b * E, S, E,
@@ -174,24 +161,13 @@ double BalanceLoss::forward(Backend& be, const int64_t* counts, const int32_t* i
 // group size, because the caller averages the parts.
 double BalanceLoss::split_sequences(const float* p, const int32_t* idx, int64_t N, double scale,
                                     float* g, Backend& be) {
-  const int64_t E = E_, k = k_, B = rows_B_, S = rows_S_;
+  const int64_t E = E_, B = rows_B_, S = rows_S_;
   check(int64_t(row_sequence_.size()) == N, "BalanceLoss: {} row sequences for {} rows",
         row_sequence_.size(), N);
-  idx_host_.resize(size_t(N * k));
-  be.copy_to_host(idx_host_.data(), idx, idx_host_.size() * sizeof(int32_t));
-  std::vector<int64_t> c(size_t(B * E), 0);
-  for (int64_t t = 0; t < N; ++t)
-    for (int64_t s = 0; s < k; ++s) {
-      const int32_t e = idx_host_[size_t(t * k + s)];
-      if (e >= 0) ++c[size_t(row_sequence_[size_t(t)] * E + e)];
-    }
+  std::vector<int64_t> c = sequence_counts(idx, N, B, S, be);
   const double parts = split_ ? double(split_->size()) : 1.0;
   if (split_ && split_->size() > 1) split_->allreduce(std::span<int64_t>(c));
-  f_.assign(size_t(B * E), 0.0);
-  for (int64_t b = 0; b < B; ++b) {
-    const double slots = share_of_routed_ ? routed(c.data() + b * E, E) : double(k * S);
-    for (int64_t i = 0; i < E; ++i) f_[size_t(b * E + i)] = double(c[size_t(b * E + i)]) / slots;
-  }
+  set_sequence_fractions(c, B, S);
   std::vector<double> sum_p(size_t(B * E), 0.0);
   for (int64_t t = 0; t < N; ++t) {
     const int64_t b = row_sequence_[size_t(t)];
@@ -203,6 +179,33 @@ double BalanceLoss::split_sequences(const float* p, const int32_t* idx, int64_t 
   double loss = 0.0;
   for (int64_t j = 0; j < B * E; ++j) loss += f_[size_t(j)] * sum_p[size_t(j)] / double(S);
   return parts * double(E) * loss / double(B);
+}
+
+std::vector<int64_t> BalanceLoss::sequence_counts(const int32_t* idx, int64_t N, int64_t B,
+                                                  int64_t S, Backend& be) {
+  const int64_t E = E_, k = k_;
+  idx_host_.resize(size_t(N * k));
+  be.copy_to_host(idx_host_.data(), idx, idx_host_.size() * sizeof(int32_t));
+  std::vector<int64_t> c(size_t(B * E), 0);
+  for (int64_t t = 0; t < N; ++t) {
+    const int64_t b = row_sequence_.empty() ? t / S : row_sequence_[size_t(t)];
+    for (int64_t s = 0; s < k; ++s) {
+      const int32_t e = idx_host_[size_t(t * k + s)];
+      check(e >= -1 && e < E, "BalanceLoss: router slot ({}, {}) holds expert {}; allowed: -1 "
+            "(dropped) or 0..{}", t, s, e, E - 1);
+      if (e >= 0) ++c[size_t(b * E + e)];
+    }
+  }
+  return c;
+}
+
+void BalanceLoss::set_sequence_fractions(const std::vector<int64_t>& c, int64_t B, int64_t S) {
+  const int64_t E = E_;
+  f_.assign(size_t(B * E), 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    const double slots = share_of_routed_ ? routed(c.data() + b * E, E) : double(k_ * S);
+    for (int64_t i = 0; i < E; ++i) f_[size_t(b * E + i)] = double(c[size_t(b * E + i)]) / slots;
+  }
 }
 
 double router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, float* dlse) {

@@ -74,6 +74,12 @@ class BalanceLoss {
  private:
   double split_sequences(const float* p, const int32_t* idx, int64_t N, double scale, float* g,
                          Backend& be);
+  // Per-sequence expert counts c [B,E] from the router's slots idx [N,k]: row t belongs to
+  // sequence row_sequence_[t] when set (split rows), else t / S.
+  std::vector<int64_t> sequence_counts(const int32_t* idx, int64_t N, int64_t B, int64_t S,
+                                       Backend& be);
+  // f_ [B,E] = c / (the sequence's routed slots, or k S).
+  void set_sequence_fractions(const std::vector<int64_t>& c, int64_t B, int64_t S);
 
   BalanceMode mode_;
   int64_t E_, k_;
