@@ -22,7 +22,6 @@
 #include "checkpoint/hf_mixtral.h"
 #include "checkpoint/hf_qwen2_moe.h"
 #include "comm/mpi_runtime.h"
-#include "comm/shape_only_communicator.h"
 #include "data/sample_source.h"
 #include "config/config.h"
 #include "model/moe_transformer.h"
@@ -183,11 +182,9 @@ int reshard(const std::string& path, const std::string& out, int world_size,
   std::vector<std::vector<ParamSpec>> rank_specs(static_cast<size_t>(world_size));
   for (int r = 0; r < world_size; ++r) {
     const auto c = layout.coord(r);
-    ShapeOnlyCommunicator ep(c.ep, layout.ep(), "ep"), etp(c.etp, layout.etp(), "etp"),
-        tp(c.tp, layout.tp(), "tp");
+    const ProcessGroups shape = ProcessGroups::describe(layout, r, cfg.model.num_query_groups);
     MoeTransformer specs(*be, cfg, MicroBatchShape{1, 1}, cfg.training.seed,
-                         ModelGroups{.ep = &ep, .etp = &etp, .tp = &tp},
-                         /*allocate_parameters=*/false);
+                         ModelGroups::from(shape), /*allocate_parameters=*/false);
     for (const Param& p : specs.params().all()) {
       // The first replica writes (as save_checkpoint): dense from DP x CP rank 0 and the first
       // TP holder, experts from EDP rank 0.

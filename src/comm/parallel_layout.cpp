@@ -10,6 +10,7 @@
 #include <climits>
 
 #include "base/error.h"
+#include "comm/shape_only_communicator.h"
 
 namespace origami {
 namespace {
@@ -207,7 +208,17 @@ std::unique_ptr<Communicator>& slot(ProcessGroups& pg, ParallelLayout::Group g) 
 
 }  // namespace
 
-ProcessGroups ProcessGroups::create(const Communicator& world, const ParallelLayout& layout) {
+namespace {
+
+// TP ranks per kv head when they share one (TP > kv heads), else 0.
+int kv_sharing(const ParallelLayout& layout, int64_t kv_heads) {
+  return kv_heads > 0 && layout.tp() > kv_heads ? int(layout.tp() / kv_heads) : 0;
+}
+
+}  // namespace
+
+ProcessGroups ProcessGroups::create(const Communicator& world, const ParallelLayout& layout,
+                                    int64_t kv_heads) {
   check(world.size() == layout.world(),
         "process groups: communicator '{}' has {} ranks but the layout {} is for {}", world.name(),
         world.size(), layout.describe(), layout.world());
@@ -221,6 +232,20 @@ ProcessGroups ProcessGroups::create(const Communicator& world, const ParallelLay
           group_name(g), rank, comm->size(), layout.describe(), members.size());
     slot(pg, g) = std::move(comm);
   }
+  if (const int per_head = kv_sharing(layout, kv_heads))
+    pg.tp_kv = pg.tp->split(pg.tp->rank() / per_head, pg.tp->rank(), "tp_kv");
+  return pg;
+}
+
+ProcessGroups ProcessGroups::describe(const ParallelLayout& layout, int rank, int64_t kv_heads) {
+  ProcessGroups pg;
+  for (auto g : ParallelLayout::kAllGroups) {
+    const std::vector<int> members = layout.group(g, rank);
+    const int pos = int(std::find(members.begin(), members.end(), rank) - members.begin());
+    slot(pg, g) = std::make_unique<ShapeOnlyCommunicator>(pos, int(members.size()), group_name(g));
+  }
+  if (const int per_head = kv_sharing(layout, kv_heads))
+    pg.tp_kv = std::make_unique<ShapeOnlyCommunicator>(pg.tp->rank() % per_head, per_head, "tp_kv");
   return pg;
 }
 

@@ -85,12 +85,20 @@ const char* group_name(ParallelLayout::Group g);
 // One Communicator per group this rank belongs to, made by splitting `world` with the group's
 // smallest world rank as color (groups of one kind partition the world, so colors are unique)
 // and the world rank as key (group rank = position in ParallelLayout::group()).
+// tp_kv is the model's one group beyond the layout's: with grouped-query attention and more TP
+// ranks than kv heads, the TP ranks sharing one kv head (TP / kv_heads consecutive TP ranks);
+// null when every TP rank holds its own kv heads.
 struct ProcessGroups {
   std::unique_ptr<Communicator> world, stage, tp, cp, dp, pp, dp_cp, tp_cp, tp_dp_cp, ep, etp, edp,
-      etp_ep, embedding;
+      etp_ep, embedding, tp_kv;
 
-  // Collective over `world`, whose size must equal layout.world().
-  static ProcessGroups create(const Communicator& world, const ParallelLayout& layout);
+  // Collective over `world`, whose size must equal layout.world(). kv_heads: the model's
+  // key/value heads (model.num_query_groups); 0 = no attention model, no tp_kv group.
+  static ProcessGroups create(const Communicator& world, const ParallelLayout& layout,
+                              int64_t kv_heads = 0);
+  // The groups rank `rank` of `layout` would have, as ShapeOnlyCommunicators (sizes and
+  // positions, no communication): what offline tools build another layout's specs from.
+  static ProcessGroups describe(const ParallelLayout& layout, int rank, int64_t kv_heads = 0);
   const Communicator& get(ParallelLayout::Group g) const;
 };
 

@@ -11,6 +11,7 @@
 
 #include "backend/backend.h"
 #include "comm/communicator.h"
+#include "comm/parallel_layout.h"
 #include "config/config.h"
 #include "tensor/tensor.h"
 
@@ -22,7 +23,8 @@ struct MicroBatchShape {
   int64_t tokens() const { return batch * seq; }
 };
 
-// The process groups a module talks over; null = this rank alone (no exchange).
+// The process groups a module talks over; null = this rank alone (no exchange). Built from a
+// ProcessGroups by from(); a default ModelGroups is the 1-rank model.
 struct ModelGroups {
   const Communicator* ep = nullptr;   // expert parallel: ranks holding different experts
   const Communicator* etp = nullptr;  // expert tensor parallel: ranks splitting one expert's FFN
@@ -31,6 +33,15 @@ struct ModelGroups {
   const Communicator* tp = nullptr;     // tensor (and sequence) parallel
   const Communicator* cp = nullptr;     // context parallel
   const Communicator* tp_cp = nullptr;  // the ranks that share one micro-batch's tokens
+  // GQA with more TP ranks than kv heads: the TP ranks sharing one kv head; null otherwise.
+  const Communicator* tp_kv = nullptr;
+
+  // The one way to build the groups of a layout; `pg` must outlive the model.
+  static ModelGroups from(const ProcessGroups& pg) {
+    return {.ep = pg.ep.get(), .etp = pg.etp.get(), .balance = pg.tp_dp_cp.get(),
+            .tp = pg.tp.get(), .cp = pg.cp.get(), .tp_cp = pg.tp_cp.get(),
+            .tp_kv = pg.tp_kv.get()};
+  }
 };
 
 // Token geometry under context and sequence parallelism (docs/parallelism.md):

@@ -45,11 +45,11 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
                                                 .init_std = m.init_std});
   if (!allocate_parameters) return;  // specs only: no values, no communicators
   store_.finalize(backend, seed);
-  // GQA with more TP ranks than kv heads: the ranks sharing a kv head sum its gradient.
-  if (tp > m.num_query_groups && groups.tp) {
-    const int per_head = tp / int(m.num_query_groups);
-    kv_group_ = groups.tp->split(ctx_.tp_rank() / per_head, ctx_.tp_rank(), "tp_kv");
-  }
+  // GQA with more TP ranks than kv heads: the ranks sharing a kv head sum its gradient over
+  // groups.tp_kv, which ProcessGroups::create made with the others.
+  check(tp <= m.num_query_groups || groups.tp_kv,
+        "MoeTransformer: TP {} > {} kv heads needs the tp_kv group (ProcessGroups::create with "
+        "the model's kv heads)", tp, m.num_query_groups);
 
   const int64_t Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
   tokens_ = IndexTensor::zeros(backend, {Nc});

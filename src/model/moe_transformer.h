@@ -69,7 +69,7 @@ class MoeTransformer {
   // when one chunk holds every row (training.logits_chunk_tokens 0 or >= context_tokens).
   const float* logits() const;
   // The group of TP ranks sharing one kv head (GQA with TP > kv heads), else null.
-  const Communicator* kv_group() const { return kv_group_.get(); }
+  const Communicator* kv_group() const { return ctx_.groups.tp_kv; }
   const ModelContext& context() const { return ctx_; }
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }
@@ -79,7 +79,6 @@ class MoeTransformer {
 
  private:
   ModelContext ctx_;
-  std::unique_ptr<Communicator> kv_group_;
   ParamStore store_;
   int64_t vocab_ = 0, vocab_start_ = 0;  // this TP rank's vocabulary rows
   size_t embedding_, final_norm_, lm_head_;

@@ -21,24 +21,12 @@ void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>&
   local.assign(size_t(n), 0.f);
   if (spec.init == InitKind::ones) std::fill(local.begin(), local.end(), 1.f);
   if (spec.init != InitKind::normal) return;
-  // Map each local index to its global flat index so any shard draws the same numbers.
-  const int nd = int(gs.size());
+  // Each local element draws the number of its global index, so any shard draws the same.
   // Counter-based draws: elements are independent, so the loop is parallel and still exact.
   const Rng rng(seed, hash_name(spec.name));
   float* out = local.data();
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t rem = i, global = 0, stride = 1;
-    // Row-major: the global flat index is sum over dims of (local idx + shard offset) * global
-    // stride, walking the dimensions from the last.
-    for (int d = nd - 1; d >= 0; --d) {
-      const int64_t li = rem % ls[size_t(d)];
-      rem /= ls[size_t(d)];
-      global += (li + spec.shard.offset_along(d)) * stride;
-      stride *= gs[size_t(d)];
-    }
-    out[i] = float(spec.init_std * rng.normal(uint64_t(global)));
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = float(spec.init_std * rng.normal(uint64_t(spec.global_index(i))));
 }
 
 void ParamStore::finalize(Backend& backend, uint64_t seed) {

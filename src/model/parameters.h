@@ -50,6 +50,19 @@ struct ParamSpec {
   // sequence parallelism), "tp_kv" = the TP ranks sharing one key/value head (GQA with more TP
   // ranks than kv heads). Checkpoints store such a parameter from the group's first rank only.
   std::string tp_replicas;
+
+  // Row-major flat index in the global tensor of local element i (0 <= i < numel(local_shape)):
+  // what keys initialisation, checkpoint boxes and the layout-equivalence tests to the layout.
+  int64_t global_index(int64_t i) const {
+    const auto& ls = local_shape.empty() ? global_shape : local_shape;
+    int64_t global = 0, stride = 1;
+    for (size_t d = global_shape.size(); d-- > 0;) {
+      global += (i % ls[d] + shard.offset_along(int(d))) * stride;
+      i /= ls[d];
+      stride *= global_shape[d];
+    }
+    return global;
+  }
 };
 
 struct Param {

@@ -38,7 +38,8 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
       layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
       backend_(make_backend(cfg.training.backend, node_local_rank(), cfg.training.precision)),
       device_world_(wrap_for_backend(world, *backend_)),
-      groups_(ProcessGroups::create(device_world_ ? *device_world_ : world, layout_)) {
+      groups_(ProcessGroups::create(device_world_ ? *device_world_ : world, layout_,
+                                    cfg.model.num_query_groups)) {
   const auto& t = cfg_.training;
   validate(cfg_, world.size());  // apps validate earlier; programmatic users get the same checks
   // A checkpoint to resume from must exist before anything large is allocated.
@@ -95,9 +96,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   // Model and optimizer: all parameters, gradients, moments and activations allocated once.
   model_ = std::make_unique<MoeTransformer>(
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
-      ModelGroups{.ep = groups_.ep.get(), .etp = groups_.etp.get(),
-                  .balance = groups_.tp_dp_cp.get(), .tp = groups_.tp.get(),
-                  .cp = groups_.cp.get(), .tp_cp = groups_.tp_cp.get()});
+      ModelGroups::from(groups_));
   if (cfg_.optimizer.distributed)
     zero_optimizer_ = std::make_unique<DistributedOptimizer>(
         *backend_, model_->params(), cfg_.optimizer, *groups_.dp_cp, *groups_.edp);

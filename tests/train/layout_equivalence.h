@@ -1,4 +1,4 @@
-// defines: global_index(), expect_same_gradients() — the layout-equivalence oracle of the
+// defines: expect_same_gradients() — the layout-equivalence oracle of the
 // multi-rank training tests: every local gradient element of a parallel run, mapped to its global
 // index through the parameter's shard spec, equals the 1-rank run's within fp32 tolerance.
 #pragma once
@@ -12,19 +12,6 @@
 
 namespace origami {
 
-// Global flat index of local element i of a (possibly sharded) parameter.
-inline int64_t global_index(const ParamSpec& s, int64_t i) {
-  const size_t nd = s.global_shape.size();
-  std::vector<int64_t> idx(nd);
-  for (size_t d = nd; d-- > 0;) {
-    idx[d] = i % s.local_shape[d] + s.shard.offset_along(int(d));
-    i /= s.local_shape[d];
-  }
-  int64_t g = 0;
-  for (size_t d = 0; d < nd; ++d) g = g * s.global_shape[d] + idx[d];
-  return g;
-}
-
 // zero_ok: parameters without gradient are expected (the diversify phase trains expert 0 alone).
 inline void expect_same_gradients(const ParamStore& par, const ParamStore& ref, const std::string& name,
                            bool zero_ok = false) {
@@ -36,7 +23,7 @@ inline void expect_same_gradients(const ParamStore& par, const ParamStore& ref, 
     if (!zero_ok) ASSERT_GT(max_abs, 0.f) << p.spec.name << " has no gradient in the reference";
     int bad = 0;
     for (int64_t i = 0; i < p.grad.numel() && bad < 3; ++i) {
-      const float a = p.grad.data()[i], b = r.grad.data()[global_index(p.spec, i)];
+      const float a = p.grad.data()[i], b = r.grad.data()[p.spec.global_index(i)];
       // fp32 sums in another order: ~1e-6 of the tensor's scale.
       if (std::abs(a - b) > 1e-5f * max_abs + 1e-5f * std::abs(b)) {
         ++bad;

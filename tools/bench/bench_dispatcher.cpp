@@ -43,9 +43,7 @@ int main(int argc, char** argv) {
   auto layout = ParallelLayout::from_config(cfg.parallel, world->size());
   auto groups = ProcessGroups::create(*world, layout);
   auto be = make_backend("cpu");
-  ModelContext ctx{*be, cfg, MicroBatchShape{1, tokens},
-                   ModelGroups{.ep = groups.ep.get(), .etp = groups.etp.get(),
-                               .balance = groups.tp_dp_cp.get()}};
+  ModelContext ctx{*be, cfg, MicroBatchShape{1, tokens}, ModelGroups::from(groups)};
   ParamStore store;
   MoeLayer layer(ctx, store, "layers.0.moe", 1);
   store.finalize(*be, 1234);

@@ -79,23 +79,6 @@ void GroupedExperts::backward(const float* dy, const float* x, const std::vector
   be.gemm_batched(dw1s);
 }
 
-namespace {
-
-// Global flat index of local element i of a parameter shard.
-int64_t global_index(const ParamSpec& s, int64_t i) {
-  const size_t nd = s.global_shape.size();
-  std::vector<int64_t> idx(nd);
-  for (size_t d = nd; d-- > 0;) {
-    idx[d] = i % s.local_shape[d] + s.shard.offset_along(int(d));
-    i /= s.local_shape[d];
-  }
-  int64_t g = 0;
-  for (size_t d = 0; d < nd; ++d) g = g * s.global_shape[d] + idx[d];
-  return g;
-}
-
-}  // namespace
-
 void GroupedExperts::spawn_from_first(const DiversifyConfig& d) {
   auto& be = ctx_.backend;
   const uint64_t seed = ctx_.config.training.seed;
@@ -113,7 +96,7 @@ void GroupedExperts::spawn_from_first(const DiversifyConfig& d) {
     for (int64_t e = 0; e < E_; ++e) {
       if (first_expert + e == 0) continue;  // expert 0 itself stays
       for (int64_t i = 0; i < per; ++i) {
-        const uint64_t g = uint64_t(global_index(p.spec, e * per + i));
+        const uint64_t g = uint64_t(p.spec.global_index(e * per + i));
         float v = mask.uniform(g) < d.mask_ratio ? float(p.spec.init_std * init.normal(g))
                                                  : first[size_t(i)];
         if (d.noise_std > 0) v += float(d.noise_std * noise.normal(g));

@@ -41,15 +41,16 @@ int64_t MoeLayer::apply_capacity() {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens(), k = router_.slots(), E = moe.num_experts;
   stats_.dropped_slots = 0;
-  if (!moe.capacity_factor) {
-    be.copy(dispatch_experts_.data(), router_.experts(), size_t(N * k) * sizeof(int32_t));
-    return 0;
-  }
+  if (!moe.capacity_factor) return 0;
   const int64_t C = expert_capacity(N, k, E, *moe.capacity_factor);
   std::vector<int32_t> experts(size_t(N * k));
   std::vector<float> weights(size_t(N * k));
   be.copy_to_host(experts.data(), router_.experts(), experts.size() * sizeof(int32_t));
   be.copy_to_host(weights.data(), router_.weights(), weights.size() * sizeof(float));
+  // The router's own choice (before dropping) is what the router losses and the logs count.
+  router_counts_.assign(size_t(E), 0);
+  for (int32_t e : experts)
+    if (e >= 0) router_counts_[size_t(e)]++;
   stats_.dropped_slots = drop_over_capacity(experts, weights, N, k, E, C, moe.drop_policy);
   be.copy_from_host(dispatch_experts_.data(), experts.data(), experts.size() * sizeof(int32_t));
   return C;
@@ -63,23 +64,22 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   // route
   router_.forward(x);
   const int64_t capacity = apply_capacity();
-  // dispatch
-  dispatcher_.dispatch(x, dispatch_experts_.data(), moe.pad_to_capacity ? capacity : 0);
+  // dispatch (dropless: the router's choice as it is)
+  const bool capped = moe.capacity_factor.has_value();
+  dispatcher_.dispatch(x, capped ? dispatch_experts_.data() : router_.experts(),
+                       moe.pad_to_capacity ? capacity : 0, plan_);
   // experts
-  grow_rows(be, expert_out_, dispatcher_.rows(), H);
-  experts_.forward(dispatcher_.expert_input(), dispatcher_.expert_counts(), expert_out_.data());
+  grow_rows(be, expert_out_, plan_.rows, H);
+  experts_.forward(dispatcher_.expert_input(plan_), plan_.expert_counts, expert_out_.data());
   // combine
-  dispatcher_.combine(expert_out_.data(), router_.weights(), out);
+  dispatcher_.combine(plan_, expert_out_.data(), router_.weights(), out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
   if (recompute) return;  // the first pass's statistics and loss gradients stand
 
-  // Router losses see the router's own choice (before any dropping), as in Megatron. Unused
-  // slots (-1: fewer experts for this token under a gating schedule) count for nothing.
-  std::vector<int32_t> routed(size_t(N * router_.slots()));
-  be.copy_to_host(routed.data(), router_.experts(), routed.size() * sizeof(int32_t));
-  stats_.expert_counts.assign(size_t(moe.num_experts), 0);
-  for (int32_t e : routed)
-    if (e >= 0) stats_.expert_counts[size_t(e)]++;
+  // Router losses see the router's own choice (before any dropping), as in Megatron: in
+  // dropless mode exactly what the dispatcher counted. Unused slots (-1: fewer experts for this
+  // token under a gating schedule) count for nothing.
+  stats_.expert_counts = capped ? router_counts_ : plan_.routed_counts;
   if (!router_.trains()) {  // diversify phase: no routing decision, nothing to balance
     has_balance_grad_ = false;
     stats_.balance_loss = stats_.z_loss = 0.0;
@@ -97,12 +97,13 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
 void MoeLayer::backward(const float* dout, const float* x, float* dx) {
   auto& be = ctx_.backend;
   const int64_t H = ctx_.config.model.hidden_size;
-  grow_rows(be, dexpert_out_, dispatcher_.rows(), H);
-  grow_rows(be, dexpert_in_, dispatcher_.rows(), H);
-  dispatcher_.combine_backward(dout, router_.weights(), dexpert_out_.data(), dweights_.data());
-  experts_.backward(dexpert_out_.data(), dispatcher_.expert_input(), dispatcher_.expert_counts(),
+  grow_rows(be, dexpert_out_, plan_.rows, H);
+  grow_rows(be, dexpert_in_, plan_.rows, H);
+  dispatcher_.combine_backward(plan_, dout, expert_out_.data(), router_.weights(),
+                               dexpert_out_.data(), dweights_.data());
+  experts_.backward(dexpert_out_.data(), dispatcher_.expert_input(plan_), plan_.expert_counts,
                     dexpert_in_.data());
-  dispatcher_.dispatch_backward(dexpert_in_.data(), dx);
+  dispatcher_.dispatch_backward(plan_, dexpert_in_.data(), dx);
   router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr, dlse_.data(),
                    x, dx);
   if (shared_expert_) shared_expert_->backward(dout, x, dx, /*accumulate=*/true);

@@ -62,7 +62,9 @@ class MoeLayer {
   TokenDispatcher dispatcher_;
   GroupedExperts experts_;
   std::unique_ptr<SwigluMlp> shared_expert_;
-  IndexTensor dispatch_experts_;  // the router's choice minus dropped slots
+  DispatchPlan plan_;             // this micro-batch's routing, from dispatch to backward
+  IndexTensor dispatch_experts_;  // capacity mode: the router's choice minus dropped slots
+  std::vector<int64_t> router_counts_;  // capacity mode: the router's choice per expert
   Tensor expert_out_, dexpert_out_, dexpert_in_, dweights_, dprobs_, dlse_;
   bool has_balance_grad_ = false;
   MoeLayerStats stats_;

@@ -1,3 +1,5 @@
+// TokenDispatcher: the local counting sort, the EP / ETP exchange of rows, and their adjoints.
+// All routing decisions of a micro-batch are written into the caller's DispatchPlan.
 #include "model/moe/token_dispatcher.h"
 
 #include <numeric>
@@ -24,44 +26,53 @@ TokenDispatcher::TokenDispatcher(ModelContext& ctx) : ctx_(ctx) {
   E_ = ctx.config.moe.num_experts;
   k_ = router_slots(ctx.config.moe);  // the router's columns; unused slots hold -1
   E_local_ = E_ / ctx.ep_size();
-  const int64_t N = ctx.local_tokens();
   counts_dev_ = TensorOf<int64_t>::zeros(ctx.backend, {E_});
-  row_ = IndexTensor::zeros(ctx.backend, {N, k_});
-  counts_.assign(size_t(E_), 0);
 }
 
-void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t pad_rows) {
+std::vector<int64_t> TokenDispatcher::elements(const std::vector<int64_t>& rows) const {
+  std::vector<int64_t> out(rows);
+  for (auto& x : out) x *= H_;
+  return out;
+}
+
+void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t pad_rows,
+                               DispatchPlan& plan) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
-  // 1. Local counting sort by expert. The host needs the group sizes to shape the exchange and
-  //    the experts' GEMMs (as Megatron's grouped GEMM does).
-  be.moe_permute_indices(experts, N, k_, E_, counts_dev_.data(), row_.data());
-  be.copy_to_host(counts_.data(), counts_dev_.data(), size_t(E_) * sizeof(int64_t));
-  std::vector<int64_t> block = counts_;  // rows per expert in permuted_
+  grow_rows(be, plan.row, N, k_);
+  plan.exchanges = ctx_.ep_size() > 1 || ctx_.etp_size() > 1;
+  // 1. Local counting sort by expert. THE host sync of the MoE layer: the group sizes shape the
+  //    exchange and the experts' GEMMs (as Megatron's grouped GEMM and its cuda_dtoh_point).
+  be.moe_permute_indices(experts, N, k_, E_, counts_dev_.data(), plan.row.data());
+  plan.routed_counts.resize(size_t(E_));
+  be.copy_to_host(plan.routed_counts.data(), counts_dev_.data(), size_t(E_) * sizeof(int64_t));
+  std::vector<int64_t> block = plan.routed_counts;  // rows per expert in permuted_
   if (pad_rows > 0) {
-    // Capacity padding: expert e's rows move to [e C, e C + count_e); the rest stay zero.
+    // Capacity padding (capacity mode only, off the default path): expert e's rows move to
+    // [e C, e C + count_e); the rest stay zero.
     std::vector<int32_t> row(size_t(N * k_));
-    be.copy_to_host(row.data(), row_.data(), row.size() * sizeof(int32_t));
-    const auto start = prefix(counts_);
+    be.copy_to_host(row.data(), plan.row.data(), row.size() * sizeof(int32_t));
+    const auto start = prefix(plan.routed_counts);
     std::vector<int32_t> ids(size_t(N * k_));
     be.copy_to_host(ids.data(), experts, ids.size() * sizeof(int32_t));
     for (size_t i = 0; i < row.size(); ++i)
       if (row[i] >= 0) {
-        check(counts_[size_t(ids[i])] <= pad_rows, "capacity padding: expert {} has {} rows > C = {}",
-              ids[i], counts_[size_t(ids[i])], pad_rows);
+        const int64_t count = plan.routed_counts[size_t(ids[i])];
+        check(count <= pad_rows, "capacity padding: expert {} has {} rows > C = {}", ids[i],
+              count, pad_rows);
         row[i] = int32_t(ids[i] * pad_rows + (row[i] - start[size_t(ids[i])]));
       }
-    be.copy_from_host(row_.data(), row.data(), row.size() * sizeof(int32_t));
+    be.copy_from_host(plan.row.data(), row.data(), row.size() * sizeof(int32_t));
     block.assign(size_t(E_), pad_rows);
   }
-  local_rows_ = total(block);
-  grow_rows(be, permuted_, local_rows_, H_);
-  if (pad_rows > 0) be.fill(permuted_.data(), 0.f, local_rows_ * H_);
-  be.moe_permute(x, row_.data(), permuted_.data(), N, k_, H_);
+  plan.local_rows = total(block);
+  grow_rows(be, permuted_, plan.local_rows, H_);
+  if (pad_rows > 0) be.fill(permuted_.data(), 0.f, plan.local_rows * H_);
+  be.moe_permute(x, plan.row.data(), permuted_.data(), N, k_, H_);
 
-  if (!exchanges()) {
-    local_counts_ = block;
-    sorted_rows_ = local_rows_;
+  if (!plan.exchanges) {
+    plan.expert_counts = block;
+    plan.rows = plan.local_rows;
     return;
   }
   // 2. Exchange per-expert counts over EP: block[e] for the experts each EP rank owns.
@@ -70,119 +81,115 @@ void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t p
   const int EP = ep.size(), ETP = etp.size();
   std::vector<int64_t> recv_counts(size_t(EP * E_local_));  // [src][local expert]
   ep.alltoall(block.data(), recv_counts.data(), E_local_, CommDType::i64);
-  send_rows_.assign(size_t(EP), 0);
-  recv_rows_.assign(size_t(EP), 0);
+  plan.send_rows.assign(size_t(EP), 0);
+  plan.recv_rows.assign(size_t(EP), 0);
   for (int r = 0; r < EP; ++r)
     for (int64_t e = 0; e < E_local_; ++e) {
-      send_rows_[size_t(r)] += block[size_t(r * E_local_ + e)];
-      recv_rows_[size_t(r)] += recv_counts[size_t(r * E_local_ + e)];
+      plan.send_rows[size_t(r)] += block[size_t(r * E_local_ + e)];
+      plan.recv_rows[size_t(r)] += recv_counts[size_t(r * E_local_ + e)];
     }
-  send_displs_ = prefix(send_rows_);
-  recv_displs_ = prefix(recv_rows_);
-  recv_total_ = total(recv_rows_);
+  plan.send_displs = prefix(plan.send_rows);
+  plan.recv_displs = prefix(plan.recv_rows);
+  plan.recv_total = total(plan.recv_rows);
   // 3. The ETP peers share their received counts: rows arrive grouped (peer, src, expert).
   std::vector<int64_t> all_counts(size_t(ETP * EP * E_local_));
   etp.allgather(recv_counts.data(), all_counts.data(), EP * E_local_, CommDType::i64);
-  etp_rows_.assign(size_t(ETP), 0);
-  local_counts_.assign(size_t(E_local_), 0);
+  plan.etp_rows.assign(size_t(ETP), 0);
+  plan.expert_counts.assign(size_t(E_local_), 0);
   for (int p = 0; p < ETP; ++p)
     for (int64_t i = 0; i < EP * E_local_; ++i) {
-      etp_rows_[size_t(p)] += all_counts[size_t(p * EP * E_local_ + i)];
-      local_counts_[size_t(i % E_local_)] += all_counts[size_t(p * EP * E_local_ + i)];
+      plan.etp_rows[size_t(p)] += all_counts[size_t(p * EP * E_local_ + i)];
+      plan.expert_counts[size_t(i % E_local_)] += all_counts[size_t(p * EP * E_local_ + i)];
     }
-  etp_displs_ = prefix(etp_rows_);
-  gathered_rows_ = sorted_rows_ = total(etp_rows_);
+  plan.etp_displs = prefix(plan.etp_rows);
+  plan.rows = total(plan.etp_rows);
   // 4. Where each gathered row goes when grouped by local expert (peers, then sources, in order).
-  std::vector<int32_t> dest(static_cast<size_t>(gathered_rows_));
-  std::vector<int64_t> next = prefix(local_counts_);
+  std::vector<int32_t> dest(static_cast<size_t>(plan.rows));
+  std::vector<int64_t> next = prefix(plan.expert_counts);
   int64_t g = 0;
   for (int p = 0; p < ETP; ++p)
     for (int src = 0; src < EP; ++src)
       for (int64_t e = 0; e < E_local_; ++e)
         for (int64_t j = 0; j < all_counts[size_t((p * EP + src) * E_local_ + e)]; ++j)
           dest[size_t(g++)] = int32_t(next[size_t(e)]++);
-  grow_rows(be, sort_row_, gathered_rows_, 1);
-  be.copy_from_host(sort_row_.data(), dest.data(), dest.size() * sizeof(int32_t));
-  exchange_forward(permuted_.data(), nullptr);
+  grow_rows(be, plan.sort_row, plan.rows, 1);
+  be.copy_from_host(plan.sort_row.data(), dest.data(), dest.size() * sizeof(int32_t));
+  exchange_forward(plan, permuted_.data(), nullptr);
 }
 
-// local_perm rows -> all-to-all over EP -> all-gather over ETP -> sorted by local expert.
-void TokenDispatcher::exchange_forward(const float* local_perm, float* sorted) {
+void TokenDispatcher::exchange_forward(const DispatchPlan& plan, const float* local_perm,
+                                       float* sorted) {
   auto& be = ctx_.backend;
-  grow_rows(be, recv_, recv_total_, H_);
-  grow_rows(be, gathered_, gathered_rows_, H_);
-  grow_rows(be, sorted_, sorted_rows_, H_);
-  auto scaled = [&](const std::vector<int64_t>& v) {
-    std::vector<int64_t> out(v);
-    for (auto& x : out) x *= H_;
-    return out;
-  };
-  ctx_.groups.ep->alltoallv(local_perm, scaled(send_rows_), scaled(send_displs_), recv_.data(),
-                            scaled(recv_rows_), scaled(recv_displs_), CommDType::f32);
-  ctx_.groups.etp->allgatherv(recv_.data(), recv_total_ * H_, gathered_.data(), scaled(etp_rows_),
-                              scaled(etp_displs_), CommDType::f32);
-  be.moe_permute(gathered_.data(), sort_row_.data(), sorted ? sorted : sorted_.data(),
-                 gathered_rows_, 1, H_);
+  grow_rows(be, recv_, plan.recv_total, H_);
+  grow_rows(be, gathered_, plan.rows, H_);
+  grow_rows(be, sorted_, plan.rows, H_);
+  ctx_.groups.ep->alltoallv(local_perm, elements(plan.send_rows), elements(plan.send_displs),
+                            recv_.data(), elements(plan.recv_rows), elements(plan.recv_displs),
+                            CommDType::f32);
+  ctx_.groups.etp->allgatherv(recv_.data(), plan.recv_total * H_, gathered_.data(),
+                              elements(plan.etp_rows), elements(plan.etp_displs), CommDType::f32);
+  be.moe_permute(gathered_.data(), plan.sort_row.data(), sorted ? sorted : sorted_.data(),
+                 plan.rows, 1, H_);
 }
 
 // The adjoint path: sorted -> gathered order -> reduce-scatter over ETP (the rows hold partial
 // sums over the ETP slices) -> all-to-all back over EP -> this rank's permuted order.
-void TokenDispatcher::exchange_backward(const float* sorted, float* local_perm) {
+void TokenDispatcher::exchange_backward(const DispatchPlan& plan, const float* sorted,
+                                        float* local_perm) {
   auto& be = ctx_.backend;
-  be.moe_permute_backward(sorted, sort_row_.data(), gathered_.data(), gathered_rows_, 1, H_);
-  std::vector<int64_t> rows_h(etp_rows_);
-  for (auto& x : rows_h) x *= H_;
-  ctx_.groups.etp->reduce_scatterv(gathered_.data(), recv_.data(), rows_h, CommDType::f32,
-                                   ReduceOp::sum);
-  auto scaled = [&](const std::vector<int64_t>& v) {
-    std::vector<int64_t> out(v);
-    for (auto& x : out) x *= H_;
-    return out;
-  };
-  ctx_.groups.ep->alltoallv(recv_.data(), scaled(recv_rows_), scaled(recv_displs_), local_perm,
-                            scaled(send_rows_), scaled(send_displs_), CommDType::f32);
+  be.moe_permute_backward(sorted, plan.sort_row.data(), gathered_.data(), plan.rows, 1, H_);
+  ctx_.groups.etp->reduce_scatterv(gathered_.data(), recv_.data(), elements(plan.etp_rows),
+                                   CommDType::f32, ReduceOp::sum);
+  ctx_.groups.ep->alltoallv(recv_.data(), elements(plan.recv_rows), elements(plan.recv_displs),
+                            local_perm, elements(plan.send_rows), elements(plan.send_displs),
+                            CommDType::f32);
 }
 
-const float* TokenDispatcher::expert_input() const {
-  return exchanges() ? sorted_.data() : permuted_.data();
+const float* TokenDispatcher::expert_input(const DispatchPlan& plan) const {
+  return plan.exchanges ? sorted_.data() : permuted_.data();
 }
 
-void TokenDispatcher::combine(const float* y, const float* weights, float* out) {
+void TokenDispatcher::combine(const DispatchPlan& plan, const float* y, const float* weights,
+                              float* out) {
   auto& be = ctx_.backend;
-  y_saved_ = y;  // the caller keeps y alive until backward
-  if (exchanges()) {
+  const float* y_perm = y;
+  if (plan.exchanges) {
     // fc2 outputs are partial sums over ETP: reduce them while scattering back to each peer.
-    grow_rows(be, y_local_, local_rows_, H_);
-    exchange_backward(y, y_local_.data());
-    y_saved_ = y_local_.data();
+    grow_rows(be, y_local_, plan.local_rows, H_);
+    exchange_backward(plan, y, y_local_.data());
+    y_perm = y_local_.data();
   }
-  be.moe_unpermute(y_saved_, row_.data(), weights, out, ctx_.local_tokens(), k_, H_);
+  be.moe_unpermute(y_perm, plan.row.data(), weights, out, ctx_.local_tokens(), k_, H_);
 }
 
-void TokenDispatcher::combine_backward(const float* dout, const float* weights, float* dy,
+void TokenDispatcher::combine_backward(const DispatchPlan& plan, const float* dout,
+                                       const float* y, const float* weights, float* dy,
                                        float* dweights) {
   auto& be = ctx_.backend;
-  grow_rows(be, scratch_, local_rows_, H_);
-  float* dlocal = exchanges() ? scratch_.data() : dy;
+  // The expert outputs in this rank's permuted order: y itself, or combine()'s exchanged copy.
+  const float* y_perm = plan.exchanges ? y_local_.data() : y;
+  grow_rows(be, scratch_, plan.local_rows, H_);
+  float* dlocal = plan.exchanges ? scratch_.data() : dy;
   // Padding and dropped rows receive no gradient: clear them first.
-  be.fill(dlocal, 0.f, local_rows_ * H_);
-  be.moe_unpermute_backward(dout, y_saved_, row_.data(), weights, dlocal, dweights,
+  be.fill(dlocal, 0.f, plan.local_rows * H_);
+  be.moe_unpermute_backward(dout, y_perm, plan.row.data(), weights, dlocal, dweights,
                             ctx_.local_tokens(), k_, H_);
   // Adjoint of (reduce-scatter over ETP, all-to-all back): all-to-all forward, all-gather.
-  if (exchanges()) exchange_forward(dlocal, dy);
+  if (plan.exchanges) exchange_forward(plan, dlocal, dy);
 }
 
-void TokenDispatcher::dispatch_backward(const float* dx_experts, float* dx) {
+void TokenDispatcher::dispatch_backward(const DispatchPlan& plan, const float* dx_experts,
+                                        float* dx) {
   auto& be = ctx_.backend;
   const float* dlocal = dx_experts;
-  if (exchanges()) {
+  if (plan.exchanges) {
     // Each ETP rank's fc1 slice contributes a partial input gradient: sum them (adjoint of the
     // all-gather), then return rows to their owners (adjoint of the all-to-all).
-    grow_rows(be, scratch_, local_rows_, H_);
-    exchange_backward(dx_experts, scratch_.data());
+    grow_rows(be, scratch_, plan.local_rows, H_);
+    exchange_backward(plan, dx_experts, scratch_.data());
     dlocal = scratch_.data();
   }
-  be.moe_permute_backward(dlocal, row_.data(), dx, ctx_.local_tokens(), k_, H_);
+  be.moe_permute_backward(dlocal, plan.row.data(), dx, ctx_.local_tokens(), k_, H_);
 }
 
 }  // namespace origami

@@ -1,4 +1,4 @@
-// defines: TokenDispatcher
+// defines: DispatchPlan, TokenDispatcher
 // Moves each (token, slot) to the rank and the expert that computes it, and the results back.
 //   dispatch: counting sort by expert (local) -> exchange per-expert counts over EP -> all-to-all(v)
 //             of rows over EP -> all-gather(v) over ETP -> sort rows by local expert
@@ -8,6 +8,8 @@
 // reduce-scatter). With EP = ETP = 1 no exchange happens and the sort is the identity.
 // Dropped slots (capacity mode) carry expert -1 and produce 0; with pad_to_capacity every
 // (rank, expert) block is padded to C rows (zeros) so expert GEMMs have static shapes.
+// Everything dispatch() decides lives in a DispatchPlan that the caller keeps and hands to
+// combine and the backward passes; the dispatcher itself holds only reusable row buffers.
 #pragma once
 #include <vector>
 
@@ -16,44 +18,59 @@
 
 namespace origami {
 
+// One micro-batch's routing as the exchange sees it. Host vectors are row counts (not elements);
+// the index tensors are backend memory. dispatch() overwrites a plan and reuses its buffers.
+struct DispatchPlan {
+  std::vector<int64_t> routed_counts;  // [E] this rank's (token, slot)s per global expert
+  std::vector<int64_t> expert_counts;  // [E_local] rows per local expert in expert_input()
+  int64_t local_rows = 0;   // rows of this rank's permuted buffer (capacity padding included)
+  int64_t rows = 0;         // rows of expert_input(): what this rank's experts compute
+  bool exchanges = false;   // EP or ETP > 1: rows travel between ranks
+  // The EP all-to-all, per EP rank: rows this rank sends / receives, and their offsets.
+  std::vector<int64_t> send_rows, send_displs, recv_rows, recv_displs;
+  int64_t recv_total = 0;
+  // The ETP all-gather, per ETP peer: rows each peer received, and their offsets.
+  std::vector<int64_t> etp_rows, etp_displs;
+  IndexTensor row;       // [N,k]: (token, slot) -> row of the permuted buffer, -1 = unrouted
+  IndexTensor sort_row;  // [rows]: gathered row -> row grouped by local expert (exchanges only)
+};
+
 class TokenDispatcher {
  public:
   explicit TokenDispatcher(ModelContext& ctx);
   // x [N,H], experts [N,k] (global expert ids, -1 = dropped). pad_rows > 0 pads each expert's
-  // local group to exactly pad_rows rows (capacity padding).
-  void dispatch(const float* x, const int32_t* experts, int64_t pad_rows = 0);
-  // Rows for this rank's local experts, grouped by expert: [rows(), H] with expert_counts().
-  const float* expert_input() const;
-  const std::vector<int64_t>& expert_counts() const { return local_counts_; }
-  int64_t rows() const { return sorted_rows_; }
-  // This rank's (token, slot) assignments per global expert (before the exchange).
-  const std::vector<int64_t>& routed_counts() const { return counts_; }
+  // local group to exactly pad_rows rows (capacity padding). Fills `plan`. The one host sync of
+  // the MoE layer happens here: the expert counts shape the exchange and the expert GEMMs.
+  void dispatch(const float* x, const int32_t* experts, int64_t pad_rows, DispatchPlan& plan);
+  // Rows for this rank's local experts, grouped by expert: [plan.rows, H] with
+  // plan.expert_counts. Valid until the next dispatch().
+  const float* expert_input(const DispatchPlan& plan) const;
 
-  // y [rows(), H] expert outputs (partial over ETP) -> out [N,H].
-  void combine(const float* y, const float* weights, float* out);
-  // dout [N,H] -> dy [rows(), H] (grad of the expert outputs) and dweights [N,k].
-  void combine_backward(const float* dout, const float* weights, float* dy, float* dweights);
-  // dx_experts [rows(), H] (grad of expert_input(), partial over ETP) -> dx [N,H] (overwritten).
-  void dispatch_backward(const float* dx_experts, float* dx);
+  // y [plan.rows, H] expert outputs (partial over ETP) -> out [N,H]. With an exchange the
+  // outputs are returned to their ranks into a buffer of the dispatcher's, kept for
+  // combine_backward.
+  void combine(const DispatchPlan& plan, const float* y, const float* weights, float* out);
+  // dout [N,H] -> dy [plan.rows, H] (grad of the expert outputs) and dweights [N,k]. y: the
+  // expert outputs given to combine() for this plan.
+  void combine_backward(const DispatchPlan& plan, const float* dout, const float* y,
+                        const float* weights, float* dy, float* dweights);
+  // dx_experts [plan.rows, H] (grad of expert_input(), partial over ETP) -> dx [N,H]
+  // (overwritten).
+  void dispatch_backward(const DispatchPlan& plan, const float* dx_experts, float* dx);
 
  private:
-  bool exchanges() const { return ctx_.ep_size() > 1 || ctx_.etp_size() > 1; }
-  // rows of this rank's tokens for EP rank r: send; rows from EP rank r: recv; per ETP peer.
-  void exchange_forward(const float* local_perm, float* sorted);
-  void exchange_backward(const float* sorted, float* local_perm);
+  // local_perm rows -> all-to-all over EP -> all-gather over ETP -> sorted by local expert.
+  void exchange_forward(const DispatchPlan& plan, const float* local_perm, float* sorted);
+  void exchange_backward(const DispatchPlan& plan, const float* sorted, float* local_perm);
+  // Row counts -> element counts of H-wide rows, for the v-collectives.
+  std::vector<int64_t> elements(const std::vector<int64_t>& rows) const;
 
   ModelContext& ctx_;
   int64_t H_, E_, k_, E_local_;
-  Tensor permuted_;      // [N k (+pad), H] this rank's rows, expert-major
-  Tensor y_local_;       // expert outputs back in this rank's permuted order (after exchange)
-  const float* y_saved_ = nullptr;  // expert outputs in permuted order, for combine_backward
-  Tensor recv_, gathered_, sorted_, scratch_;
   TensorOf<int64_t> counts_dev_;
-  IndexTensor row_, sort_row_;
-  std::vector<int64_t> counts_, local_counts_;
-  std::vector<int64_t> send_rows_, send_displs_, recv_rows_, recv_displs_;
-  std::vector<int64_t> etp_rows_, etp_displs_;
-  int64_t local_rows_ = 0, recv_total_ = 0, gathered_rows_ = 0, sorted_rows_ = 0;
+  Tensor permuted_;  // [local_rows, H] this rank's rows, expert-major
+  Tensor y_local_;   // expert outputs back in this rank's permuted order (exchanges only)
+  Tensor recv_, gathered_, sorted_, scratch_;
 };
 
 }  // namespace origami
