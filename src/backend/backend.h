@@ -223,6 +223,10 @@ class Backend {
   // logits [N,V], targets [N]: -1 = no loss; kTargetInOtherShard = the row has a loss but its
   // target lies in another rank's vocabulary shard (vocabulary parallelism). losses [N] = lse -
   // logit[target] (0 if ignored or elsewhere), lse [N] saved for backward.
+  // Targets must be valid (kernel_math::valid_target: [0,V), -1 or kTargetInOtherShard): the
+  // caller checks them where it builds them. The CPU reference checks again and throws; a device
+  // backend does not wait for the device to check, and treats an invalid target as ignored
+  // (zero loss and gradient, no out-of-bounds read): a wrong result, not a crash.
   static constexpr int32_t kTargetInOtherShard = -2;
   virtual void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses,
                                      float* lse, int64_t N, int64_t V) = 0;

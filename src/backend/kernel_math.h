@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/backend.h"
+
 // __host__ __device__ under nvcc, nothing for the host compiler.
 #ifdef __CUDACC__
 #define ORIGAMI_HD __host__ __device__
@@ -15,6 +17,15 @@
 #endif
 
 namespace origami::kernel_math {
+
+// ---- softmax cross-entropy --------------------------------------------------------------------
+
+// The targets Backend::cross_entropy_* accept over a vocabulary (shard) of V: a token id in
+// [0, V), -1 (ignored row) or Backend::kTargetInOtherShard. The caller checks (the model, where
+// it builds the targets); the CPU backend checks again, a device backend does not wait to.
+ORIGAMI_HD inline bool valid_target(int32_t t, int64_t V) {
+  return (t >= 0 && t < V) || t == -1 || t == Backend::kTargetInOtherShard;
+}
 
 // ---- router auxiliary losses (Backend::expert_counts_per_block, balance_loss, router_z_loss) ----
 
