@@ -171,6 +171,33 @@ class Backend {
                                     const float* weights, const RouterGate& g, float* dlogits,
                                     int64_t N, int64_t E);
 
+  // ---- router auxiliary losses (model/moe/balance_loss.h) --------------------------------------
+  // Rows are grouped into B blocks (sequences for per-sequence balancing; B = 1 for the whole
+  // micro-batch): block(t) = row_block[t] when row_block is non-null (int32 [N], values in
+  // [0,B)), else t / (N / B) (B divides N). Values are summed in fp64 in a fixed order, so each
+  // backend's result is run-to-run identical; the float outputs named "accumulated" are added
+  // to (*loss += ...), the gradients overwritten. An expert outside [-1,E) or a row_block value
+  // outside [0,B) is an Error on the CPU backend (the reference checks); a device backend does
+  // not wait to read them back and skips such slots (rows: zero gradient, no loss term).
+  //
+  // Per-block expert counts: counts[b,e] (int64, overwritten, [B,E]) = number of slots s of rows t
+  // with idx[t,s] == e and block(t) == b. idx [N,k], -1 = unused slot.
+  virtual void expert_counts_per_block(const int32_t* idx, const int32_t* row_block, int64_t N,
+                                       int64_t k, int64_t E, int64_t B, int64_t* counts) = 0;
+  // Load-balancing loss over rows grouped into B blocks (same block(t) rule):
+  //   f[b,i] = counts[b,i] / d_b,  d_b = routed_share ? max(1, sum_i counts[b,i]) : slots
+  //   *loss += weight * sum_t sum_i f[block(t), i] * probs[t,i]         (one float, accumulated)
+  //   dprobs[t,i] = grad_scale * weight * f[block(t), i]                (overwritten, [N,E])
+  // probs [N,E] fp32, counts int64 [B,E] backend memory, loss a single float in backend memory.
+  // f is a constant of the gradient (counts come from the non-differentiable top-k).
+  virtual void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
+                            int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
+                            double weight, float grad_scale, float* loss, float* dprobs) = 0;
+  // Router z-loss (ST-MoE): *loss += sum_t lse[t]^2 / N (one float, accumulated);
+  // dlse[t] = grad_scale * 2 * lse[t] / N (overwritten).
+  virtual void router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+                             float* dlse) = 0;
+
   // ---- token permutation by expert (counting sort, stable in token order) -------------------
   // idx [N,k] expert of each (token, slot), -1 = not routed. Writes counts [E] (host-readable
   // int64 in backend memory) and row [N,k]: the row of (token, slot) in the expert-sorted buffer
@@ -196,6 +223,10 @@ class Backend {
   // logits [N,V], targets [N]: -1 = no loss; kTargetInOtherShard = the row has a loss but its
   // target lies in another rank's vocabulary shard (vocabulary parallelism). losses [N] = lse -
   // logit[target] (0 if ignored or elsewhere), lse [N] saved for backward.
+  // Targets must be valid (kernel_math::valid_target: [0,V), -1 or kTargetInOtherShard): the
+  // caller checks them where it builds them. The CPU reference checks again and throws; a device
+  // backend does not wait for the device to check, and treats an invalid target as ignored
+  // (zero loss and gradient, no out-of-bounds read): a wrong result, not a crash.
   static constexpr int32_t kTargetInOtherShard = -2;
   virtual void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses,
                                      float* lse, int64_t N, int64_t V) = 0;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/backend.h"
+#include "backend/kernel_math.h"
 #include "backend_test_util.h"
 #include "base/error.h"
 
@@ -68,6 +69,17 @@ TEST(CpuCrossEntropy, TargetOutOfRangeIsAnError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("target 3 of row 1"), std::string::npos) << e.what();
   }
+  targets = {-3, 0};  // below -2: neither ignored nor in another shard
+  EXPECT_THROW(be->cross_entropy_backward(z.data(), targets.data(), lse.data(), 1.f, z.data(), 2, 3),
+               Error);
+}
+
+// The one rule both backends and the model's target builder follow.
+TEST(CpuCrossEntropy, TargetRule) {
+  using kernel_math::valid_target;
+  EXPECT_TRUE(valid_target(0, 3) && valid_target(2, 3));
+  EXPECT_TRUE(valid_target(-1, 3) && valid_target(Backend::kTargetInOtherShard, 3));
+  EXPECT_FALSE(valid_target(3, 3) || valid_target(-3, 3) || valid_target(0, 0));
 }
 
 TEST(CpuAdamw, HandComputedTwoSteps) {

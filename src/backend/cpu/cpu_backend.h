@@ -91,6 +91,15 @@ class CpuBackend : public Backend {
                               const float* weights, float* dy, float* dweights, int64_t N,
                               int64_t k, int64_t dim) override;
 
+  // cpu_router_aux_loss.cpp
+  void expert_counts_per_block(const int32_t* idx, const int32_t* row_block, int64_t N,
+                               int64_t k, int64_t E, int64_t B, int64_t* counts) override;
+  void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
+                    int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
+                    double weight, float grad_scale, float* loss, float* dprobs) override;
+  void router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+                     float* dlse) override;
+
   // cpu_loss_adamw.cpp
   void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses,
                              float* lse, int64_t N, int64_t V) override;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/kernel_math.h"
 #include "base/error.h"
 
 namespace origami {
@@ -14,9 +15,9 @@ namespace origami {
 namespace {
 void check_targets(const int32_t* targets, int64_t N, int64_t V, const char* op) {
   for (int64_t i = 0; i < N; ++i) {
-    check(targets[i] < V && targets[i] >= Backend::kTargetInOtherShard,
-          "{}: target {} of row {} out of range [0, {}) (-1 = ignored, -2 = in another "
-          "vocabulary shard)", op, targets[i], i, V);
+    check(kernel_math::valid_target(targets[i], V),
+          "{}: target {} of row {} out of range [0, {}) (-1 = ignored, {} = in another "
+          "vocabulary shard)", op, targets[i], i, V, Backend::kTargetInOtherShard);
   }
 }
 }  // namespace

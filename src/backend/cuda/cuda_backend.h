@@ -5,7 +5,8 @@
 // Storage is fp32 (the interface's type); GEMMs run on the tensor cores at the precision chosen
 // here (bf16 inputs with fp32 accumulation by default), router/softmax/loss math is fp32 or fp64.
 // The kernels live next to their op family: cuda_gemm.cpp, cuda_elementwise.cu,
-// cuda_norm_rope_embed.cu, cuda_attention.cu, cuda_router_permute.cu, cuda_loss_adamw.cu.
+// cuda_norm_rope_embed.cu, cuda_attention.cu, cuda_router_permute.cu, cuda_router_aux_loss.cu,
+// cuda_loss_adamw.cu.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -120,6 +121,15 @@ class CudaBackend final : public Backend {
   void moe_unpermute_backward(const float* dout, const float* y, const int32_t* row,
                               const float* weights, float* dy, float* dweights, int64_t N,
                               int64_t k, int64_t dim) override;
+
+  // cuda_router_aux_loss.cu
+  void expert_counts_per_block(const int32_t* idx, const int32_t* row_block, int64_t N,
+                               int64_t k, int64_t E, int64_t B, int64_t* counts) override;
+  void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
+                    int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
+                    double weight, float grad_scale, float* loss, float* dprobs) override;
+  void router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+                     float* dlse) override;
 
   // cuda_loss_adamw.cu
   void cross_entropy_forward(const float* logits, const int32_t* targets, float* losses,

@@ -1,12 +1,12 @@
 // defines: CudaBackend cross-entropy forward/backward and the AdamW update
 // Cross-entropy: one block per row, max and fp64 sum of exponentials reduced over the block;
-// lse kept for backward, as in the CPU reference. A target outside the vocabulary raises a flag
-// that forward checks before returning (the caller reads the losses next anyway).
+// lse kept for backward, as in the CPU reference. Targets are the caller's to check (no flag
+// read back, no stream sync): an invalid one is treated as ignored, so nothing reads outside z.
 #include <cmath>
 
 #include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_launch.h"
+#include "backend/kernel_math.h"
 
 namespace origami::cuda {
 
@@ -14,7 +14,7 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void ce_forward_kernel(const float* logits, const int32_t* targets, float* losses,
-                                  float* lse, int64_t V, int32_t* bad) {
+                                  float* lse, int64_t V) {
   const int64_t r = blockIdx.x;
   const float* z = logits + r * V;
   float mx = -INFINITY;
@@ -27,8 +27,7 @@ __global__ void ce_forward_kernel(const float* logits, const int32_t* targets, f
     const double l = double(mx) + log(denom);
     const int32_t tgt = targets[r];
     lse[r] = float(l);
-    if (tgt >= V || tgt < -2) *bad = 1;
-    losses[r] = (tgt < 0 || tgt >= V) ? 0.f : float(l - double(z[tgt]));
+    losses[r] = (tgt < 0 || !kernel_math::valid_target(tgt, V)) ? 0.f : float(l - double(z[tgt]));
   }
 }
 
@@ -40,7 +39,8 @@ __global__ void ce_backward_kernel(const float* logits, const int32_t* targets, 
   const float* z = logits + r * V;
   const float l = lse[r];
   for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-    if (tgt == -1 || tgt >= V) {  // ignored row (-2: target in another vocabulary shard)
+    // ignored row (and an invalid target); kTargetInOtherShard keeps the softmax, no one-hot
+    if (tgt == -1 || !kernel_math::valid_target(tgt, V)) {
       d[j] = 0.f;
       continue;
     }
@@ -65,15 +65,8 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
 void CudaBackend::cross_entropy_forward(const float* logits, const int32_t* targets,
                                         float* losses, float* lse, int64_t N, int64_t V) {
   if (N <= 0) return;
-  auto* bad = static_cast<int32_t*>(scratch(sizeof(int32_t)));
-  CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(int32_t), stream_));
-  ce_forward_kernel<<<unsigned(N), kThreads, 0, stream_>>>(logits, targets, losses, lse, V, bad);
+  ce_forward_kernel<<<unsigned(N), kThreads, 0, stream_>>>(logits, targets, losses, lse, V);
   check_launch("cross_entropy_forward", {N, V});
-  int32_t flag = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&flag, bad, sizeof(flag), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  require(flag == 0, "cross_entropy_forward: a target is out of range [0, {}) (N={}; -1 = ignored, -2 = in another vocabulary shard)",
-        V, N);
 }
 
 void CudaBackend::cross_entropy_backward(const float* logits, const int32_t* targets,
