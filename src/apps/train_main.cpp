@@ -3,10 +3,12 @@
 // Exit codes: 0 done, 1 bad input (config / data / tokenizer), 2 bad command line.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "checkpoint/checkpoint.h"
 #include "comm/communicator.h"
 #include "comm/mpi_runtime.h"
 #include "config/config.h"
@@ -14,6 +16,17 @@
 #include "train/trainer.h"
 
 using namespace origami;
+
+namespace {
+
+// The crash-safety test's fault (tests/checkpoint/crash_during_save.sh): rank 0 dies in the save
+// of step ORIGAMI_TEST_CRASH_IN_SAVE_AT_STEP, every rank file written, nothing published.
+int64_t g_crash_step = -1;
+void crash_in_save(int64_t step, int rank) {
+  if (step == g_crash_step && rank == 0) std::_Exit(86);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   MpiRuntime mpi(&argc, &argv);
@@ -51,6 +64,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   init_logging(world->rank(), cfg.logging.level);
+  if (const char* crash = std::getenv("ORIGAMI_TEST_CRASH_IN_SAVE_AT_STEP")) {
+    g_crash_step = std::atoll(crash);
+    set_save_fault_hook(crash_in_save);
+  }
 
   // Phase 2: data, model, training. An error may now be seen by one rank while the others wait
   // in a collective: that rank reports it and ends the whole job.

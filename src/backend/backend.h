@@ -175,8 +175,9 @@ class Backend {
   // Rows are grouped into B blocks (sequences for per-sequence balancing; B = 1 for the whole
   // micro-batch): block(t) = row_block[t] when row_block is non-null (int32 [N], values in
   // [0,B)), else t / (N / B) (B divides N). Values are summed in fp64 in a fixed order, so each
-  // backend's result is run-to-run identical; the float outputs named "accumulated" are added
-  // to (*loss += ...), the gradients overwritten. An expert outside [-1,E) or a row_block value
+  // backend's result is run-to-run identical; the loss (one double in backend memory, so a
+  // step's values can stay on the device until the metrics read them) is accumulated
+  // (*loss += ...), the gradients overwritten. An expert outside [-1,E) or a row_block value
   // outside [0,B) is an Error on the CPU backend (the reference checks); a device backend does
   // not wait to read them back and skips such slots (rows: zero gradient, no loss term).
   //
@@ -186,16 +187,20 @@ class Backend {
                                        int64_t k, int64_t E, int64_t B, int64_t* counts) = 0;
   // Load-balancing loss over rows grouped into B blocks (same block(t) rule):
   //   f[b,i] = counts[b,i] / d_b,  d_b = routed_share ? max(1, sum_i counts[b,i]) : slots
-  //   *loss += weight * sum_t sum_i f[block(t), i] * probs[t,i]         (one float, accumulated)
-  //   dprobs[t,i] = grad_scale * weight * f[block(t), i]                (overwritten, [N,E])
-  // probs [N,E] fp32, counts int64 [B,E] backend memory, loss a single float in backend memory.
-  // f is a constant of the gradient (counts come from the non-differentiable top-k).
+  //   P[b,i] = sum over the rows t of block b of probs[t,i]
+  //   *loss += scale * sum_b sum_i f[b,i] * P[b,i] / n                   (accumulated)
+  //   dprobs[t,i] = grad_scale * scale * f[block(t), i] / n               (overwritten, [N,E])
+  // n: the rows P is a mean over (the micro-batch's tokens, or a whole sequence's when a rank
+  // holds part of it). probs [N,E] fp32, counts int64 [B,E]. f is a constant of the gradient
+  // (counts come from the non-differentiable top-k). The CPU reference sums P in row order and
+  // the terms in (b, i) order, the order BalanceLoss always used.
   virtual void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
                             int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
-                            double weight, float grad_scale, float* loss, float* dprobs) = 0;
-  // Router z-loss (ST-MoE): *loss += sum_t lse[t]^2 / N (one float, accumulated);
+                            double scale, double n, float grad_scale, double* loss,
+                            float* dprobs) = 0;
+  // Router z-loss (ST-MoE): *loss += sum_t lse[t]^2 / N (accumulated);
   // dlse[t] = grad_scale * 2 * lse[t] / N (overwritten).
-  virtual void router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+  virtual void router_z_loss(const float* lse, int64_t N, float grad_scale, double* loss,
                              float* dlse) = 0;
 
   // ---- token permutation by expert (counting sort, stable in token order) -------------------

@@ -42,17 +42,19 @@ ORIGAMI_HD inline double balance_denominator(int64_t routed, bool routed_share, 
 ORIGAMI_HD inline double balance_fraction(int64_t count, double denominator) {
   return double(count) / denominator;
 }
-// dprobs[t,i] = grad_scale * weight * f[block(t), i]
-ORIGAMI_HD inline float balance_grad(float grad_scale, double weight, double f) {
-  return float(double(grad_scale) * weight * f);
+// dprobs[t,i] = grad_scale * scale * f[block(t), i] / n (in this order: the model's original
+// formula, so micro_batch results stayed bit-identical when the loss moved to the backend)
+ORIGAMI_HD inline float balance_grad(float grad_scale, double scale, double f, double n) {
+  return float(double(grad_scale) * scale * f / n);
+}
+// One (block, expert) term of the balance loss before the outer scale: f * P / n.
+ORIGAMI_HD inline double balance_term(double f, double column_sum, double n) {
+  return f * column_sum / n;
 }
 // dlse[t] = grad_scale * 2 * lse[t] / N
 ORIGAMI_HD inline float z_loss_grad(float lse, float grad_scale, int64_t N) {
   return float(double(grad_scale) * 2.0 * double(lse) / double(N));
 }
-// A loss accumulated into one float: added in double, rounded once.
-ORIGAMI_HD inline float accumulate_loss(float loss, double term) {
-  return float(double(loss) + term);
-}
+
 
 }  // namespace origami::kernel_math

@@ -61,8 +61,8 @@ class ProfilingBackend final : public Backend {
   void router_gate_backward(const float* dweights, const float* dprobs, const float* dlse, const float* logits, const float* gate, const int32_t* idx, const float* weights, const RouterGate& g, float* dlogits, int64_t N, int64_t E) override;
   void router_backward(const float* dweights, const float* dprobs, const float* dlse, const float* probs, const int32_t* idx, const float* weights, float* dlogits, int64_t N, int64_t E, int64_t k, bool renormalize) override;
   void expert_counts_per_block(const int32_t* idx, const int32_t* row_block, int64_t N, int64_t k, int64_t E, int64_t B, int64_t* counts) override;
-  void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block, int64_t N, int64_t E, int64_t B, bool routed_share, double slots, double weight, float grad_scale, float* loss, float* dprobs) override;
-  void router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss, float* dlse) override;
+  void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block, int64_t N, int64_t E, int64_t B, bool routed_share, double slots, double scale, double n, float grad_scale, double* loss, float* dprobs) override;
+  void router_z_loss(const float* lse, int64_t N, float grad_scale, double* loss, float* dlse) override;
   void moe_permute_indices(const int32_t* idx, int64_t N, int64_t k, int64_t E, int64_t* counts, int32_t* row) override;
   void moe_permute(const float* x, const int32_t* row, float* out, int64_t N, int64_t k, int64_t dim) override;
   void moe_permute_backward(const float* dout_perm, const int32_t* row, float* dx, int64_t N, int64_t k, int64_t dim) override;

@@ -42,6 +42,12 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
                             const ProcessGroups& groups, const Communicator& world,
                             const CheckpointBuffers& buffers = {});
 
+// Test seam of save_checkpoint: called on every rank after all rank files of step `step` are
+// written and before anything is published (where a kill -9 mid-save leaves a save). Null by
+// default; origami-train installs one for the crash-safety test (crash_during_save.sh).
+using SaveFaultHook = void (*)(int64_t step, int rank);
+void set_save_fault_hook(SaveFaultHook hook);
+
 // A save directory (with `latest`) or one checkpoint directory (with index.json) -> the latter.
 std::string resolve_checkpoint(const std::string& path);
 

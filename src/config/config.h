@@ -199,4 +199,11 @@ std::string to_yaml(const Config& cfg);
 // Every full key ("moe.router.aux_loss_coeff") in to_yaml order; docs/configuration.md lists them.
 std::vector<std::string> config_keys();
 
+// Config strings that hot paths branch on, parsed once where a module is built (the schema has
+// already refused any other spelling; these throw an Error naming the key if one slips through).
+enum class RecomputeMode { none, selective, full };  // training.recompute
+RecomputeMode parse_recompute_mode(const std::string& name);
+enum class RouterScore { softmax, sigmoid };  // moe.router.score
+RouterScore parse_router_score(const std::string& name);
+
 }  // namespace origami

@@ -103,8 +103,11 @@ struct ModelContext {
     return recomputed ? scratch("saved." + key, std::move(shape_))
                       : Tensor::zeros(backend, std::move(shape_));
   }
-  bool recompute_full() const { return config.training.recompute == "full"; }
-  bool recompute_attention() const { return config.training.recompute != "none"; }
+  bool recompute_full() const { return recompute == RecomputeMode::full; }
+  bool recompute_attention() const { return recompute != RecomputeMode::none; }
+
+  // training.recompute, parsed once when the context is built.
+  RecomputeMode recompute = parse_recompute_mode(config.training.recompute);
 
   std::map<std::string, Tensor> scratch_buffers = {};  // public: ModelContext stays an aggregate
 };

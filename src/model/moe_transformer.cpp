@@ -1,3 +1,5 @@
+// MoeTransformer: inputs checked and mapped to this rank's rows and vocabulary shard, the
+// blocks, the chunked LM head; backward from the head's dx; router losses read once a step.
 #include "model/moe_transformer.h"
 
 #include <fmt/format.h>
@@ -52,6 +54,12 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
         "the model's kv heads)", tp, m.num_query_groups);
 
   const int64_t Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
+  router_losses_ = TensorOf<double>::zeros(backend, {std::max(num_moe_layers_, 1), 2});
+  {
+    int l = 0;
+    for (auto& b : blocks_)
+      if (MoeLayer* moe = b->moe()) moe->set_loss_accumulators(router_losses_.data() + 2 * l++);
+  }
   tokens_ = IndexTensor::zeros(backend, {Nc});
   targets_ = IndexTensor::zeros(backend, {Nc});
   positions_ = IndexTensor::zeros(backend, {Nc});
@@ -61,6 +69,7 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
   for (int l = 0; l <= int(m.num_layers); ++l) residual_.push_back(Tensor::zeros(backend, {n, H}));
   for (Tensor* t : {&normed_, &dres_a_, &dres_b_}) *t = Tensor::zeros(backend, {n, H});
   rstd_ = Tensor::zeros(backend, {n});
+  head_dx_ = Tensor::zeros(backend, {Nc, H});
   head_ = std::make_unique<LmHeadLoss>(ctx_, vocab_, config.training.logits_chunk_tokens);
 }
 
@@ -72,9 +81,14 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
   const int64_t V = m.vocab_size, H = m.hidden_size, T = ctx_.shape.seq;
   const int64_t Nc = ctx_.context_tokens(), n = ctx_.local_tokens();
   ForwardStats st;
-  for (int64_t i = 0; i < ctx_.shape.tokens(); ++i)
+  // Inputs are checked here, where they are built, so no backend op has to check (and wait for)
+  // them on the device.
+  for (int64_t i = 0; i < ctx_.shape.tokens(); ++i) {
     check(tokens[i] >= 0 && tokens[i] < V, "token id {} at position {} is outside the model "
           "vocabulary [0, {}) (model.vocab_size too small for the tokenizer?)", tokens[i], i, V);
+    check(targets[i] >= -1 && targets[i] < V, "target id {} at position {} is outside the model "
+          "vocabulary [0, {}) and is not -1 (no loss)", targets[i], i, V);
+  }
   // This rank's rows (its context-parallel chunks), with token ids and targets relative to its
   // vocabulary shard: -1 = not in the shard (embedding) / no loss, -2 = target in another shard.
   local_ids_.resize(size_t(Nc));
@@ -100,8 +114,6 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->forward(residual_[l].data(), residual_[l + 1].data(), positions_.data(), s);
     if (const MoeLayer* moe = blocks_[l]->moe()) {
-      st.balance_loss += moe->stats().balance_loss;
-      st.z_loss += moe->stats().z_loss;
       st.expert_counts.push_back(moe->stats().expert_counts);
       st.dropped_slots += moe->stats().dropped_slots;
     }
@@ -109,12 +121,12 @@ ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targe
   be.rmsnorm_forward(residual_.back().data(), store_[final_norm_].value.data(), normed_.data(),
                      rstd_.data(), n, H, float(m.norm_eps));
   // LM head, column parallel over the vocabulary, and the loss, chunk by chunk; a training
-  // pass forms the head's gradient here (dx into lm_head.dx, which backward() continues from).
+  // pass forms the head's gradient here (dx into head_dx_, which backward() continues from).
   const float* nf = gather_sequence(ctx_, normed_.data(), "lm_head.x", H);
   std::optional<LmHeadGrad> grad;
   if (lm_grad_scale)
     grad = LmHeadGrad{.scale = *lm_grad_scale,
-                      .dx = ctx_.scratch("lm_head.dx", {Nc, H}).data(),
+                      .dx = head_dx_.data(),
                       .dw = store_[lm_head_].grad.data()};
   st.lm_loss_sum = head_->run(nf, store_[lm_head_].value.data(), targets_.data(), local_targets_,
                               grad);
@@ -137,7 +149,7 @@ void MoeTransformer::backward() {
         "lm_grad_scale) of the same micro-batch before it");
   head_grad_ready_ = false;
   // The LM head's input gradient, formed by forward (no block's scratch shares its key).
-  Tensor dnf = ctx_.scratch("lm_head.dx", {Nc, H});
+  const Tensor& dnf = head_dx_;
   Tensor dnormed = ctx_.scratch("final_norm.dy", {n, H});
   reduce_scatter_sequence(ctx_, dnf.data(), dnormed.data(), H);
   be.rmsnorm_backward(dnormed.data(), residual_.back().data(), store_[final_norm_].value.data(),
@@ -153,6 +165,23 @@ void MoeTransformer::backward() {
   const float* demb =
       gather_sequence(ctx_, dy->data(), "embedding.dout", H);
   be.embedding_backward(demb, tokens_.data(), store_[embedding_].grad.data(), Nc, H);
+}
+
+void MoeTransformer::begin_step() {
+  for (auto& b : blocks_)
+    if (MoeLayer* m = b->moe()) m->begin_step();
+  if (router_losses_.empty()) return;
+  const std::vector<double> zeros(size_t(router_losses_.numel()), 0.0);
+  ctx_.backend.copy_from_host(router_losses_.data(), zeros.data(), zeros.size() * sizeof(double));
+}
+
+RouterLosses MoeTransformer::router_losses() const {
+  RouterLosses r;
+  if (router_losses_.empty() || num_moe_layers_ == 0) return r;
+  std::vector<double> v(size_t(router_losses_.numel()));
+  ctx_.backend.copy_to_host(v.data(), router_losses_.data(), v.size() * sizeof(double));
+  for (int l = 0; l < num_moe_layers_; ++l) r.balance += v[size_t(2 * l)], r.z += v[size_t(2 * l + 1)];
+  return r;
 }
 
 void MoeTransformer::set_router_clock(const RouterClock& clock) {

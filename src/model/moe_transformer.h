@@ -18,11 +18,14 @@
 
 namespace origami {
 
+struct RouterLosses {
+  double balance = 0.0;  // sum over MoE layers of E sum_i f_i P_i
+  double z = 0.0;        // sum over MoE layers of mean logsumexp^2 (0 when z_loss_coeff is 0)
+};
+
 struct ForwardStats {
   double lm_loss_sum = 0.0;    // sum of token losses (targets >= 0)
   int64_t loss_tokens = 0;
-  double balance_loss = 0.0;   // sum over MoE layers of the unscaled per-layer value
-  double z_loss = 0.0;         // likewise
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert]
   int64_t dropped_slots = 0;   // capacity mode, summed over MoE layers
 };
@@ -43,10 +46,10 @@ class MoeTransformer {
                        std::optional<float> lm_grad_scale = std::nullopt);
   void backward();
   // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
-  void begin_step() {
-    for (auto& b : blocks_)
-      if (MoeLayer* m = b->moe()) m->begin_step();
-  }
+  void begin_step();
+  // The unscaled router-loss values (balance, z) summed over MoE layers and over the forward
+  // passes since begin_step(): one read of the backend's accumulators, so call it once per step.
+  RouterLosses router_losses() const;
 
   // Gating schedule (model/moe/gating_schedule.h): the step and global-batch position of the
   // next forward passes. Until set: step 0 without noise.
@@ -84,12 +87,16 @@ class MoeTransformer {
   size_t embedding_, final_norm_, lm_head_;
   std::vector<std::unique_ptr<TransformerBlock>> blocks_;
   int num_moe_layers_ = 0;
+  TensorOf<double> router_losses_;  // [moe layer][balance, z], backend memory
   IndexTensor tokens_, targets_, positions_;  // CP-local rows, ids relative to the shard
   std::vector<int32_t> local_ids_, local_targets_;
   std::vector<Tensor> residual_;   // [L+1] x [n,H]: block inputs, then the last block's output
   Tensor normed_, rstd_, dres_a_, dres_b_;
   std::unique_ptr<LmHeadLoss> head_;
-  bool head_grad_ready_ = false;  // a training forward left lm_head.dx for backward()
+  // The LM head's input gradient [context_tokens, H]: formed by a training forward, consumed by
+  // backward(), so an owned buffer (no scratch key may reuse it in between).
+  Tensor head_dx_;
+  bool head_grad_ready_ = false;  // a training forward left head_dx_ for backward()
 };
 
 }  // namespace origami

@@ -1,3 +1,5 @@
+// ParamStore: declaration, the flat value / gradient buffers (dense: tp, tp_kv, rest; then
+// expert) and initialisation from the counter-based RNG by global index.
 #include "model/parameters.h"
 
 #include "base/error.h"

@@ -1,26 +1,63 @@
+// AdamW (adamw.h): whole-buffer all-reduce, norm over every parameter, clip, per-parameter
+// update through the backend's fused adamw op.
 #include "optim/adamw.h"
 
 #include <cmath>
 
 #include "base/error.h"
+#include "optim/grad_norm.h"
 
 namespace origami {
 
-AdamW::AdamW(Backend& backend, const ParamStore& store, const OptimizerConfig& cfg)
-    : be_(backend), cfg_(cfg) {
+AdamW::AdamW(Backend& backend, ParamStore& store, const OptimizerConfig& cfg,
+             const GradientGroups& groups)
+    : be_(backend), store_(store), cfg_(cfg), groups_(groups) {
   m_ = Tensor::zeros(backend, {store.count()});
   v_ = Tensor::zeros(backend, {store.count()});
 }
 
-void AdamW::step(ParamStore& store, double lr) {
+void AdamW::reduce_gradients() {
+  reduce_replica_gradients(store_, groups_);
+  for (auto [g, comm] : {std::pair{GradGroup::dense, groups_.dense},
+                         std::pair{GradGroup::expert, groups_.expert}}) {
+    Tensor grads = store_.grads(g);
+    if (comm && comm->size() > 1 && grads.numel() > 0)
+      comm->allreduce(grads.data(), grads.data(), grads.numel(), CommDType::f32, ReduceOp::sum);
+  }
+}
+
+double AdamW::grad_norm() const {
+  const float* dense = store_.grads(GradGroup::dense).data();
+  const double dense2 = dense_norm_squared(store_, groups_, [&](int64_t b, int64_t e) {
+    return e > b ? be_.sum_squares(dense + b, e - b) : 0.0;
+  });
+  const Tensor expert = store_.grads(GradGroup::expert);
+  const double expert2 = expert_norm_squared(be_.sum_squares(expert.data(), expert.numel()), groups_);
+  return std::sqrt(dense2 + expert2);
+}
+
+double AdamW::step(double lr, double grad_norm) {
+  const double factor = clip_factor(grad_norm, cfg_.grad_clip);
+  if (factor != 1.0) {
+    Tensor g = store_.all_grads();
+    be_.scale(g.data(), float(factor), g.numel());
+  }
   ++t_;
-  const float* base = store.all_values().data();
-  for (auto& p : store.all()) {
+  const float* base = store_.all_values().data();
+  for (auto& p : store_.all()) {
     const int64_t off = p.value.data() - base;
     const float wd = p.spec.weight_decay ? float(cfg_.weight_decay) : 0.f;
     be_.adamw(p.value.data(), p.grad.data(), m_.data() + off, v_.data() + off, p.value.numel(),
               float(lr), float(cfg_.beta1), float(cfg_.beta2), float(cfg_.eps), wd, t_);
   }
+  return factor;
+}
+
+void AdamW::gather_state(std::vector<float>& m, std::vector<float>& v) const {
+  m.resize(size_t(m_.numel()));
+  v.resize(size_t(v_.numel()));
+  be_.copy_to_host(m.data(), m_.data(), m_.bytes());
+  be_.copy_to_host(v.data(), v_.data(), v_.bytes());
 }
 
 void AdamW::load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) {
@@ -29,26 +66,6 @@ void AdamW::load_state(const std::vector<float>& m, const std::vector<float>& v,
   be_.copy_from_host(m_.data(), m.data(), m_.bytes());
   be_.copy_from_host(v_.data(), v.data(), v_.bytes());
   t_ = steps;
-}
-
-double global_grad_norm(Backend& be, const ParamStore& store, const Communicator& expert_shards) {
-  const Tensor dense = store.grads(GradGroup::dense), expert = store.grads(GradGroup::expert);
-  double expert2 = be.sum_squares(expert.data(), expert.numel());
-  if (expert_shards.size() > 1) expert2 = expert_shards.allreduce_scalar(expert2);
-  return std::sqrt(be.sum_squares(dense.data(), dense.numel()) + expert2);
-}
-
-double clip_factor(double norm, double clip) {
-  if (clip <= 0.0 || norm <= clip || !std::isfinite(norm)) return 1.0;
-  return clip / (norm + 1e-6);
-}
-
-double clip_gradients(Backend& be, ParamStore& store, double norm, double clip) {
-  const double factor = clip_factor(norm, clip);
-  if (factor == 1.0) return 1.0;
-  Tensor g = store.all_grads();
-  be.scale(g.data(), float(factor), g.numel());
-  return factor;
 }
 
 }  // namespace origami

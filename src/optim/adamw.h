@@ -1,42 +1,40 @@
 // defines: AdamW
-// Adam with decoupled weight decay over a ParamStore: fp32 moments (one flat buffer each, laid
-// out like the parameters), weight decay only where the parameter's spec asks for it (not on
-// norms), bias correction by the optimizer step count. The gradient norm and clipping are
-// computed over all parameters before the update (global_grad_norm / clip_gradients).
+// Adam with decoupled weight decay over a ParamStore, every rank holding all moments: fp32
+// moments (one flat buffer each, laid out like the parameters), weight decay only where the
+// parameter's spec asks for it (not on norms), bias correction by the optimizer step count.
+// Gradients are all-reduced whole over their groups; the norm and clipping cover every
+// parameter before the update.
 #pragma once
 #include <cstdint>
+#include <vector>
 
-#include "comm/communicator.h"
-#include "config/config.h"
-#include "model/parameters.h"
+#include "optim/optimizer.h"
 
 namespace origami {
 
-class AdamW {
+class AdamW final : public Optimizer {
  public:
-  AdamW(Backend& backend, const ParamStore& store, const OptimizerConfig& cfg);
-  // One update with learning rate lr; increments the step count first (t >= 1).
-  void step(ParamStore& store, double lr);
-  int64_t steps() const { return t_; }
-  // Checkpoints: moments laid out like the store's value buffer, and the step count.
-  void load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps);
-  Tensor& exp_avg() { return m_; }
-  Tensor& exp_avg_sq() { return v_; }
+  // groups: {} for one rank; the store and the groups must outlive this.
+  AdamW(Backend& backend, ParamStore& store, const OptimizerConfig& cfg,
+        const GradientGroups& groups = {});
+  // TP replicas, then dense gradients over groups.dense and expert gradients over groups.expert.
+  void reduce_gradients() override;
+  double grad_norm() const override;
+  double step(double lr, double grad_norm) override;
+  int64_t steps() const override { return t_; }
+  void gather_state(std::vector<float>& m, std::vector<float>& v) const override;
+  void load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) override;
+
+  const Tensor& exp_avg() const { return m_; }
+  const Tensor& exp_avg_sq() const { return v_; }
 
  private:
   Backend& be_;
+  ParamStore& store_;
   OptimizerConfig cfg_;
+  GradientGroups groups_;
   Tensor m_, v_;
   int64_t t_ = 0;
 };
-
-// sqrt(sum of squared gradients) of the whole model. Dense gradients are replicated on every rank
-// of a stage (after reduction); expert gradients are split over the ranks holding different
-// experts or expert slices (`expert_shards`, the ETP x EP group), whose squares are summed.
-double global_grad_norm(Backend& be, const ParamStore& store, const Communicator& expert_shards);
-// The global-norm clipping factor: clip / norm when norm > clip (clip > 0), else 1.
-double clip_factor(double norm, double clip);
-// Scales all gradients by clip_factor(norm, clip). Returns the factor applied.
-double clip_gradients(Backend& be, ParamStore& store, double norm, double clip);
 
 }  // namespace origami

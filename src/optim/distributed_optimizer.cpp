@@ -6,9 +6,11 @@
 #include "optim/distributed_optimizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "base/error.h"
+#include "optim/grad_norm.h"
 
 namespace origami {
 
@@ -20,10 +22,12 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 DistributedOptimizer::DistributedOptimizer(Backend& be, ParamStore& store,
                                            const OptimizerConfig& cfg,
-                                           const Communicator& dense_group,
-                                           const Communicator& expert_group,
+                                           const GradientGroups& groups,
                                            int64_t bucket_elements)
-    : be_(be), store_(store), cfg_(cfg) {
+    : be_(be), store_(store), cfg_(cfg), comms_(groups) {
+  check(groups.dense && groups.expert,
+        "DistributedOptimizer: ZeRO-1 needs the dense and expert gradient groups (got {} / {})",
+        groups.dense ? groups.dense->name() : "none", groups.expert ? groups.expert->name() : "none");
   check(bucket_elements > 0,
         "DistributedOptimizer: bucket_elements must be positive (got {})", bucket_elements);
   check(!store.all_values().empty(),
@@ -37,7 +41,7 @@ DistributedOptimizer::DistributedOptimizer(Backend& be, ParamStore& store,
   for (int gi = 0; gi < 2; ++gi) {
     const GradGroup g = gi == 0 ? GradGroup::dense : GradGroup::expert;
     GroupState& gs = groups_[size_t(gi)];
-    gs.comm = gi == 0 ? &dense_group : &expert_group;
+    gs.comm = gi == 0 ? groups.dense : groups.expert;
     gs.offset = gi == 0 ? 0 : dense_count;
     for (const auto& p : store.all())
       if (p.spec.grad_group == g) gs.count += p.value.numel();
@@ -137,7 +141,30 @@ double DistributedOptimizer::shard_sum_squares(GradGroup g, int64_t begin, int64
   return be_.sum_squares(store_.all_grads().data() + gs.offset + lo, hi - lo);
 }
 
-void DistributedOptimizer::step(double lr, double grad_scale) {
+void DistributedOptimizer::reduce_gradients() {
+  reduce_replica_gradients(store_, comms_);
+  reduce_scatter_gradients();
+}
+
+// Each rank holds the reduced gradient of its shard only. Dense shards partition the dense
+// gradient over DP x CP (sum there, then weigh TP as AdamW does), expert shards the expert
+// gradient over EDP; different experts (ETP x EP) add their squares.
+double DistributedOptimizer::grad_norm() const {
+  const double dense2 = dense_norm_squared(store_, comms_, [&](int64_t b, int64_t e) {
+    return comms_.dense->allreduce_scalar(shard_sum_squares(GradGroup::dense, b, e));
+  });
+  const double expert2 = expert_norm_squared(
+      comms_.expert->allreduce_scalar(shard_sum_squares(GradGroup::expert)), comms_);
+  return std::sqrt(dense2 + expert2);
+}
+
+double DistributedOptimizer::step(double lr, double grad_norm) {
+  const double factor = clip_factor(grad_norm, cfg_.grad_clip);
+  update_shards(lr, factor);
+  return factor;
+}
+
+void DistributedOptimizer::update_shards(double lr, double grad_scale) {
   ++t_;
   float* values = store_.all_values().data();
   float* grads = store_.all_grads().data();

@@ -10,22 +10,34 @@
 #include <utility>
 #include <vector>
 
-#include "backend/backend.h"
-#include "comm/communicator.h"
-#include "config/config.h"
-#include "model/parameters.h"
+#include "optim/optimizer.h"
 
 namespace origami {
 
-class DistributedOptimizer {
+class DistributedOptimizer final : public Optimizer {
  public:
-  // dense_group / expert_group: the communicators each gradient range is reduced over (they may
-  // be the same object). The store must be finalized; it and the groups must outlive this.
-  // bucket_elements bounds the elements each rank receives per collective call (staging memory
-  // is about (group size + 1) x bucket_elements floats, allocated here once).
+  // groups.dense / groups.expert (required): the communicators each gradient range is
+  // reduce-scattered over (they may be the same object); the TP and expert-shard groups enter
+  // the replica reduction and the norm as for AdamW. The store must be finalized; it and the
+  // groups must outlive this. bucket_elements bounds the elements each rank receives per
+  // collective call (staging memory is about (group size + 1) x bucket_elements floats,
+  // allocated here once).
   DistributedOptimizer(Backend& be, ParamStore& store, const OptimizerConfig& cfg,
-                       const Communicator& dense_group, const Communicator& expert_group,
-                       int64_t bucket_elements = 1 << 20);
+                       const GradientGroups& groups, int64_t bucket_elements = 1 << 20);
+
+  // Optimizer: TP replicas, then reduce_scatter_gradients(); the norm from the shards; clip
+  // and update_shards(); the moments gathered / scattered for checkpoints.
+  void reduce_gradients() override;
+  double grad_norm() const override;
+  double step(double lr, double grad_norm) override;
+  int64_t steps() const override { return t_; }
+  void gather_state(std::vector<float>& m, std::vector<float>& v) const override {
+    gather_moments(m, v);
+  }
+  void load_state(const std::vector<float>& m, const std::vector<float>& v,
+                  int64_t steps) override {
+    load_moments(m, v, steps);
+  }
 
   // Reduce-scatter (sum) the local gradients of each group, bucket by bucket, so that this rank's
   // shard of the store's gradient buffer holds the fully reduced gradient. The rest of the
@@ -41,14 +53,13 @@ class DistributedOptimizer {
   // One AdamW update of this rank's shards: the shard gradients are first multiplied by
   // grad_scale (the clipping factor), weight decay only on parameters whose spec asks for it;
   // then all-gathers the updated shards into every rank's value buffer. Increments steps() first.
-  void step(double lr, double grad_scale);
+  void update_shards(double lr, double grad_scale);
 
   // This rank's [begin, end) within group g's flat range (end - begin may be 0 on the last ranks
   // of a group with fewer elements than ranks). Moments are indexed from begin.
   std::pair<int64_t, int64_t> shard_range(GradGroup g) const;
   // Padded shard length of group g: ceil(count / group size), the same on every rank.
   int64_t shard_capacity(GradGroup g) const { return geom(g).capacity; }
-  int64_t steps() const { return t_; }
   // Checkpoints: the moments of every parameter this rank holds, laid out like the store's value
   // buffer (a collective over each group: the shards are all-gathered), and their inverse.
   void gather_moments(std::vector<float>& m, std::vector<float>& v) const;
@@ -85,6 +96,7 @@ class DistributedOptimizer {
   Backend& be_;
   ParamStore& store_;
   OptimizerConfig cfg_;
+  GradientGroups comms_;
   std::array<GroupState, 2> groups_;  // dense, expert
   Tensor wide_, narrow_;              // staging: size x bucket and bucket floats
   int64_t t_ = 0;

@@ -5,17 +5,11 @@
 
 #include <algorithm>
 
+#include "base/logging.h"
 #include "model/moe_transformer.h"
 
 namespace origami {
 namespace {
-
-std::string bytes_str(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024.0 && u < 4) b /= 1024.0, ++u;
-  return fmt::format("{:.1f} {}", b, units[u]);
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -97,7 +91,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) 
   }
   if (CP > 1) scr += 2.0 * B * T * nkv * hd + 4.0 * B * T * nkv * hd + double(CP) * Nc * nkv * hd;
   scr += std::max(dense_layers > 0 ? 3.0 * Nc * F : 0.0, S > 0 ? 3.0 * n * S : 0.0);  // mlp dact, dh
-  scr += double(Nc) * H + double(n) * H;                                 // lm_head.dx, final_norm.dy
+  scr += double(Nc) * H + double(n) * H;                                 // head dx (owned), final_norm.dy
   r.scratch_bytes = 4.0 * scr;
   return r;
 }
@@ -105,10 +99,10 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) 
 std::string describe_memory(const MemoryEstimate& m) {
   return fmt::format("parameters {} ({:.2f} M) + gradients {} + optimizer {} + activations {} + "
                      "scratch {} = {}",
-                     bytes_str(m.parameter_bytes), double(m.parameters) / 1e6,
-                     bytes_str(m.gradient_bytes), bytes_str(m.optimizer_bytes),
-                     bytes_str(m.activation_bytes), bytes_str(m.scratch_bytes),
-                     bytes_str(m.total()));
+                     format_bytes(m.parameter_bytes), double(m.parameters) / 1e6,
+                     format_bytes(m.gradient_bytes), format_bytes(m.optimizer_bytes),
+                     format_bytes(m.activation_bytes), format_bytes(m.scratch_bytes),
+                     format_bytes(m.total()));
 }
 
 }  // namespace origami

@@ -1,3 +1,5 @@
+// Trainer: builds the run (layout, groups, data, model, optimizer, resume state) and runs the
+// step top to bottom; every collective of the step is a named call.
 #include "train/trainer.h"
 
 #include <algorithm>
@@ -18,19 +20,9 @@
 #include "train/device_staged_communicator.h"
 #include "train/flops.h"
 #include "train/memory_estimate.h"
+#include "train/step_stats.h"
 
 namespace origami {
-
-namespace {
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024.0 && u < 4) b /= 1024.0, ++u;
-  return fmt::format("{:.2f} {}", b, units[u]);
-}
-
-}  // namespace
 
 Trainer::Trainer(const Config& cfg, const Communicator& world)
     : cfg_(cfg),
@@ -97,20 +89,14 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   model_ = std::make_unique<MoeTransformer>(
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
       ModelGroups::from(groups_));
-  if (cfg_.optimizer.distributed)
-    zero_optimizer_ = std::make_unique<DistributedOptimizer>(
-        *backend_, model_->params(), cfg_.optimizer, *groups_.dp_cp, *groups_.edp);
-  else
-    optimizer_ = std::make_unique<AdamW>(*backend_, model_->params(), cfg_.optimizer);
+  optimizer_ = make_optimizer(*backend_, model_->params(), cfg_.optimizer,
+                              GradientGroups::from(groups_));
   if (!resume.empty()) {
     std::vector<float> m, v;
     CheckpointBuffers buffers;
     const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v, &buffers);
     model_->load_buffers(buffers);  // the routers' expert bias
-    if (zero_optimizer_)
-      zero_optimizer_->load_moments(m, v, s.optimizer_steps);
-    else
-      optimizer_->load_state(m, v, s.optimizer_steps);
+    optimizer_->load_state(m, v, s.optimizer_steps);
     step_ = s.step;
     consumed_samples_ = s.consumed_samples;
     skipped_ = s.skipped;
@@ -126,7 +112,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   spdlog::info("memory on this rank: {} allocated at start-up (parameters, gradients, Adam "
                "moments, activations kept for backward; scratch and routing-sized buffers follow "
                "in the first step)",
-               human_bytes(double(backend_->peak_bytes())));
+               format_bytes(double(backend_->peak_bytes())));
   tokens_.assign(size_t(micro_batches_), std::vector<int32_t>(size_t(t.micro_batch_size * t.seq_length)));
   targets_ = tokens_;
 }
@@ -152,71 +138,6 @@ void Trainer::load_micro_batches(const SampleSource& source, int64_t first_sampl
       if (cfg_.data.eod_mask_loss && sample[size_t(p)] == eod_id_) tgt[row + size_t(p)] = -1;
     }
   }
-}
-
-// Dense gradients are summed over the ranks that hold replicas of dense parameters (DP x CP),
-// expert gradients over the expert-data-parallel group. The losses were already normalised over
-// the global batch, so a sum (not a mean) is the gradient of the global loss.
-void Trainer::reduce_gradients() {
-  auto& ps = model_->params();
-  reduce_replica_gradients();
-  Tensor dense = ps.grads(GradGroup::dense), expert = ps.grads(GradGroup::expert);
-  if (groups_.dp_cp->size() > 1 && dense.numel() > 0)
-    groups_.dp_cp->allreduce(dense.data(), dense.data(), dense.numel(), CommDType::f32, ReduceOp::sum);
-  if (groups_.edp->size() > 1 && expert.numel() > 0)
-    groups_.edp->allreduce(expert.data(), expert.data(), expert.numel(), CommDType::f32, ReduceOp::sum);
-}
-
-// Tensor parallelism: parameters replicated over TP ranks that computed different parts of
-// their gradient (norms, router and shared expert on sequence-parallel rows; kv heads shared by
-// several ranks) sum it over those ranks first, so every replica holds the same gradient.
-void Trainer::reduce_replica_gradients() {
-  auto& ps = model_->params();
-  Tensor tp = ps.replica_grads("tp"), kv = ps.replica_grads("tp_kv");
-  if (groups_.tp->size() > 1 && tp.numel() > 0)
-    groups_.tp->allreduce(tp.data(), tp.data(), tp.numel(), CommDType::f32, ReduceOp::sum);
-  if (const Communicator* g = model_->kv_group(); g && kv.numel() > 0)
-    g->allreduce(kv.data(), kv.data(), kv.numel(), CommDType::f32, ReduceOp::sum);
-}
-
-// The dense part of the squared gradient norm, counting each distinct element once: parameters
-// split over TP add up over the TP ranks; a TP-replicated one appears on every TP rank (or on
-// every rank of its kv group), so its squares enter with weight 1/replicas. sumsq(begin, end)
-// is the sum of squares of the dense flat range [begin, end) held here.
-double Trainer::dense_norm_squared(const std::function<double(int64_t, int64_t)>& sumsq) const {
-  const auto& ps = model_->params();
-  const int64_t n_tp = ps.replica_grads("tp").numel(), n_kv = ps.replica_grads("tp_kv").numel();
-  const int tp = groups_.tp->size();
-  const int kv = model_->kv_group() ? model_->kv_group()->size() : 1;
-  double d = sumsq(n_tp + n_kv, ps.count(GradGroup::dense));
-  if (tp == 1) return d + sumsq(0, n_tp + n_kv);
-  d += sumsq(0, n_tp) / tp + sumsq(n_tp, n_tp + n_kv) / kv;
-  return groups_.tp->allreduce_scalar(d);
-}
-
-// ZeRO-1: each rank holds the reduced gradient of its shard only. Dense shards partition the
-// dense gradient over DP x CP, expert shards the expert gradient over EDP; different experts
-// (ETP x EP) add their squares as in global_grad_norm.
-double Trainer::sharded_grad_norm() const {
-  // Each dp_cp rank holds a different shard of the dense range: sum over dp_cp, then TP.
-  const double dense2 = dense_norm_squared([&](int64_t b, int64_t e) {
-    return groups_.dp_cp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::dense, b, e));
-  });
-  double expert2 = groups_.edp->allreduce_scalar(zero_optimizer_->shard_sum_squares(GradGroup::expert));
-  if (groups_.etp_ep->size() > 1) expert2 = groups_.etp_ep->allreduce_scalar(expert2);
-  return std::sqrt(dense2 + expert2);
-}
-
-double Trainer::full_grad_norm() const {
-  const auto& ps = model_->params();
-  const float* dense = ps.grads(GradGroup::dense).data();
-  const double dense2 = dense_norm_squared([&](int64_t b, int64_t e) {
-    return e > b ? backend_->sum_squares(dense + b, e - b) : 0.0;
-  });
-  const Tensor expert = ps.grads(GradGroup::expert);
-  double expert2 = backend_->sum_squares(expert.data(), expert.numel());
-  if (groups_.etp_ep->size() > 1) expert2 = groups_.etp_ep->allreduce_scalar(expert2);
-  return std::sqrt(dense2 + expert2);
 }
 
 StepResult Trainer::train_step() {
@@ -253,60 +174,41 @@ StepResult Trainer::train_step() {
   be.fill(grads.data(), 0.f, grads.numel());
   model_->begin_step();
   const int L = model_->num_moe_layers();
-  const int64_t E = cfg_.moe.num_experts;
-  // lm sum, balance, z, dropped slots, counts[layer][expert]
-  std::vector<double> sums(size_t(4 + L * E), 0.0);
+  StepStats stats(L, cfg_.moe.num_experts);
   for (int64_t mb = 0; mb < micro_batches_; ++mb) {
     // The micro-batch's place in the global batch keys the dense-to-sparse gate's noise.
     model_->set_router_clock({.step = step_,
                               .first_sequence = first_sequence + mb * t.micro_batch_size,
                               .noise = true});
-    ForwardStats st =
-        model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux, lm_scale);
+    stats.add(model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux,
+                              lm_scale));
     model_->backward();
-    sums[0] += st.lm_loss_sum;
-    sums[1] += st.balance_loss;
-    sums[2] += st.z_loss;
-    sums[3] += double(st.dropped_slots);
-    for (int l = 0; l < L; ++l)
-      for (int64_t e = 0; e < E; ++e)
-        sums[size_t(4 + l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
   }
+  stats.add_router_losses(model_->router_losses());
 
-  // 4. Gradient reduction across data-parallel replicas (ZeRO-1: each rank gets its shard only).
-  if (zero_optimizer_) {
-    reduce_replica_gradients();
-    zero_optimizer_->reduce_scatter_gradients();
-  } else {
-    reduce_gradients();
-  }
+  // 4. Gradient reduction: TP replicas, then data-parallel replicas (ZeRO-1: each rank's shard).
+  optimizer_->reduce_gradients();
 
   // 5. Global gradient norm, clipping, AdamW (an iteration with a non-finite norm is skipped).
-  r.grad_norm = zero_optimizer_ ? sharded_grad_norm() : full_grad_norm();
-  if (!std::isfinite(r.grad_norm)) {
+  r.grad_norm = optimizer_->grad_norm();
+  if (std::isfinite(r.grad_norm)) {
+    optimizer_->step(r.lr, r.grad_norm);
+  } else {
     r.skipped = true;
     ++skipped_;
     spdlog::warn("iteration {}: gradient norm is {}; update skipped", step_ + 1, r.grad_norm);
-  } else if (zero_optimizer_) {
-    zero_optimizer_->step(r.lr, clip_factor(r.grad_norm, cfg_.optimizer.grad_clip));
-  } else {
-    clip_gradients(be, ps, r.grad_norm, cfg_.optimizer.grad_clip);
-    optimizer_->step(ps, r.lr);
   }
 
   // 6. Metrics of the whole global batch: every rank of the stage holds distinct tokens in the
   // MoE layers; the LM loss of a CP chunk is the same on all its TP ranks.
-  groups_.tp_dp_cp->allreduce(std::span<double>(sums));
-  r.lm_loss = sums[0] / layout_.tp() / double(global_tokens);
+  stats.allreduce(*groups_.tp_dp_cp);
+  r.lm_loss = stats.lm_loss_sum / layout_.tp() / double(global_tokens);
   const double router_terms = double(micro_batches_ * dp * parts) * std::max(L, 1);
-  r.balance_loss = sums[1] / router_terms;
-  r.z_loss = sums[2] / router_terms;
-  r.expert_counts.assign(size_t(L), std::vector<int64_t>(size_t(E)));
-  for (int l = 0; l < L; ++l)
-    for (int64_t e = 0; e < E; ++e)
-      r.expert_counts[size_t(l)][size_t(e)] = int64_t(sums[size_t(4 + l * E + e)]);
+  r.balance_loss = stats.balance_loss / router_terms;
+  r.z_loss = stats.z_loss / router_terms;
+  r.expert_counts = std::move(stats.expert_counts);
   const double slots = double(t.global_batch_size * t.seq_length * cfg_.moe.top_k) * std::max(L, 1);
-  r.dropped_fraction = sums[3] / slots;
+  r.dropped_fraction = stats.dropped_slots / slots;
   // Auxiliary-loss-free balancing: each router's bias follows its global-batch expert load.
   model_->update_expert_bias(r.expert_counts);
 
@@ -317,22 +219,12 @@ StepResult Trainer::train_step() {
 
 std::string Trainer::save_checkpoint_now() {
   std::vector<float> m, v;
-  int64_t optimizer_steps = 0;
-  if (zero_optimizer_) {
-    zero_optimizer_->gather_moments(m, v);
-    optimizer_steps = zero_optimizer_->steps();
-  } else {
-    m.resize(size_t(optimizer_->exp_avg().numel()));
-    v.resize(m.size());
-    backend_->copy_to_host(m.data(), optimizer_->exp_avg().data(), optimizer_->exp_avg().bytes());
-    backend_->copy_to_host(v.data(), optimizer_->exp_avg_sq().data(), optimizer_->exp_avg_sq().bytes());
-    optimizer_steps = optimizer_->steps();
-  }
+  optimizer_->gather_state(m, v);
   const std::string dir =
       cfg_.checkpoint.dir.empty() ? cfg_.logging.dir + "/checkpoints" : cfg_.checkpoint.dir;
   return save_checkpoint(*backend_, dir, cfg_.checkpoint.keep_last,
                          {.step = step_, .consumed_samples = consumed_samples_, .skipped = skipped_,
-                          .optimizer_steps = optimizer_steps},
+                          .optimizer_steps = optimizer_->steps()},
                          to_yaml(cfg_), model_->params(), m, v, groups_, world_,
                          model_->buffers());
 }
@@ -400,8 +292,8 @@ std::vector<double> Trainer::train() {
     losses.push_back(r.lm_loss);
     if (step_ == 1 || step_ == t.train_steps)
       spdlog::info("memory on this rank after iteration {}: peak {} allocated (estimate {})", step_,
-                   human_bytes(double(backend_->peak_bytes())),
-                   human_bytes(estimate_memory(cfg_, layout_).total()));
+                   format_bytes(double(backend_->peak_bytes())),
+                   format_bytes(estimate_memory(cfg_, layout_).total()));
     if (step_ % cfg_.logging.interval == 0 || step_ == t.train_steps) {
       IterationMetrics m{.iteration = step_, .train_steps = t.train_steps,
                          .consumed_samples = consumed_samples_,

@@ -14,8 +14,7 @@
 #include "config/config.h"
 #include "data/sample_source.h"
 #include "model/moe_transformer.h"
-#include "optim/adamw.h"
-#include "optim/distributed_optimizer.h"
+#include "optim/optimizer.h"
 #include "train/expert_report.h"
 #include "train/metrics.h"
 
@@ -49,11 +48,6 @@ class Trainer {
 
  private:
   void load_micro_batches(const SampleSource& source, int64_t first_sample);
-  void reduce_gradients();
-  void reduce_replica_gradients();
-  double dense_norm_squared(const std::function<double(int64_t, int64_t)>& sumsq) const;
-  double full_grad_norm() const;
-  double sharded_grad_norm() const;
 
   Config cfg_;
   const Communicator& world_;
@@ -66,8 +60,7 @@ class Trainer {
   std::unique_ptr<SampleSource> train_data_, valid_data_;
   std::vector<std::unique_ptr<SampleSource>> report_data_;  // one per blend entry
   std::unique_ptr<MoeTransformer> model_;
-  std::unique_ptr<AdamW> optimizer_;                   // optimizer.distributed: false
-  std::unique_ptr<DistributedOptimizer> zero_optimizer_;  // optimizer.distributed: true (ZeRO-1)
+  std::unique_ptr<Optimizer> optimizer_;  // AdamW, or ZeRO-1 (optimizer.distributed)
   std::unique_ptr<MetricsSink> metrics_;
   std::string run_dir_;  // rank 0 only
   int32_t eod_id_ = -1;

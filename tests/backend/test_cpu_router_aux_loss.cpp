@@ -112,11 +112,11 @@ TEST(CpuBalanceLoss, HandComputedSmallCase) {
   const std::vector<float> p{0.75f, 0.25f, 0.5f, 0.5f};
   const std::vector<int64_t> counts{2, 0};
   for (bool share : {false, true}) {
-    float loss = 1.f;  // accumulated into
+    double loss = 1.0;  // accumulated into
     std::vector<float> dp(4, std::nanf(""));
-    be->balance_loss(p.data(), counts.data(), nullptr, 2, 2, 1, share, 2.0, 0.5, 3.f, &loss,
+    be->balance_loss(p.data(), counts.data(), nullptr, 2, 2, 1, share, 2.0, 0.5, 1.0, 3.f, &loss,
                      dp.data());
-    EXPECT_EQ(loss, 1.625f);
+    EXPECT_EQ(loss, 1.625);
     EXPECT_EQ(dp, (std::vector<float>{1.5f, 0.f, 1.5f, 0.f}));  // 3 * 0.5 * f
   }
 }
@@ -163,13 +163,12 @@ TEST(CpuBalanceLoss, ValueMatchesTheDirectFormula) {
           want += weight * f * p_sum;
         }
       }
-      float loss = 0.25f;
+      double loss = 0.25;
       std::vector<float> dp(size_t(N * E), std::nanf(""));
       be->balance_loss(p.data(), counts.data(), or_null(rb), N, E, lay.B, share, slots, weight,
-                       grad_scale, &loss, dp.data());
-      // The same fp64 terms summed in another order (~1e-16), then one fp32 rounding of the
-      // total (half an ulp, 6e-8 relative): 1.2e-7 relative.
-      EXPECT_NEAR(loss, 0.25 + want, 1.2e-7 * (0.25 + want)) << "B=" << lay.B << " share=" << share;
+                       1.0, grad_scale, &loss, dp.data());
+      // The same fp64 terms summed in another order: ~1e-15 relative.
+      EXPECT_NEAR(loss, 0.25 + want, 1e-13 * (0.25 + want)) << "B=" << lay.B << " share=" << share;
       // dprobs is one fp32 rounding of the same double product: within half an ulp, 6e-8 rel.
       expect_near_rel(dp, want_grad, 6e-8, 0, "dprobs");
     }
@@ -189,19 +188,19 @@ TEST(CpuBalanceLoss, GradientMatchesFiniteDifferencesOfTheValue) {
   for (bool share : {false, true}) {
     // L = grad_scale * value; dprobs is dL/dprobs with the counts held fixed.
     auto value = [&] {
-      float loss = 0.f;
+      double loss = 0.0;
       std::vector<float> scratch(size_t(N * E));
       be->balance_loss(p.data(), counts.data(), rb.data(), N, E, B, share, double(k * N / B), 1.3,
-                       grad_scale, &loss, scratch.data());
+                       1.0, grad_scale, &loss, scratch.data());
       return double(grad_scale) * loss;
     };
     // L is linear in p, so a large step has no truncation error; the fp32 rounding of the
     // value (~4: 2.4e-7) / 2h = 1.2e-6 against entries ~0.2: 1e-4 relative. Entries with f = 0
     // do not move L at all (their terms are exactly 0).
     auto fd = finite_diff(p, value, 0.1);
-    float loss = 0.f;
+    double loss = 0.0;
     be->balance_loss(p.data(), counts.data(), rb.data(), N, E, B, share, double(k * N / B), 1.3,
-                     grad_scale, &loss, dp.data());
+                     1.0, grad_scale, &loss, dp.data());
     expect_grad_near(dp, fd, 1e-4, share ? "dprobs (routed share)" : "dprobs (slots)");
   }
 }
@@ -212,13 +211,13 @@ TEST(CpuBalanceLoss, AccumulatesIntoTheLoss) {
   const auto p = random_probs(N, E, 8);
   const std::vector<int64_t> counts{3, 4, 1};
   std::vector<float> dp(size_t(N * E));
-  float once = 0.f, twice = 0.f;
-  be->balance_loss(p.data(), counts.data(), nullptr, N, E, 1, true, 0.0, 1.0, 1.f, &once, dp.data());
-  be->balance_loss(p.data(), counts.data(), nullptr, N, E, 1, true, 0.0, 1.0, 1.f, &twice, dp.data());
-  be->balance_loss(p.data(), counts.data(), nullptr, N, E, 1, true, 0.0, 1.0, 1.f, &twice, dp.data());
-  ASSERT_GT(once, 0.f);
-  // twice = round(once + value): at most 1.5 ulps of `once` (1.2e-7 relative each) from 2*once.
-  EXPECT_NEAR(twice, 2.f * once, 2.4e-7 * once);
+  double once = 0.0, twice = 0.0;
+  be->balance_loss(p.data(), counts.data(), nullptr, N, E, 1, true, 0.0, 1.0, 1.0, 1.f, &once, dp.data());
+  be->balance_loss(p.data(), counts.data(), nullptr, N, E, 1, true, 0.0, 1.0, 1.0, 1.f, &twice, dp.data());
+  be->balance_loss(p.data(), counts.data(), nullptr, N, E, 1, true, 0.0, 1.0, 1.0, 1.f, &twice, dp.data());
+  ASSERT_GT(once, 0.0);
+  // twice = once + value in fp64: one rounding, 2^-53 relative.
+  EXPECT_NEAR(twice, 2.0 * once, 1e-15 * once);
 }
 
 TEST(CpuBalanceLoss, RejectsOutOfRangeBlocks) {
@@ -226,10 +225,10 @@ TEST(CpuBalanceLoss, RejectsOutOfRangeBlocks) {
   std::vector<float> p(4, 0.5f), dp(4);
   std::vector<int64_t> counts(4, 1);
   std::vector<int32_t> rb{0, -1};
-  float loss = 0.f;
-  EXPECT_THROW(be->balance_loss(p.data(), counts.data(), rb.data(), 2, 2, 2, true, 0.0, 1.0, 1.f,
+  double loss = 0.0;
+  EXPECT_THROW(be->balance_loss(p.data(), counts.data(), rb.data(), 2, 2, 2, true, 0.0, 1.0, 1.0, 1.f,
                                 &loss, dp.data()), Error);
-  EXPECT_THROW(be->balance_loss(p.data(), counts.data(), nullptr, 2, 2, 1, false, 0.0, 1.0, 1.f,
+  EXPECT_THROW(be->balance_loss(p.data(), counts.data(), nullptr, 2, 2, 1, false, 0.0, 1.0, 1.0, 1.f,
                                 &loss, dp.data()), Error) << "slots = 0 without routed share";
 }
 
@@ -240,14 +239,14 @@ TEST(CpuRouterZLoss, ValueGradientAndAccumulation) {
   double want = 0;
   for (float l : lse) want += double(l) * l;
   want /= double(N);
-  float loss = 2.f;
+  double loss = 2.0;
   std::vector<float> dl(size_t(N), std::nanf(""));
   const float grad_scale = 0.3f;
   be->router_z_loss(lse.data(), N, grad_scale, &loss, dl.data());
-  // One fp32 rounding of 2 + want (~8): 1e-6 absolute.
-  EXPECT_NEAR(loss, 2.0 + want, 1e-6);
+  // The same fp64 sum: exact up to the final rounding, 1e-12 absolute of ~8.
+  EXPECT_NEAR(loss, 2.0 + want, 1e-12);
   auto value = [&] {
-    float l = 0.f;
+    double l = 0.0;
     std::vector<float> scratch(static_cast<size_t>(N));
     be->router_z_loss(lse.data(), N, grad_scale, &l, scratch.data());
     return double(grad_scale) * l;

@@ -404,32 +404,34 @@ TEST_F(CudaOps, RouterAuxLossesMatchTheReference) {
     gpu->expert_counts_per_block(gi.p, grow, N, k, E, B, gc.p);
     ASSERT_EQ(gc.get(), cc.get()) << "expert counts per block, B=" << B;
     for (bool share : {false, true}) {
-      const std::vector<float> start{0.75f};
-      Buf<float> closs(*cpu, start), gloss(*gpu, start);
+      const std::vector<double> start{0.75};
+      Buf<double> closs(*cpu, start), gloss(*gpu, start);
       Buf<float> cdp(*cpu, probs.size()), gdp(*gpu, probs.size());
       gdp.poison();
       const double slots = double(k * N) / double(B);
-      cpu->balance_loss(cp.p, cc.p, crow, N, E, B, share, slots, 0.3, 0.5f, closs.p, cdp.p);
-      gpu->balance_loss(gp.p, gc.p, grow, N, E, B, share, slots, 0.3, 0.5f, gloss.p, gdp.p);
+      cpu->balance_loss(cp.p, cc.p, crow, N, E, B, share, slots, 0.3, 7.0, 0.5f, closs.p, cdp.p);
+      gpu->balance_loss(gp.p, gc.p, grow, N, E, B, share, slots, 0.3, 7.0, 0.5f, gloss.p, gdp.p);
       expect_close(gdp.get(), cdp.get(), 0, "balance dprobs");
-      // fp64 sums of N*E terms in another order (~1e-15), then one fp32 rounding: at most
-      // one ulp apart, 1.2e-7 relative.
-      expect_close(gloss.get(), closs.get(), 1.2e-7, "balance loss (accumulated)");
-      const float value = closs.get()[0];
-      gpu->balance_loss(gp.p, gc.p, grow, N, E, B, share, slots, 0.3, 0.5f, gloss.p, gdp.p);
-      cpu->balance_loss(cp.p, cc.p, crow, N, E, B, share, slots, 0.3, 0.5f, closs.p, cdp.p);
+      // fp64 sums of N*E terms in another order: ~1e-15 relative.
+      EXPECT_NEAR(gloss.get()[0], closs.get()[0], 1e-12 * std::abs(closs.get()[0]))
+          << "balance loss (accumulated)";
+      const double value = closs.get()[0];
+      gpu->balance_loss(gp.p, gc.p, grow, N, E, B, share, slots, 0.3, 7.0, 0.5f, gloss.p, gdp.p);
+      cpu->balance_loss(cp.p, cc.p, crow, N, E, B, share, slots, 0.3, 7.0, 0.5f, closs.p, cdp.p);
       EXPECT_GT(closs.get()[0], value) << "a second call adds to the loss";
-      expect_close(gloss.get(), closs.get(), 2.4e-7, "balance loss, accumulated twice");
+      EXPECT_NEAR(gloss.get()[0], closs.get()[0], 1e-12 * std::abs(closs.get()[0]))
+          << "balance loss, accumulated twice";
     }
   }
-  const std::vector<float> start{-1.5f};
-  Buf<float> closs(*cpu, start), gloss(*gpu, start), cdl(*cpu, size_t(N)), gdl(*gpu, size_t(N));
+  const std::vector<double> start{-1.5};
+  Buf<double> closs(*cpu, start), gloss(*gpu, start);
+  Buf<float> cdl(*cpu, size_t(N)), gdl(*gpu, size_t(N));
   gdl.poison();
   cpu->router_z_loss(cl.p, N, 0.25f, closs.p, cdl.p);
   gpu->router_z_loss(gl.p, N, 0.25f, gloss.p, gdl.p);
   expect_close(gdl.get(), cdl.get(), 0, "z-loss dlse");
-  // As the balance loss: fp64 sums in another order, one fp32 rounding: 1.2e-7 relative.
-  expect_close(gloss.get(), closs.get(), 1.2e-7, "z-loss (accumulated)");
+  // As the balance loss: fp64 sums in another order, ~1e-15 relative.
+  EXPECT_NEAR(gloss.get()[0], closs.get()[0], 1e-12 * std::abs(closs.get()[0])) << "z-loss";
 }
 
 TEST_F(CudaOps, CrossEntropyAndAdamw) {

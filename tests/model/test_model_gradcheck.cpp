@@ -67,9 +67,11 @@ struct Harness {
 
   // train: the pass that forms the LM head's gradient (backward() follows); else evaluation.
   double loss(bool train = false) {
+    model.begin_step();  // the router-loss values accumulate from here
     ForwardStats st = model.forward(tokens.data(), targets.data(), scales,
                                     train ? std::optional<float>(lm_scale) : std::nullopt);
-    return st.lm_loss_sum * lm_scale + scales.balance * st.balance_loss + scales.z * st.z_loss;
+    const RouterLosses rl = model.router_losses();
+    return st.lm_loss_sum * lm_scale + scales.balance * rl.balance + scales.z * rl.z;
   }
 };
 

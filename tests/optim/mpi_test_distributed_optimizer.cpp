@@ -47,6 +47,7 @@ OptimizerConfig adam_config() {
   c.beta1 = 0.9;
   c.beta2 = 0.95;
   c.eps = 1e-8;
+  c.grad_clip = 1.0;  // kClip
   return c;
 }
 
@@ -84,21 +85,16 @@ Trajectory run_plain(const Communicator& world, const std::vector<ParamSpec>& sp
   auto be = make_backend("cpu");
   ParamStore ps;
   build(ps, *be, specs);
-  AdamW opt(*be, ps, adam_config());
-  const auto self = world.split(world.rank(), 0, "self");
+  // Both gradient groups all-reduced over the world; expert gradients are replicated over it
+  // here (no expert parallelism), so no expert-shard group.
+  AdamW opt(*be, ps, adam_config(), GradientGroups{.dense = &world, .expert = &world});
   Trajectory tr;
   for (int s = 0; s < kSteps; ++s) {
     fill_grads(*be, ps, world.rank(), s);
-    for (GradGroup g : {GradGroup::dense, GradGroup::expert}) {
-      Tensor grads = ps.grads(g);
-      if (grads.numel() > 0)
-        world.allreduce(grads.data(), grads.data(), grads.numel(), CommDType::f32, ReduceOp::sum);
-    }
-    // Expert gradients are replicated over the group here (no expert parallelism).
-    const double norm = global_grad_norm(*be, ps, *self);
-    tr.scales.push_back(clip_gradients(*be, ps, norm, kClip));
+    opt.reduce_gradients();
+    const double norm = opt.grad_norm();
     tr.norms.push_back(norm);
-    opt.step(ps, kLr);
+    tr.scales.push_back(opt.step(kLr, norm));
     tr.values.push_back(to_host(*be, ps.all_values()));
   }
   return tr;
@@ -111,7 +107,8 @@ Trajectory run_distributed(const Communicator& world, const std::vector<ParamSpe
   auto be = make_backend("cpu");
   ParamStore ps;
   build(ps, *be, specs);
-  DistributedOptimizer opt(*be, ps, adam_config(), world, world, bucket);
+  DistributedOptimizer opt(*be, ps, adam_config(),
+                           GradientGroups{.dense = &world, .expert = &world}, bucket);
   Trajectory tr;
   for (int s = 0; s < kSteps; ++s) {
     fill_grads(*be, ps, world.rank(), s);
@@ -132,8 +129,8 @@ Trajectory run_distributed(const Communicator& world, const std::vector<ParamSpe
       sum_squares += group_ss;
     }
     const double norm = std::sqrt(sum_squares);
-    const double scale = norm > kClip ? kClip / (norm + 1e-6) : 1.0;  // as clip_gradients
-    opt.step(kLr, scale);
+    const double scale = norm > kClip ? kClip / (norm + 1e-6) : 1.0;  // as clip_factor
+    EXPECT_EQ(opt.step(kLr, norm), scale);
     EXPECT_EQ(opt.steps(), s + 1);
     tr.norms.push_back(norm);
     tr.scales.push_back(scale);
@@ -166,7 +163,8 @@ TEST_F(DistributedOptimizer, ShardsTileEachRangeAndCutWeightDecayFreeParams) {
   auto be = make_backend("cpu");
   ParamStore ps;
   build(ps, *be, small_model());
-  origami::DistributedOptimizer opt(*be, ps, adam_config(), *world, *world, 7);
+  origami::DistributedOptimizer opt(*be, ps, adam_config(),
+                                    GradientGroups{.dense = world.get(), .expert = world.get()}, 7);
   const float* base = ps.all_values().data();
   for (GradGroup g : {GradGroup::dense, GradGroup::expert}) {
     const int64_t count = ps.count(g), cap = opt.shard_capacity(g);
@@ -276,7 +274,8 @@ TEST_F(DistributedOptimizer, MomentMemoryIsAboutOneOverGroupSize) {
     AdamW full(*be, ps, adam_config());
     return be->bytes_in_use() - before;
   }();
-  origami::DistributedOptimizer opt(*be, ps, adam_config(), *world, *world, bucket);
+  origami::DistributedOptimizer opt(*be, ps, adam_config(),
+                                    GradientGroups{.dense = world.get(), .expert = world.get()}, bucket);
   const size_t zero_bytes = be->bytes_in_use() - before;
   EXPECT_EQ(adamw_bytes, 2 * sizeof(float) * size_t(ps.count()));
   // Moments: 2 x ceil(count / size) per group; staging: (size + 1) x bucket floats.
@@ -290,7 +289,8 @@ TEST_F(DistributedOptimizer, RejectsANonPositiveBucket) {
   ParamStore ps;
   build(ps, *be, small_model());
   try {
-    origami::DistributedOptimizer opt(*be, ps, adam_config(), *world, *world, 0);
+    origami::DistributedOptimizer opt(*be, ps, adam_config(),
+                                      GradientGroups{.dense = world.get(), .expert = world.get()}, 0);
     FAIL() << "expected an Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("bucket_elements"), std::string::npos) << e.what();

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   c.moe.expert_ffn_hidden_size = ffn;
   c.moe.layer_freq = 1;
   c.moe.router.aux_loss_coeff = 0.01;
+  c.moe.router.z_loss_coeff = 0.001;  // as configs/default.yaml
   c.training.seq_length = seq;
   c.training.micro_batch_size = mbs;
   c.training.backend = backend;
@@ -78,14 +79,15 @@ int main(int argc, char** argv) {
   std::mt19937 gen(1);
   std::vector<int32_t> tokens(static_cast<size_t>(N)), targets(static_cast<size_t>(N));
   for (int64_t i = 0; i < N; ++i) tokens[i] = int32_t(gen() % vocab), targets[i] = int32_t(gen() % vocab);
-  const RouterLossScales scales{0.01f, 0.f};
+  const RouterLossScales scales{float(c.moe.router.aux_loss_coeff), float(c.moe.router.z_loss_coeff)};
   auto step = [&] {
     Tensor g = model.params().all_grads();
     be->fill(g.data(), 0.f, g.numel());
     model.begin_step();
     model.forward(tokens.data(), targets.data(), scales, 1.f / float(N));
     model.backward();
-    opt.step(model.params(), 1e-4);
+    model.router_losses();  // the trainer's one read of the router-loss values per step
+    opt.step(1e-4, opt.grad_norm());
     be->synchronize();
   };
   for (int64_t i = 0; i < warmup; ++i) step();

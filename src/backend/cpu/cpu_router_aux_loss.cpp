@@ -1,7 +1,6 @@
 // defines: CpuBackend per-block expert counts, the load-balancing loss and the router z-loss
-// The reference for the router's auxiliary losses: fp64 sums, each row's terms summed in
-// expert order and the rows added in row order (threads only split rows), so the value is
-// independent of the thread count. Element math in backend/kernel_math.h, shared with CUDA.
+// The reference for the router's auxiliary losses: fp64 sums in row order, then over (block,
+// expert), exactly the order the model's host arithmetic used before these ops existed. Element math in backend/kernel_math.h, shared with CUDA.
 #include <algorithm>
 #include <vector>
 
@@ -47,10 +46,12 @@ void CpuBackend::expert_counts_per_block(const int32_t* idx, const int32_t* row_
 
 void CpuBackend::balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
                               int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
-                              double weight, float grad_scale, float* loss, float* dprobs) {
+                              double scale, double n, float grad_scale, double* loss,
+                              float* dprobs) {
   check(E >= 1, "balance_loss: E = {}; allowed: E >= 1", E);
   check(routed_share || slots > 0, "balance_loss: slots = {}; allowed: > 0 (or routed_share)",
         slots);
+  check(n > 0, "balance_loss: n = {}; allowed: > 0", n);
   const int64_t per = rows_per_block(row_block, N, B, "balance_loss");
   std::vector<double> f(size_t(B * E));
   for (int64_t b = 0; b < B; ++b) {
@@ -59,31 +60,30 @@ void CpuBackend::balance_loss(const float* probs, const int64_t* counts, const i
     const double d = km::balance_denominator(routed, routed_share, slots);
     for (int64_t i = 0; i < E; ++i) f[size_t(b * E + i)] = km::balance_fraction(counts[b * E + i], d);
   }
-  std::vector<double> row_sum(static_cast<size_t>(N));
-#pragma omp parallel for schedule(static) if (N * E > 65536)
+  // P[b,i] in row order (the rows of one block need not be contiguous).
+  std::vector<double> column(size_t(B * E), 0.0);
   for (int64_t t = 0; t < N; ++t) {
-    const double* fb = f.data() + km::block_of_row(row_block, t, per) * E;
-    double s = 0.0;
+    const int64_t b = km::block_of_row(row_block, t, per);
+    const double* fb = f.data() + b * E;
     for (int64_t i = 0; i < E; ++i) {
-      s += fb[i] * double(probs[t * E + i]);
-      dprobs[t * E + i] = km::balance_grad(grad_scale, weight, fb[i]);
+      column[size_t(b * E + i)] += probs[t * E + i];
+      dprobs[t * E + i] = km::balance_grad(grad_scale, scale, fb[i], n);
     }
-    row_sum[size_t(t)] = s;
   }
   double total = 0.0;
-  for (double s : row_sum) total += s;
-  *loss = km::accumulate_loss(*loss, weight * total);
+  for (int64_t j = 0; j < B * E; ++j) total += km::balance_term(f[size_t(j)], column[size_t(j)], n);
+  *loss += scale * total;
 }
 
-void CpuBackend::router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+void CpuBackend::router_z_loss(const float* lse, int64_t N, float grad_scale, double* loss,
                                float* dlse) {
   if (N <= 0) return;
   double total = 0.0;
   for (int64_t t = 0; t < N; ++t) {
-    total += double(lse[t]) * double(lse[t]);
+    total += double(lse[t]) * lse[t];
     dlse[t] = km::z_loss_grad(lse[t], grad_scale, N);
   }
-  *loss = km::accumulate_loss(*loss, total / double(N));
+  *loss += total / double(N);
 }
 
 }  // namespace origami

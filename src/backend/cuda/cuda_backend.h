@@ -127,8 +127,9 @@ class CudaBackend final : public Backend {
                                int64_t k, int64_t E, int64_t B, int64_t* counts) override;
   void balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
                     int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
-                    double weight, float grad_scale, float* loss, float* dprobs) override;
-  void router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+                    double scale, double n, float grad_scale, double* loss,
+                    float* dprobs) override;
+  void router_z_loss(const float* lse, int64_t N, float grad_scale, double* loss,
                      float* dlse) override;
 
   // cuda_loss_adamw.cu

@@ -1,7 +1,7 @@
 // defines: CudaBackend per-block expert counts, the load-balancing loss and the router z-loss
 // All queued on the backend's stream, no host wait. Counts are integer atomics (exact, so any
-// order gives the same result); the fp64 loss sums are ordered two-pass reductions (fixed grid,
-// per-block partials, then one block adding them in block order): run-to-run identical, no
+// order gives the same result); the fp64 loss sums are ordered reductions (fixed grid, per-block
+// partials or per-bin terms, then one block adding them in order): run-to-run identical, no
 // float atomics. Element math in backend/kernel_math.h, shared with the CPU reference.
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
@@ -59,24 +59,34 @@ __global__ void balance_denominator_kernel(const int64_t* counts, int64_t E, int
   }
 }
 
-// dprobs for every element; partial[block] = this block's sum of f * p.
-__global__ void balance_partial_kernel(const float* probs, const int64_t* counts,
-                                       const double* denominator, const int32_t* row_block,
-                                       int64_t N, int64_t E, int64_t B, int64_t per, double weight,
-                                       float grad_scale, float* dprobs, double* partial) {
-  double s = 0.0;
+// dprobs for every element.
+__global__ void balance_grad_kernel(const int64_t* counts, const double* denominator,
+                                    const int32_t* row_block, int64_t N, int64_t E, int64_t B,
+                                    int64_t per, double scale, double n, float grad_scale,
+                                    float* dprobs) {
   for (int64_t j = grid_start(); j < N * E; j += grid_stride()) {
     const int64_t t = j / E, i = j % E, b = km::block_of_row(row_block, t, per);
-    if (b < 0 || b >= B) {
-      dprobs[j] = 0.f;
-      continue;
-    }
-    const double f = km::balance_fraction(counts[b * E + i], denominator[b]);
-    dprobs[j] = km::balance_grad(grad_scale, weight, f);
-    s += f * double(probs[j]);
+    dprobs[j] = (b < 0 || b >= B)
+                    ? 0.f
+                    : km::balance_grad(grad_scale, scale,
+                                       km::balance_fraction(counts[b * E + i], denominator[b]), n);
   }
+}
+
+// term[b*E+i] = f[b,i] * P[b,i] / n: one thread block per (block, expert) bin, its threads
+// striding the rows (all rows when row_block places them, else the block's own range), then an
+// ordered block reduction.
+__global__ void balance_term_kernel(const float* probs, const int64_t* counts,
+                                    const double* denominator, const int32_t* row_block,
+                                    int64_t N, int64_t E, int64_t per, double n, double* term) {
+  const int64_t bin = blockIdx.x, b = bin / E, i = bin % E;
+  const int64_t lo = row_block ? 0 : b * per, hi = row_block ? N : (b + 1) * per;
+  double s = 0.0;
+  for (int64_t t = lo + threadIdx.x; t < hi; t += blockDim.x)
+    if (!row_block || row_block[t] == b) s += probs[t * E + i];
   s = block_sum(s);
-  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+  if (threadIdx.x == 0)
+    term[bin] = km::balance_term(km::balance_fraction(counts[bin], denominator[b]), s, n);
 }
 
 __global__ void z_loss_partial_kernel(const float* lse, int64_t N, float grad_scale, float* dlse,
@@ -91,13 +101,13 @@ __global__ void z_loss_partial_kernel(const float* lse, int64_t N, float grad_sc
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-// *loss += weight * (sum of partials, in block order) / divisor
+// *loss += weight * (sum of partials, in order) / divisor
 __global__ void accumulate_loss_kernel(const double* partial, int64_t count, double weight,
-                                       double divisor, float* loss) {
+                                       double divisor, double* loss) {
   double s = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
   s = block_sum(s);
-  if (threadIdx.x == 0) *loss = km::accumulate_loss(*loss, weight * s / divisor);
+  if (threadIdx.x == 0) *loss += weight * s / divisor;
 }
 
 void check_blocks(const int32_t* row_block, int64_t N, int64_t B, const char* op) {
@@ -130,26 +140,30 @@ void CudaBackend::expert_counts_per_block(const int32_t* idx, const int32_t* row
 
 void CudaBackend::balance_loss(const float* probs, const int64_t* counts, const int32_t* row_block,
                                int64_t N, int64_t E, int64_t B, bool routed_share, double slots,
-                               double weight, float grad_scale, float* loss, float* dprobs) {
+                               double scale, double n, float grad_scale, double* loss,
+                               float* dprobs) {
   require(E >= 1, "balance_loss: E = {}; allowed: E >= 1", E);
   require(routed_share || slots > 0, "balance_loss: slots = {}; allowed: > 0 (or routed_share)", slots);
+  require(n > 0, "balance_loss: n = {}; allowed: > 0", n);
   check_blocks(row_block, N, B, "balance_loss");
   if (N <= 0) return;
-  const unsigned parts = blocks_for(N * E, kThreads, kMaxPartials);
-  auto* denominator = static_cast<double*>(scratch(sizeof(double) * size_t(B + parts)));
-  double* partial = denominator + B;
+  const int64_t per = rows_per_block(row_block, N, B);
+  auto* denominator = static_cast<double*>(scratch(sizeof(double) * size_t(B + B * E)));
+  double* term = denominator + B;
   balance_denominator_kernel<<<blocks_for(B, 128), 128, 0, stream_>>>(counts, E, B, routed_share,
                                                                       slots, denominator);
   check_launch("balance_loss (denominators)", {B, E});
-  balance_partial_kernel<<<parts, kThreads, 0, stream_>>>(probs, counts, denominator, row_block, N, E,
-                                                          B, rows_per_block(row_block, N, B), weight,
-                                                          grad_scale, dprobs, partial);
-  check_launch("balance_loss", {N, E, B});
-  accumulate_loss_kernel<<<1, kThreads, 0, stream_>>>(partial, parts, weight, 1.0, loss);
+  balance_grad_kernel<<<blocks_for(N * E, kThreads, 4096), kThreads, 0, stream_>>>(
+      counts, denominator, row_block, N, E, B, per, scale, n, grad_scale, dprobs);
+  check_launch("balance_loss (gradient)", {N, E, B});
+  balance_term_kernel<<<unsigned(B * E), kThreads, 0, stream_>>>(probs, counts, denominator,
+                                                                 row_block, N, E, per, n, term);
+  check_launch("balance_loss (terms)", {N, E, B});
+  accumulate_loss_kernel<<<1, kThreads, 0, stream_>>>(term, B * E, scale, 1.0, loss);
   check_launch("balance_loss (sum)", {N, E, B});
 }
 
-void CudaBackend::router_z_loss(const float* lse, int64_t N, float grad_scale, float* loss,
+void CudaBackend::router_z_loss(const float* lse, int64_t N, float grad_scale, double* loss,
                                 float* dlse) {
   if (N <= 0) return;
   const unsigned parts = blocks_for(N, kThreads, kMaxPartials);

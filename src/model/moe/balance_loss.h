@@ -2,8 +2,9 @@
 // Auxiliary router losses of one MoE layer (../shared/reference/algorithms.md §1, §4). Balance:
 // L = E * sum_i f_i P_i with f detached and P_i the mean full-softmax probability, 1 at perfect
 // balance; the modes differ only in which tokens f and P are taken over (see BalanceMode). z-loss
-// (ST-MoE): Z = mean_t logsumexp(z_t)^2. Each returns the unscaled value and overwrites the
-// gradient of grad_scale * value into the backend buffer given (dprobs [N,E] / dlse [N]).
+// (ST-MoE): Z = mean_t logsumexp(z_t)^2. Each adds the unscaled value to a backend accumulator
+// and overwrites the gradient of grad_scale * value into the backend buffer given (dprobs
+// [N,E] / dlse [N]); the arithmetic runs on the backend (Backend::balance_loss, router_z_loss).
 // global_batch keeps a per-step running sum of counts: activation recomputation (checkpointing)
 // must NOT call forward() a second time for the same micro-batch, or its counts enter f twice.
 #pragma once
@@ -13,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "comm/communicator.h"
+#include "tensor/tensor.h"
 
 namespace origami {
 
@@ -54,32 +56,36 @@ class BalanceLoss {
 
   // One micro-batch of N = B*S tokens (B sequences of S) on this rank.
   //   counts [E] host: (token, slot) assignments per expert, i.e. the slots of idx >= 0;
+  //   counts_dev [E] backend: the same counts on the device (the dispatcher's), or null (they
+  //     are then copied there: capacity mode, where the router's choice is counted on the host);
   //   idx [N,k] backend: expert of each slot, -1 = dropped (read in sequence mode only, where
   //     it must add up to counts);
   //   probs [N,E] backend: full softmax scores.
-  // Returns this rank's unscaled loss and overwrites dprobs [N,E] (backend) with
-  // d(grad_scale * value)/dprobs; f is treated as a constant. In global_batch mode this is a
-  // collective over `sync`: every member must call it once per micro-batch, in the same order.
-  double forward(Backend& be, const int64_t* counts, const int32_t* idx, const float* probs,
-                 int64_t B, int64_t S, float grad_scale, float* dprobs);
+  // Adds this rank's unscaled loss to *loss (one double in backend memory) and overwrites
+  // dprobs [N,E] (backend) with d(grad_scale * value)/dprobs; f is treated as a constant. The
+  // arithmetic is the backend's balance_loss op: nothing is copied to the host, except where a
+  // collective needs the counts (global_batch mode, split micro-batches: host communicators).
+  // In global_batch mode this is a collective over `sync`: every member must call it once per
+  // micro-batch, in the same order.
+  void forward(Backend& be, const int64_t* counts, const int64_t* counts_dev, const int32_t* idx,
+               const float* probs, int64_t B, int64_t S, float grad_scale, double* loss,
+               float* dprobs);
 
   BalanceMode mode() const { return mode_; }
   // f used by the last forward(): [E], or [B,E] (one row per sequence) in sequence mode; empty
-  // in none mode. Sums to 1 per row when no slot was dropped.
-  const std::vector<double>& last_f() const { return f_; }
+  // in none mode. Sums to 1 per row when no slot was dropped. For tests and tools: in sequence
+  // mode it reads the per-sequence counts back from the backend.
+  std::vector<double> last_f() const;
   // global_batch running state: summed counts over sync and micro-batches, and their number.
   const std::vector<int64_t>& step_counts() const { return step_counts_; }
   int64_t step_micro_batches() const { return step_micro_batches_; }
 
  private:
-  double split_sequences(const float* p, const int32_t* idx, int64_t N, double scale, float* g,
-                         Backend& be);
-  // Per-sequence expert counts c [B,E] from the router's slots idx [N,k]: row t belongs to
-  // sequence row_sequence_[t] when set (split rows), else t / S.
-  std::vector<int64_t> sequence_counts(const int32_t* idx, int64_t N, int64_t B, int64_t S,
-                                       Backend& be);
-  // f_ [B,E] = c / (the sequence's routed slots, or k S).
-  void set_sequence_fractions(const std::vector<int64_t>& c, int64_t B, int64_t S);
+  // Uploads host counts [n] into counts_buf_ (the collective paths); returns the device pointer.
+  const int64_t* upload(Backend& be, const std::vector<int64_t>& counts);
+  // Per-sequence counts [B,E] of idx into seq_counts_ (backend); summed over `split` when rows
+  // are parts of sequences (through the host, the collective's cost).
+  const int64_t* sequence_counts(Backend& be, const int32_t* idx, int64_t N, int64_t B);
 
   BalanceMode mode_;
   int64_t E_, k_;
@@ -89,14 +95,20 @@ class BalanceLoss {
   std::vector<int64_t> step_counts_;  // [E] sum over sync ranks and this step's micro-batches
   int64_t step_tokens_ = 0;           // tokens of the sync group summed likewise
   int64_t step_micro_batches_ = 0;
-  std::vector<double> f_;
-  std::vector<float> probs_host_, dprobs_host_;
-  std::vector<int32_t> idx_host_;
+  // What last_f() is computed from: host counts [B,E] and their denominator rule.
+  std::vector<int64_t> f_counts_;
+  int64_t f_blocks_ = 0;
+  double f_slots_ = 0.0;
+  Backend* f_backend_ = nullptr;      // sequence mode: f_counts_ are read back from seq_counts_
+  TensorOf<int64_t> counts_buf_, seq_counts_;
   std::vector<int32_t> row_sequence_;  // set_row_sequences()
+  IndexTensor row_sequence_dev_;       // its backend copy, made at the first forward
   int64_t rows_B_ = 0, rows_S_ = 0;
 };
 
-double router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, float* dlse);
-
+// Router z-loss of one micro-batch: adds mean_t lse^2 to *loss (backend double) and overwrites
+// dlse [N] with d(grad_scale * value)/dlse.
+void router_z_loss(Backend& be, const float* lse, int64_t N, float grad_scale, double* loss,
+                   float* dlse);
 
 }  // namespace origami

@@ -1,3 +1,5 @@
+// GroupedExperts: one batched GEMM per weight over the local experts' row groups, SwiGLU in
+// between; and EvoMoE's spawn of every expert from expert 0.
 #include "model/moe/experts.h"
 
 #include <cmath>

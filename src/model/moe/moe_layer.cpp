@@ -1,3 +1,5 @@
+// MoeLayer: route -> (capacity) -> dispatch -> experts -> combine, the router losses on the
+// backend, and the backward in reverse; the one host sync is the dispatcher's counts.
 #include "model/moe/moe_layer.h"
 
 #include "model/moe/balance_loss.h"
@@ -34,6 +36,8 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
   dweights_ = Tensor::zeros(be, {N, k});
   dprobs_ = Tensor::zeros(be, {N, E});
   dlse_ = Tensor::zeros(be, {N});
+  own_losses_ = TensorOf<double>::zeros(be, {2});  // until the model hands out its own
+  losses_ = own_losses_.data();
 }
 
 int64_t MoeLayer::apply_capacity() {
@@ -80,18 +84,17 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   // dropless mode exactly what the dispatcher counted. Unused slots (-1: fewer experts for this
   // token under a gating schedule) count for nothing.
   stats_.expert_counts = capped ? router_counts_ : plan_.routed_counts;
-  if (!router_.trains()) {  // diversify phase: no routing decision, nothing to balance
-    has_balance_grad_ = false;
-    stats_.balance_loss = stats_.z_loss = 0.0;
-    return;
-  }
-  has_balance_grad_ = balance_.mode() != BalanceMode::none;
-  stats_.balance_loss =
-      has_balance_grad_ ? balance_.forward(be, stats_.expert_counts.data(), router_.experts(),
-                                           router_.probs(), balance_batch(), N / balance_batch(),
-                                           scales.balance, dprobs_.data())
-                        : 0.0;
-  stats_.z_loss = router_z_loss(be, router_.lse(), N, scales.z, dlse_.data());
+  // Router losses on the backend, into this layer's accumulators (read once per step): nothing
+  // more crosses to the host here.
+  const bool trains = router_.trains();  // diversify phase: no routing decision, no losses
+  has_balance_grad_ = trains && balance_.mode() != BalanceMode::none;
+  has_z_grad_ = trains && moe.router.z_loss_coeff != 0.0;
+  if (has_balance_grad_)
+    balance_.forward(be, stats_.expert_counts.data(),
+                     capped ? nullptr : plan_.routed_counts_dev.data(), router_.experts(),
+                     router_.probs(), balance_batch(), N / balance_batch(), scales.balance,
+                     losses_, dprobs_.data());
+  if (has_z_grad_) router_z_loss(be, router_.lse(), N, scales.z, losses_ + 1, dlse_.data());
 }
 
 void MoeLayer::backward(const float* dout, const float* x, float* dx) {
@@ -104,8 +107,8 @@ void MoeLayer::backward(const float* dout, const float* x, float* dx) {
   experts_.backward(dexpert_out_.data(), dispatcher_.expert_input(plan_), plan_.expert_counts,
                     dexpert_in_.data());
   dispatcher_.dispatch_backward(plan_, dexpert_in_.data(), dx);
-  router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr, dlse_.data(),
-                   x, dx);
+  router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr,
+                   has_z_grad_ ? dlse_.data() : nullptr, x, dx);
   if (shared_expert_) shared_expert_->backward(dout, x, dx, /*accumulate=*/true);
 }
 

@@ -22,9 +22,9 @@ struct RouterLossScales {
   float z = 0.f;
 };
 
+// Host-side statistics of the last forward. The router-loss values stay on the backend (see
+// set_loss_accumulators): reading them every micro-batch would cost a device sync per layer.
 struct MoeLayerStats {
-  double balance_loss = 0.0;           // E sum f_i P_i of this micro-batch (unscaled)
-  double z_loss = 0.0;                 // mean logsumexp^2 (unscaled)
   std::vector<int64_t> expert_counts;  // this rank's routed (token, slot)s per expert
   int64_t dropped_slots = 0;           // capacity mode: slots over capacity on this rank
 };
@@ -38,6 +38,10 @@ class MoeLayer {
   // dx [N,H] overwritten.
   void backward(const float* dout, const float* x, float* dx);
   const MoeLayerStats& stats() const { return stats_; }
+  // Where forward adds its unscaled router-loss values: losses[0] += E sum f_i P_i (balance),
+  // losses[1] += mean logsumexp^2 (z-loss, only when moe.router.z_loss_coeff > 0); two doubles
+  // in backend memory that the model zeroes per step and reads once.
+  void set_loss_accumulators(double* losses) { losses_ = losses; }
   // Start of an optimizer step: resets the global-batch balance statistics.
   void begin_step() { balance_.begin_step(); }
   // Gating schedule position of the next forward passes (gating_schedule.h).
@@ -66,7 +70,9 @@ class MoeLayer {
   IndexTensor dispatch_experts_;  // capacity mode: the router's choice minus dropped slots
   std::vector<int64_t> router_counts_;  // capacity mode: the router's choice per expert
   Tensor expert_out_, dexpert_out_, dexpert_in_, dweights_, dprobs_, dlse_;
-  bool has_balance_grad_ = false;
+  bool has_balance_grad_ = false, has_z_grad_ = false;
+  TensorOf<double> own_losses_;
+  double* losses_ = nullptr;
   MoeLayerStats stats_;
 };
 

@@ -1,3 +1,5 @@
+// Router: the fp32 gate GEMM, the fused default router op or the generalised gate, the
+// expert-bias update; backward into the router weight and the layer input.
 #include "model/moe/router.h"
 
 #include "base/error.h"
@@ -6,7 +8,8 @@
 namespace origami {
 
 Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
-    : ctx_(ctx), store_(store), prefix_(prefix) {
+    : ctx_(ctx), store_(store), prefix_(prefix),
+      score_(parse_router_score(ctx.config.moe.router.score)) {
   const auto& moe = ctx.config.moe;
   H_ = ctx.config.model.hidden_size;
   E_ = moe.num_experts;
@@ -38,14 +41,14 @@ void Router::set_clock(const RouterClock& clock) {
 
 bool Router::plain() const {
   const auto& r = ctx_.config.moe.router;
-  return r.score == "softmax" && r.pre_softmax && r.scaling_factor == 1.0 && r.num_groups == 0 &&
+  return score_ == RouterScore::softmax && r.pre_softmax && r.scaling_factor == 1.0 && r.num_groups == 0 &&
          !r.expert_bias && gate_.kind == GateKind::topk && gate_.k == slots_;
 }
 
 RouterGate Router::gate_desc() const {
   const auto& r = ctx_.config.moe.router;
   const bool dts = gate_.kind == GateKind::dense_to_sparse;
-  return RouterGate{.sigmoid = r.score == "sigmoid",
+  return RouterGate{.sigmoid = score_ == RouterScore::sigmoid,
                     .topk_on_logits = !r.pre_softmax,
                     .renormalize = r.renormalize,
                     .scaling_factor = float(r.scaling_factor),
@@ -65,7 +68,10 @@ void Router::forward(const float* x) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
   if (gate_.kind == GateKind::single_expert) {
-    // EvoMoE's first phase: one expert, no routing decision, so the router takes no part.
+    // EvoMoE's first phase: one expert, no routing decision, so the router takes no part. The
+    // routing is a constant: uploaded once, until another gate overwrites the buffers.
+    if (fixed_routing_) return;
+    fixed_routing_ = true;
     std::vector<int32_t> idx(size_t(N * slots_), -1);
     std::vector<float> w(size_t(N * slots_), 0.f);
     for (int64_t t = 0; t < N; ++t) idx[size_t(t * slots_)] = 0, w[size_t(t * slots_)] = 1.f;
@@ -75,6 +81,7 @@ void Router::forward(const float* x) {
     be.fill(lse_.data(), 0.f, N);
     return;
   }
+  fixed_routing_ = false;
   linear_forward(be, x, store_[weight_].value.data(), logits_.data(), N, H_, E_);
   if (plain()) {
     be.router_forward(logits_.data(), probs_.data(), idx_.data(), weights_.data(), lse_.data(), N,

@@ -49,6 +49,7 @@ class Router {
   ModelContext& ctx_;
   ParamStore& store_;
   std::string prefix_;
+  RouterScore score_;
   size_t weight_;
   int64_t H_, E_, slots_;
   RouterClock clock_;
@@ -57,6 +58,7 @@ class Router {
   std::vector<float> bias_host_, noise_host_;
   std::vector<int64_t> tokens_host_;  // global token index of each row (the noise's key)
   IndexTensor idx_;
+  bool fixed_routing_ = false;  // idx_ / weights_ hold the single-expert phase's routing
 };
 
 }  // namespace origami

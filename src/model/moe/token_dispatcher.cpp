@@ -26,7 +26,6 @@ TokenDispatcher::TokenDispatcher(ModelContext& ctx) : ctx_(ctx) {
   E_ = ctx.config.moe.num_experts;
   k_ = router_slots(ctx.config.moe);  // the router's columns; unused slots hold -1
   E_local_ = E_ / ctx.ep_size();
-  counts_dev_ = TensorOf<int64_t>::zeros(ctx.backend, {E_});
 }
 
 std::vector<int64_t> TokenDispatcher::elements(const std::vector<int64_t>& rows) const {
@@ -40,12 +39,14 @@ void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t p
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
   grow_rows(be, plan.row, N, k_);
+  if (plan.routed_counts_dev.empty()) plan.routed_counts_dev = TensorOf<int64_t>::zeros(be, {E_});
   plan.exchanges = ctx_.ep_size() > 1 || ctx_.etp_size() > 1;
   // 1. Local counting sort by expert. THE host sync of the MoE layer: the group sizes shape the
   //    exchange and the experts' GEMMs (as Megatron's grouped GEMM and its cuda_dtoh_point).
-  be.moe_permute_indices(experts, N, k_, E_, counts_dev_.data(), plan.row.data());
+  be.moe_permute_indices(experts, N, k_, E_, plan.routed_counts_dev.data(), plan.row.data());
   plan.routed_counts.resize(size_t(E_));
-  be.copy_to_host(plan.routed_counts.data(), counts_dev_.data(), size_t(E_) * sizeof(int64_t));
+  be.copy_to_host(plan.routed_counts.data(), plan.routed_counts_dev.data(),
+                  size_t(E_) * sizeof(int64_t));
   std::vector<int64_t> block = plan.routed_counts;  // rows per expert in permuted_
   if (pad_rows > 0) {
     // Capacity padding (capacity mode only, off the default path): expert e's rows move to

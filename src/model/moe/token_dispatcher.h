@@ -22,6 +22,7 @@ namespace origami {
 // the index tensors are backend memory. dispatch() overwrites a plan and reuses its buffers.
 struct DispatchPlan {
   std::vector<int64_t> routed_counts;  // [E] this rank's (token, slot)s per global expert
+  TensorOf<int64_t> routed_counts_dev;  // the same [E], in backend memory (the balance loss's)
   std::vector<int64_t> expert_counts;  // [E_local] rows per local expert in expert_input()
   int64_t local_rows = 0;   // rows of this rank's permuted buffer (capacity padding included)
   int64_t rows = 0;         // rows of expert_input(): what this rank's experts compute
@@ -67,7 +68,6 @@ class TokenDispatcher {
 
   ModelContext& ctx_;
   int64_t H_, E_, k_, E_local_;
-  TensorOf<int64_t> counts_dev_;
   Tensor permuted_;  // [local_rows, H] this rank's rows, expert-major
   Tensor y_local_;   // expert outputs back in this rank's permuted order (exchanges only)
   Tensor recv_, gathered_, sorted_, scratch_;

@@ -1,0 +1,68 @@
+// defines: Optimizer (the one interface the trainer steps), GradientGroups, clip_factor(),
+// make_optimizer()
+// A step after backward is the same four calls whatever the optimizer keeps where:
+//   reduce_gradients() -> grad_norm() -> step(lr, norm) ; state for checkpoints.
+// AdamW (every rank holds all moments) and DistributedOptimizer (ZeRO-1: moments sharded) both
+// implement it, so the trainer has no branch on the kind. Parallel dimensions that reduce
+// gradients (pipeline parallelism's embedding group next) add their reductions in these calls.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "comm/communicator.h"
+#include "comm/parallel_layout.h"
+#include "config/config.h"
+#include "model/parameters.h"
+
+namespace origami {
+
+// The groups gradients are reduced and norms summed over; null = this rank alone.
+struct GradientGroups {
+  const Communicator* dense = nullptr;   // DP x CP: replicas of the dense parameters (summed)
+  const Communicator* expert = nullptr;  // EDP: replicas of the expert parameters (summed)
+  // TP: TP-replicated gradients are summed over it (spec.tp_replicas "tp"); parameters split
+  // over TP add their squares over it in the norm.
+  const Communicator* tp = nullptr;
+  const Communicator* tp_kv = nullptr;   // the TP ranks sharing a kv head ("tp_kv" replicas)
+  // ETP x EP: ranks holding different expert shards, whose squares add up in the norm.
+  const Communicator* expert_shards = nullptr;
+
+  static GradientGroups from(const ProcessGroups& pg) {
+    return {.dense = pg.dp_cp.get(), .expert = pg.edp.get(), .tp = pg.tp.get(),
+            .tp_kv = pg.tp_kv.get(), .expert_shards = pg.etp_ep.get()};
+  }
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // After the step's last backward: every gradient this rank updates from is fully reduced
+  // (TP replicas first, then the data-parallel replicas; ZeRO-1 reduces its shard only). The
+  // losses were normalised over the global batch, so a sum (not a mean) is the global gradient.
+  virtual void reduce_gradients() = 0;
+  // The global L2 norm of the reduced gradient, each distinct element counted once (collective
+  // over the groups; the same value on every rank).
+  virtual double grad_norm() const = 0;
+  // Scales the reduced gradients by clip_factor(grad_norm, optimizer.grad_clip), then one AdamW
+  // update with learning rate lr; every rank's parameter values are current afterwards.
+  // Increments steps() first. Returns the clipping factor applied.
+  virtual double step(double lr, double grad_norm) = 0;
+  virtual int64_t steps() const = 0;
+  // Checkpoints: the moments of every parameter this rank holds, laid out like the store's value
+  // buffer (a collective under ZeRO-1, where the shards are gathered), and their inverse.
+  virtual void gather_state(std::vector<float>& m, std::vector<float>& v) const = 0;
+  virtual void load_state(const std::vector<float>& m, const std::vector<float>& v,
+                          int64_t steps) = 0;
+};
+
+// The global-norm clipping factor: clip / norm when norm > clip (clip > 0), else 1.
+double clip_factor(double norm, double clip);
+
+// optimizer.distributed picks DistributedOptimizer (ZeRO-1 over groups.dense / groups.expert),
+// else AdamW. The store and the groups must outlive the optimizer.
+std::unique_ptr<Optimizer> make_optimizer(Backend& be, ParamStore& store,
+                                          const OptimizerConfig& cfg, const GradientGroups& groups);
+
+}  // namespace origami
