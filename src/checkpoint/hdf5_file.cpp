@@ -1,3 +1,5 @@
+// Hdf5File over the HDF5 C API: every call's status is checked and turned into an Error that
+// names the file and dataset, with HDF5's own stderr printing silenced.
 #include "checkpoint/hdf5_file.h"
 
 #include <hdf5.h>

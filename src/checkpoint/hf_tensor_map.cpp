@@ -1,3 +1,5 @@
+// The conversions both Hugging Face namings share: attention and embedding tensors, box
+// copies between global tensors, and the directory writer / config reader.
 #include "checkpoint/hf_tensor_map.h"
 
 #include <filesystem>

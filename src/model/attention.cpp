@@ -1,3 +1,5 @@
+// Attention forward and backward: projections, RoPE, the backend's flash-style GQA kernel
+// (offset form under CP), and the TP / CP exchanges at the points where they happen.
 #include "model/attention.h"
 
 #include <cmath>

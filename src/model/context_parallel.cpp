@@ -1,3 +1,5 @@
+// The CP key/value all-gather and its adjoint, the gradient reduce-scatter, over the chunk
+// order ModelContext defines.
 #include "model/context_parallel.h"
 
 namespace origami {

@@ -1,3 +1,5 @@
+// LmHeadLoss: logits, cross-entropy and (training) the logits' gradient, dx and dW per row
+// chunk, with the vocabulary-parallel combine per chunk under TP.
 #include "model/lm_head_loss.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// SwigluMlp: fc1 -> SwiGLU -> fc2 and the mirrored backward, column / row parallel under TP
+// with the sequence-parallel entry and exit.
 #include "model/mlp.h"
 
 #include <cmath>

@@ -1,3 +1,5 @@
+// The sequence-parallel all-gather / reduce-scatter over TP that enter and leave every
+// tensor-parallel region, and the scatter of a gathered gradient.
 #include "model/sequence_parallel.h"
 
 namespace origami {

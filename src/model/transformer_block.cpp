@@ -1,3 +1,5 @@
+// TransformerBlock: pre-norm attention and FFN sublayers with residuals, and full activation
+// recomputation (training.recompute: full) in backward.
 #include "model/transformer_block.h"
 
 #include <fmt/format.h>

@@ -1,3 +1,5 @@
+// learning_rate(): warmup, then cosine / linear decay to min_lr, as a pure function of the
+// step so resumed runs get the same rates.
 #include "optim/lr_schedule.h"
 
 #include <algorithm>

@@ -1,3 +1,5 @@
+// write_expert_report(): expert_report.json with each dataset's per-layer expert frequencies
+// (tools/expert_specialisation.py plots it).
 #include "train/expert_report.h"
 
 #include <filesystem>

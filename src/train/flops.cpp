@@ -1,3 +1,5 @@
+// training_flops_per_token() and active_params(): Megatron's FLOPs accounting from the config
+// alone, for TFLOP/s and MFU in the log line.
 #include "train/flops.h"
 
 #include "model/moe_transformer.h"

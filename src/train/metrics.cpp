@@ -1,3 +1,5 @@
+// MetricsSink: the rank-0 log line and metrics.jsonl rows of IterationMetrics, and the
+// validation lines.
 #include "train/metrics.h"
 
 #include <cmath>

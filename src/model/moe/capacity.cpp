@@ -1,3 +1,5 @@
+// Capacity arithmetic and the drop rule of capacity-based routing: pure host functions on
+// the router's (small) choice arrays.
 #include "model/moe/capacity.h"
 
 #include <algorithm>

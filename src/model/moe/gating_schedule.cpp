@@ -1,3 +1,5 @@
+// The gating schedule's pure functions of the step (gate kind, k, temperature) and the
+// counter-based Gumbel noise keyed per global token, so every layout draws the same.
 #include "model/moe/gating_schedule.h"
 
 #include <fmt/format.h>
