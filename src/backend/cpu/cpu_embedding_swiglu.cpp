@@ -3,17 +3,15 @@
 // parallel over column blocks, each walking the tokens in order: thread-count independent.
 // A negative id (padding) gives a zero output row and contributes no gradient.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/kernel_math.h"
 
 namespace origami {
 
 namespace {
 constexpr int64_t kColumnBlock = 64;  // floats per column block: one cache line pair per row
-
-inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 }  // namespace
 
 void CpuBackend::embedding_forward(const int32_t* ids, const float* table, float* out, int64_t n,
@@ -50,13 +48,12 @@ void CpuBackend::swiglu_forward(const float* h, float* out, int64_t rows, int64_
     const float* gate = h + r * 2 * F;
     const float* up = gate + F;
     float* o = out + r * F;
-    for (int64_t j = 0; j < F; ++j) o[j] = gate[j] * sigmoid(gate[j]) * up[j];
+    for (int64_t j = 0; j < F; ++j) o[j] = kernel_math::swiglu(gate[j], up[j]);
   }
 }
 
 void CpuBackend::swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
                                  int64_t F) {
-  // d silu(g)/dg = s + g s (1 - s), s = sigmoid(g).
 #pragma omp parallel for schedule(static) if (rows * F > 65536)
   for (int64_t r = 0; r < rows; ++r) {
     const float* gate = h + r * 2 * F;
@@ -64,11 +61,7 @@ void CpuBackend::swiglu_backward(const float* dout, const float* h, float* dh, i
     const float* d = dout + r * F;
     float* dgate = dh + r * 2 * F;
     float* dup = dgate + F;
-    for (int64_t j = 0; j < F; ++j) {
-      const float g = gate[j], s = sigmoid(g);
-      dgate[j] = d[j] * up[j] * (s + g * s * (1.f - s));
-      dup[j] = d[j] * g * s;
-    }
+    for (int64_t j = 0; j < F; ++j) kernel_math::swiglu_grad(gate[j], up[j], d[j], dgate[j], dup[j]);
   }
 }
 

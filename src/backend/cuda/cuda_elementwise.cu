@@ -8,6 +8,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_launch.h"
+#include "backend/kernel_math.h"
 
 namespace origami::cuda {
 
@@ -55,25 +56,20 @@ __global__ void final_sum_kernel(const double* partial, int count, double* out) 
   if (threadIdx.x == 0) *out = s;
 }
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-
 __global__ void swiglu_forward_kernel(const float* h, float* out, int64_t rows, int64_t F) {
   const int64_t n = rows * F;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / F, j = i % F;
-    const float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j];
-    out[i] = g * sigmoid(g) * u;
+    out[i] = kernel_math::swiglu(h[r * 2 * F + j], h[r * 2 * F + F + j]);
   }
 }
-// d/dg [g*s(g)*u] = u * s(g) * (1 + g*(1 - s(g))); d/du = g*s(g)
 __global__ void swiglu_backward_kernel(const float* dout, const float* h, float* dh, int64_t rows,
                                        int64_t F) {
   const int64_t n = rows * F;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / F, j = i % F;
-    const float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j], s = sigmoid(g), d = dout[i];
-    dh[r * 2 * F + j] = d * u * s * (1.f + g * (1.f - s));
-    dh[r * 2 * F + F + j] = d * g * s;
+    kernel_math::swiglu_grad(h[r * 2 * F + j], h[r * 2 * F + F + j], dout[i], dh[r * 2 * F + j],
+                             dh[r * 2 * F + F + j]);
   }
 }
 __global__ void to_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t n) {

@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_launch.h"
+#include "backend/kernel_math.h"
 
 namespace origami::cuda {
 
@@ -81,15 +82,13 @@ __global__ void rope_kernel(float* x, const int32_t* positions, int64_t rows, in
   const int64_t half = hd / 2, n = rows * half;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = t / half, i = t % half;
-    const double angle = sign * double(positions[r]) * pow(double(theta), -2.0 * double(i) / double(hd));
+    const double angle = kernel_math::rope_angle(positions[r], kernel_math::rope_inv_freq(i, hd, theta), sign);
     double s, c;
     sincos(angle, &s, &c);
     const float cs = float(c), sn = float(s);
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + (r * heads + h) * hd;
-      const float a = v[i], b = v[i + half];
-      v[i] = a * cs - b * sn;
-      v[i + half] = a * sn + b * cs;
+      kernel_math::rope_rotate(v[i], v[i + half], cs, sn);
     }
   }
 }
