@@ -1,4 +1,4 @@
-// defines: CpuBackend embedding forward/backward and SwiGLU forward/backward
+// defines: CpuBackend embedding forward/backward
 // embedding_backward accumulates rows that may repeat (the same token id twice), so it is
 // parallel over column blocks, each walking the tokens in order: thread-count independent.
 // A negative id (padding) gives a zero output row and contributes no gradient.
@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_backend.h"
-#include "backend/kernel_math.h"
 
 namespace origami {
 
@@ -39,29 +38,6 @@ void CpuBackend::embedding_backward(const float* dout, const int32_t* ids, float
       const float* d = dout + i * dim;
       for (int64_t j = lo; j < hi; ++j) dt[j] += d[j];
     }
-  }
-}
-
-void CpuBackend::swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) {
-#pragma omp parallel for schedule(static) if (rows * F > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* gate = h + r * 2 * F;
-    const float* up = gate + F;
-    float* o = out + r * F;
-    for (int64_t j = 0; j < F; ++j) o[j] = kernel_math::swiglu(gate[j], up[j]);
-  }
-}
-
-void CpuBackend::swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
-                                 int64_t F) {
-#pragma omp parallel for schedule(static) if (rows * F > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* gate = h + r * 2 * F;
-    const float* up = gate + F;
-    const float* d = dout + r * F;
-    float* dgate = dh + r * 2 * F;
-    float* dup = dgate + F;
-    for (int64_t j = 0; j < F; ++j) kernel_math::swiglu_grad(gate[j], up[j], d[j], dgate[j], dup[j]);
   }
 }
 
