@@ -1,4 +1,7 @@
 // defines: ProfilingBackend (see profiling_backend.h)
+// Every op forwards to the wrapped backend inside timed(), which waits for the device before and
+// after, so each op's total is its own time; an op not forwarded here would run the Backend
+// default (a host fallback or padded path) and hide the backend's native kernel.
 #include "backend/profiling_backend.h"
 
 #include <algorithm>

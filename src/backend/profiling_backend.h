@@ -35,6 +35,7 @@ class ProfilingBackend final : public Backend {
   size_t bytes_in_use() const override { return b_.bytes_in_use(); }
   size_t peak_bytes() const override { return b_.peak_bytes(); }
   bool is_device_memory(const void* p) const override { return b_.is_device_memory(p); }
+  void* device_stream() const override { return b_.device_stream(); }
 
   void gemm(const GemmDesc& g) override;
   void gemm_batched(std::span<const GemmDesc> gs) override;

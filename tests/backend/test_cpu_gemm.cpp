@@ -85,6 +85,7 @@ TEST(CpuGemm, EmptyInnerDimensionScalesC) {
   Problem p(false, false, 3, 4, 0, 0, 1.f, 2.f, 30);
   auto want = p.reference();
   be->gemm(p.desc(false));
+  // k = 0: C = beta * C with beta = 2, an exact fp32 product: exact.
   expect_near_rel(p.c, want, 0, 0, "gemm k=0");
 }
 

@@ -28,8 +28,10 @@ TEST(CpuCrossEntropy, ForwardWithIgnoredTargets) {
     for (int64_t j = 0; j < V; ++j) mx = std::max(mx, double(z[i * V + j]));
     for (int64_t j = 0; j < V; ++j) den += std::exp(z[i * V + j] - mx);
     const double want_lse = mx + std::log(den);
+    // fp64 sums, one fp32 rounding of lse (6e-8 relative): 1e-6 relative plus 1e-6 near 0.
     EXPECT_NEAR(lse[i], want_lse, 1e-6 * std::abs(want_lse) + 1e-6) << i;
     const double want = targets[i] < 0 ? 0.0 : want_lse - z[i * V + targets[i]];
+    // lse - z[target] cancels digits, so its error is that of lse (up to |lse| ~ 40): 2e-6 |lse|.
     EXPECT_NEAR(losses[i], want, 2e-6 * std::abs(want_lse) + 1e-6) << i;
   }
   EXPECT_EQ(losses[1], 0.f);
@@ -91,6 +93,7 @@ TEST(CpuAdamw, HandComputedTwoSteps) {
   //           0.4995 - 0.1*0.004995 = 0.4990005    (third entry: g = 0, decay only)
   std::vector<float> p = {1.f, -2.f, 0.5f}, g = {0.5f, -0.25f, 0.f}, m(3, 0.f), v(3, 0.f);
   be->adamw(p.data(), g.data(), m.data(), v.data(), 3, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1);
+  // mhat / sqrt(vhat) is +-1 to a few fp32 ulps; p of O(1) then moves by 0.1: 1e-6 (~8 ulps).
   EXPECT_NEAR(p[0], 0.899f, 1e-6);
   EXPECT_NEAR(p[1], -1.898f, 1e-6);
   EXPECT_NEAR(p[2], 0.4995f, 1e-6);

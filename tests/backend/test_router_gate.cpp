@@ -49,6 +49,8 @@ TEST(RouterGate, DefaultOptionsReproduceTheFusedRouter) {
         const Out o = run(*be, z, {.topk_on_logits = on_logits, .renormalize = renorm, .k = k,
                                    .slots = k}, N, E);
         EXPECT_EQ(o.idx, idx);
+        // Double math vs the fused router's fp32 with fp64 sums: weights and lse (O(1)) a few
+        // fp32 ulps apart (1e-6); probabilities < 1, one rounding each apart (1e-7).
         for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(o.w[i], w[i], 1e-6) << i;
         for (size_t i = 0; i < probs.size(); ++i) EXPECT_NEAR(o.probs[i], probs[i], 1e-7) << i;
         for (size_t i = 0; i < lse.size(); ++i) EXPECT_NEAR(o.lse[i], lse[i], 1e-6) << i;
@@ -67,10 +69,12 @@ TEST(RouterGate, SigmoidScoresBiasSelectsButDoesNotWeigh) {
   o = run(*be, z, {.sigmoid = true, .scaling_factor = 2.5f, .k = 2, .slots = 2, .bias = bias.data()},
           1, 4);
   EXPECT_EQ(o.idx, (std::vector<int32_t>{0, 3}));
+  // fp32 outputs of double math: one rounding of values <= 2.5 (1.2e-7): 1e-6.
   EXPECT_NEAR(o.w[0], 2.5 * s[0] / (s[0] + s[3]), 1e-6);
   EXPECT_NEAR(o.w[1], 2.5 * s[3] / (s[0] + s[3]), 1e-6);
   // Balance-loss scores of sigmoid routing: s / sum s (Megatron), unaffected by the bias.
   const double sum = s[0] + s[1] + s[2] + s[3];
+  // Values < 1 rounded once to fp32 (<= 6e-8): 1e-7, also for the weights below.
   for (int e = 0; e < 4; ++e) EXPECT_NEAR(o.probs[size_t(e)], s[e] / sum, 1e-7);
   o = run(*be, z, {.sigmoid = true, .renormalize = false, .k = 2, .slots = 2, .bias = bias.data()},
           1, 4);
@@ -90,6 +94,7 @@ TEST(RouterGate, GroupLimitedTopkStaysInsideTheBestGroups) {
   EXPECT_EQ(o.idx, (std::vector<int32_t>{4, 5, 7, 6}));
   double sum = 0;
   for (float x : o.w) sum += x;
+  // Four weights, each rounded once to fp32 (6e-8): 1e-6.
   EXPECT_NEAR(sum, 1.0, 1e-6);
   // Softmax scores sum differently: p ~ exp(z) makes {0,1} (0.45 of the mass) and {4,5} the
   // best groups, so expert 1 (p = 0.001) is selected ahead of expert 7 (p = 0.06).
@@ -111,6 +116,8 @@ TEST(RouterGate, DenseToSparseThresholdDecidesTheNumberOfExperts) {
   double den = 0, sel = 0;
   for (int64_t e = 0; e < E; ++e) den += std::exp(0.6 * e);
   for (int64_t e = 2; e < E; ++e) sel += std::exp(0.6 * e) / den;
+  // One fp32 rounding of values < 1 computed in double from fp32 logits (0.6f != 0.6:
+  // 4e-8 relative in z): 1e-6, also for the gate weights below.
   EXPECT_NEAR(o.w[0], std::exp(0.6 * 5) / den / sel, 1e-6);
   EXPECT_NEAR(o.gate[2], std::exp(0.6 * 2) / den, 1e-6);
   // Hot: every expert; cold: the top k, never fewer.
@@ -143,6 +150,7 @@ TEST(RouterGate, FewerExpertsThanSlotsLeaveUnusedSlots) {
     EXPECT_GE(o.idx[size_t(t * 4 + 1)], 0);
     EXPECT_EQ(o.idx[size_t(t * 4 + 2)], -1);
     EXPECT_EQ(o.idx[size_t(t * 4 + 3)], -1);
+    // Two weights rounded once each to fp32: 1e-6.
     EXPECT_NEAR(o.w[size_t(t * 4)] + o.w[size_t(t * 4 + 1)], 1.0, 1e-6);
   }
 }

@@ -2,7 +2,8 @@
 // The fp32 reference implementation of Backend (OpenBLAS for GEMMs, OpenMP over rows/heads).
 // Every op is deterministic and independent of the thread count: parallel loops only split
 // work whose results do not interact, and every reduction runs in a fixed order. The ops are
-// spread over cpu_*.cpp files named for the op family they hold.
+// spread over cpu_<family>.cpp files named for the op family they hold, each paired with the
+// CUDA backend's cuda_<family>.cu (or .cpp); per-element math is in backend/kernel_math.h.
 #pragma once
 #include <memory>
 #include <mutex>
@@ -31,7 +32,7 @@ class CpuBackend : public Backend {
   void gemm(const GemmDesc& g) override;
   void gemm_batched(std::span<const GemmDesc> gs) override;
 
-  // elementwise / reductions (cpu_backend.cpp)
+  // cpu_elementwise.cpp
   void fill(float* x, float value, int64_t n) override;
   void add(const float* a, const float* b, float* out, int64_t n) override;
   void axpy(float alpha, const float* x, float* y, int64_t n) override;
@@ -39,11 +40,13 @@ class CpuBackend : public Backend {
   double sum_squares(const float* x, int64_t n) override;
   double sum(const float* x, int64_t n) override;
 
-  // cpu_embedding_swiglu.cpp
+  // cpu_embedding.cpp
   void embedding_forward(const int32_t* ids, const float* table, float* out, int64_t n,
                          int64_t dim) override;
   void embedding_backward(const float* dout, const int32_t* ids, float* dtable, int64_t n,
                           int64_t dim) override;
+
+  // cpu_swiglu.cpp
   void swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) override;
   void swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
                        int64_t F) override;

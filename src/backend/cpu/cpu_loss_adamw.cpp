@@ -1,8 +1,8 @@
 // defines: CpuBackend cross-entropy forward/backward and the AdamW update
 // Cross-entropy keeps lse per row so backward needs no second reduction over the vocabulary;
 // rows whose target is -1 are padding (zero loss, zero gradient); -2 marks a target held by
-// another vocabulary shard (softmax gradient, no one-hot here). AdamW's bias corrections
-// are computed in double once per call (1 - beta^t underflows nothing but loses digits in fp32).
+// another vocabulary shard (softmax gradient, no one-hot here). The target rule and AdamW's
+// per-element update are kernel_math.h's, shared with the CUDA backend.
 #include <algorithm>
 #include <cmath>
 
@@ -58,16 +58,9 @@ void CpuBackend::cross_entropy_backward(const float* logits, const int32_t* targ
 void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                        float beta1, float beta2, float eps, float weight_decay, int64_t t) {
   check(t >= 1, "adamw: step t must be >= 1 for bias correction (got {})", t);
-  const float c1 = float(1.0 / (1.0 - std::pow(double(beta1), double(t))));
-  const float c2 = float(1.0 / (1.0 - std::pow(double(beta2), double(t))));
+  const auto step = kernel_math::adamw_step(lr, beta1, beta2, eps, weight_decay, t);
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
-    m[i] = beta1 * m[i] + (1.f - beta1) * g;
-    v[i] = beta2 * v[i] + (1.f - beta2) * g * g;
-    const float mhat = m[i] * c1, vhat = v[i] * c2;
-    param[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + weight_decay * param[i]);
-  }
+  for (int64_t i = 0; i < n; ++i) kernel_math::adamw_update(param[i], m[i], v[i], grad[i], step);
 }
 
 }  // namespace origami

@@ -1,12 +1,14 @@
 // defines: CpuBackend RMSNorm forward/backward and rotary embedding forward/backward
 // RMSNorm's dw sums over rows, so its backward runs two passes: dx parallel over rows, then dw
 // parallel over column blocks with rows in order (deterministic for any thread count).
-// RoPE angles are computed in double (pos * theta^(-2i/hd) loses ~1e-4 rad in fp32 at pos 4k).
+// RoPE angles are computed in double (kernel_math.h: the frequency, angle and rotation shared
+// with the CUDA kernel); cos/sin once per row and pair, reused by every head.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/kernel_math.h"
 #include "base/error.h"
 
 namespace origami {
@@ -20,24 +22,20 @@ void rotate(float* x, const int32_t* positions, int64_t rows, int64_t heads, int
   check(hd % 2 == 0, "rope: head_dim must be even (got {})", hd);
   const int64_t half = hd / 2;
   std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(double(theta), -2.0 * i / double(hd));
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = kernel_math::rope_inv_freq(i, hd, theta);
 #pragma omp parallel
   {
     std::vector<float> cs(half), sn(half);  // per-thread cos/sin of the current row
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t i = 0; i < half; ++i) {
-        const double angle = sign * double(positions[r]) * inv_freq[i];
+        const double angle = kernel_math::rope_angle(positions[r], inv_freq[i], sign);
         cs[i] = float(std::cos(angle));
         sn[i] = float(std::sin(angle));
       }
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x + (r * heads + h) * hd;
-        for (int64_t i = 0; i < half; ++i) {
-          const float a = v[i], b = v[i + half];
-          v[i] = a * cs[i] - b * sn[i];
-          v[i + half] = a * sn[i] + b * cs[i];
-        }
+        for (int64_t i = 0; i < half; ++i) kernel_math::rope_rotate(v[i], v[i + half], cs[i], sn[i]);
       }
     }
   }

@@ -1,14 +1,14 @@
 // defines: CpuBackend router forward/backward and the MoE token permutation ops
-// Router math is per token (rows independent, parallel over tokens). Permutation indices come
+// Router math is per token (rows independent, parallel over tokens), each row's body the
+// kernel_math.h function a CUDA thread runs too. Permutation indices come
 // from one sequential counting sort (stable in token, then slot order), so the expert-sorted
 // buffer layout is the same on every backend; the data movement is parallel over tokens.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <numeric>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/kernel_math.h"
 #include "base/error.h"
 
 namespace origami {
@@ -16,29 +16,10 @@ namespace origami {
 void CpuBackend::router_forward(const float* logits, float* probs, int32_t* idx, float* weights,
                                 float* lse, int64_t N, int64_t E, int64_t k, bool renormalize) {
   check(E > 0 && k >= 1 && k <= E, "router_forward: need 1 <= k <= E (k={}, E={})", k, E);
-#pragma omp parallel
-  {
-    std::vector<int32_t> order(E);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < N; ++t) {
-      const float* z = logits + t * E;
-      float* p = probs + t * E;
-      const float mx = *std::max_element(z, z + E);
-      double denom = 0.0;
-      for (int64_t e = 0; e < E; ++e) denom += std::exp(double(z[e] - mx));
-      for (int64_t e = 0; e < E; ++e) p[e] = float(std::exp(double(z[e] - mx)) / denom);
-      lse[t] = float(double(mx) + std::log(denom));
-      // Stable top-k: descending probability, ties to the lower expert index.
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                        [p](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
-      double selected = 0.0;
-      for (int64_t s = 0; s < k; ++s) selected += p[order[s]];
-      for (int64_t s = 0; s < k; ++s) {
-        idx[t * k + s] = order[s];
-        weights[t * k + s] = renormalize ? float(p[order[s]] / selected) : p[order[s]];
-      }
-    }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < N; ++t) {
+    lse[t] = kernel_math::router_forward_row(logits + t * E, E, k, renormalize, probs + t * E,
+                                             idx + t * k, weights + t * k);
   }
 }
 
@@ -47,38 +28,12 @@ void CpuBackend::router_backward(const float* dweights, const float* dprobs, con
                                  float* dlogits, int64_t N, int64_t E, int64_t k,
                                  bool renormalize) {
   check(E > 0 && k >= 1 && k <= E, "router_backward: need 1 <= k <= E (k={}, E={})", k, E);
-#pragma omp parallel
-  {
-    std::vector<double> gp(E);  // dL/dprobs for this token
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < N; ++t) {
-      const float* p = probs + t * E;
-      const int32_t* it = idx + t * k;
-      const float* dw = dweights + t * k;
-      for (int64_t e = 0; e < E; ++e) gp[e] = dprobs ? double(dprobs[t * E + e]) : 0.0;
-      if (renormalize) {
-        // w_s = p_s / S, S = sum_r p_r  =>  dL/dp_s = (dw_s - sum_r dw_r w_r) / S
-        double S = 0.0, dw_dot_w = 0.0;
-        for (int64_t s = 0; s < k; ++s) {
-          if (it[s] < 0) continue;
-          S += p[it[s]];
-          dw_dot_w += double(dw[s]) * weights[t * k + s];
-        }
-        for (int64_t s = 0; s < k; ++s) {
-          if (it[s] >= 0) gp[it[s]] += (double(dw[s]) - dw_dot_w) / S;
-        }
-      } else {
-        for (int64_t s = 0; s < k; ++s) {
-          if (it[s] >= 0) gp[it[s]] += dw[s];
-        }
-      }
-      // softmax: dz_e = p_e (g_e - sum_i p_i g_i); logsumexp: dz_e += dlse * p_e
-      double pg = 0.0;
-      for (int64_t e = 0; e < E; ++e) pg += double(p[e]) * gp[e];
-      const double dl = dlse ? double(dlse[t]) : 0.0;
-      float* dz = dlogits + t * E;
-      for (int64_t e = 0; e < E; ++e) dz[e] = float(double(p[e]) * (gp[e] - pg + dl));
-    }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < N; ++t) {
+    kernel_math::router_backward_row(probs + t * E, idx + t * k, weights + t * k, dweights + t * k,
+                                     dprobs ? dprobs + t * E : nullptr,
+                                     dlse ? double(dlse[t]) : 0.0, E, k, renormalize,
+                                     dlogits + t * E);
   }
 }
 

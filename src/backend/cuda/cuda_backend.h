@@ -4,9 +4,10 @@
 // result (copy_to_host, sum, sum_squares) or hand memory back to the caller.
 // Storage is fp32 (the interface's type); GEMMs run on the tensor cores at the precision chosen
 // here (bf16 inputs with fp32 accumulation by default), router/softmax/loss math is fp32 or fp64.
-// The kernels live next to their op family: cuda_gemm.cpp, cuda_elementwise.cu,
-// cuda_norm_rope_embed.cu, cuda_attention.cu, cuda_router_permute.cu, cuda_router_aux_loss.cu,
-// cuda_loss_adamw.cu.
+// The kernels live in cuda_<family>.cu (or .cpp), one per family, each paired with the CPU
+// reference's cpu_<family>.cpp: elementwise, gemm, embedding, norm_rope, swiglu, attention (plus
+// attention_tc), router_permute, router_aux_loss, loss_adamw; memory in cuda_backend.cpp.
+// Per-element math shared with the CPU backend is in backend/kernel_math.h.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -69,15 +70,14 @@ class CudaBackend final : public Backend {
   void scale(float* x, float alpha, int64_t n) override;
   double sum_squares(const float* x, int64_t n) override;
   double sum(const float* x, int64_t n) override;
-  void swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) override;
-  void swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
-                       int64_t F) override;
 
-  // cuda_norm_rope_embed.cu
+  // cuda_embedding.cu
   void embedding_forward(const int32_t* ids, const float* table, float* out, int64_t n,
                          int64_t dim) override;
   void embedding_backward(const float* dout, const int32_t* ids, float* dtable, int64_t n,
                           int64_t dim) override;
+
+  // cuda_norm_rope.cu
   void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows,
                        int64_t dim, float eps) override;
   void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* rstd,
@@ -86,6 +86,11 @@ class CudaBackend final : public Backend {
                     int64_t head_dim, float theta) override;
   void rope_backward(float* dx, const int32_t* positions, int64_t rows, int64_t heads,
                      int64_t head_dim, float theta) override;
+
+  // cuda_swiglu.cu
+  void swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) override;
+  void swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
+                       int64_t F) override;
 
   // cuda_attention.cu
   void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse,
@@ -188,8 +193,8 @@ class CudaBackend final : public Backend {
   void* staging_ = nullptr;  // bf16 copies of GEMM operands (grown on demand, stream-ordered)
   size_t staging_bytes_ = 0;
   double* host_result_ = nullptr;  // pinned, for the reductions' results
-  bool grouped_ok_ = true;
-  size_t weight_conversions_ = 0;         // false once cuBLAS refused the grouped call for these types
+  bool grouped_ok_ = true;  // false once cuBLAS refused the grouped call for these types
+  size_t weight_conversions_ = 0;
   std::unordered_map<GemmKey, std::unique_ptr<GemmPlan>, GemmKeyHash> plans_;
   // Heuristic results by shape bucket (m, n, k rounded up to powers of two, leading dimensions
   // dropped): the experts' GEMMs change their row count every step, and a heuristic query per

@@ -1,5 +1,5 @@
-// defines: CudaBackend fill/add/axpy/scale, the ordered reductions sum/sum_squares, SwiGLU,
-// and scale_matrix (C = beta*C for a GEMM with an empty inner dimension)
+// defines: CudaBackend fill/add/axpy/scale, the ordered reductions sum/sum_squares, and the
+// GEMM helpers to_bf16 and scale_matrix (C = beta*C for a GEMM with an empty inner dimension)
 // Elementwise kernels are grid-stride loops. The reductions run in two passes with a fixed grid
 // (per-block fp64 partials, then one block adding them in block order), so a sum is the same
 // bitwise on every run, as the CPU backend's is.
@@ -55,27 +55,6 @@ __global__ void final_sum_kernel(const double* partial, int count, double* out) 
   if (threadIdx.x == 0) *out = s;
 }
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
-
-__global__ void swiglu_forward_kernel(const float* h, float* out, int64_t rows, int64_t F) {
-  const int64_t n = rows * F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / F, j = i % F;
-    const float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j];
-    out[i] = g * sigmoid(g) * u;
-  }
-}
-// d/dg [g*s(g)*u] = u * s(g) * (1 + g*(1 - s(g))); d/du = g*s(g)
-__global__ void swiglu_backward_kernel(const float* dout, const float* h, float* dh, int64_t rows,
-                                       int64_t F) {
-  const int64_t n = rows * F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / F, j = i % F;
-    const float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j], s = sigmoid(g), d = dout[i];
-    dh[r * 2 * F + j] = d * u * s * (1.f + g * (1.f - s));
-    dh[r * 2 * F + F + j] = d * g * s;
-  }
-}
 __global__ void to_bf16_kernel(const float* src, __nv_bfloat16* dst, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = __float2bfloat16(src[i]);
@@ -132,17 +111,5 @@ double CudaBackend::reduce(const float* x, int64_t n, bool squares) {
 }
 double CudaBackend::sum_squares(const float* x, int64_t n) { return reduce(x, n, true); }
 double CudaBackend::sum(const float* x, int64_t n) { return reduce(x, n, false); }
-
-void CudaBackend::swiglu_forward(const float* h, float* out, int64_t rows, int64_t F) {
-  if (rows * F <= 0) return;
-  swiglu_forward_kernel<<<blocks_for(rows * F, kThreads), kThreads, 0, stream_>>>(h, out, rows, F);
-  check_launch("swiglu_forward", {rows, F});
-}
-void CudaBackend::swiglu_backward(const float* dout, const float* h, float* dh, int64_t rows,
-                                  int64_t F) {
-  if (rows * F <= 0) return;
-  swiglu_backward_kernel<<<blocks_for(rows * F, kThreads), kThreads, 0, stream_>>>(dout, h, dh, rows, F);
-  check_launch("swiglu_backward", {rows, F});
-}
 
 }  // namespace origami::cuda

@@ -1,4 +1,5 @@
 // defines: CudaBackend cross-entropy forward/backward and the AdamW update
+// AdamW is one thread per element running kernel_math::adamw_update, the CPU reference's body.
 // Cross-entropy: one block per row, max and fp64 sum of exponentials reduced over the block;
 // lse kept for backward, as in the CPU reference. Targets are the caller's to check (no flag
 // read back, no stream sync): an invalid one is treated as ignored, so nothing reads outside z.
@@ -49,15 +50,11 @@ __global__ void ce_backward_kernel(const float* logits, const int32_t* targets, 
 }
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n,
-                             float lr, float beta1, float beta2, float eps, float wd, float c1,
-                             float c2) {
+                             kernel_math::AdamwStep step) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = grad[i];
-    const float mi = beta1 * m[i] + (1.f - beta1) * g;
-    const float vi = beta2 * v[i] + (1.f - beta2) * g * g;
-    m[i] = mi, v[i] = vi;
-    const float mhat = mi * c1, vhat = vi * c2;
-    param[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * param[i]);
+    float p = param[i], mi = m[i], vi = v[i];
+    kernel_math::adamw_update(p, mi, vi, grad[i], step);
+    param[i] = p, m[i] = mi, v[i] = vi;
   }
 }
 }  // namespace
@@ -82,10 +79,8 @@ void CudaBackend::adamw(float* param, const float* grad, float* m, float* v, int
   require(t >= 1, "adamw: step t must be >= 1 for bias correction (got {})", t);
   if (n <= 0) return;
   invalidate_weights(param, size_t(n) * sizeof(float));  // bf16 copies of these are now stale
-  const float c1 = float(1.0 / (1.0 - std::pow(double(beta1), double(t))));
-  const float c2 = float(1.0 / (1.0 - std::pow(double(beta2), double(t))));
   adamw_kernel<<<blocks_for(n, kThreads, 4096), kThreads, 0, stream_>>>(
-      param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2);
+      param, grad, m, v, n, kernel_math::adamw_step(lr, beta1, beta2, eps, weight_decay, t));
   check_launch("adamw", {n});
 }
 

@@ -1,6 +1,6 @@
 // defines: CudaBackend router forward/backward and the MoE token permutation ops
-// The router is fp32 with fp64 softmax sums, one thread per token (E is small), exactly the CPU
-// reference's arithmetic, so expert choices agree with it down to ties (lower index wins).
+// The router is fp32 with fp64 softmax sums, one thread per token (E is small), running the CPU
+// reference's row functions (kernel_math.h), so expert choices agree with it down to ties.
 // moe_permute_indices is a stable counting sort on the device in three passes: per-chunk expert
 // counts, a scan over (expert, chunk), then the ranks inside each chunk from warp matching
 // (__match_any_sync), taken in element order so the sorted buffer keeps token, then slot order.
@@ -8,6 +8,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_launch.h"
+#include "backend/kernel_math.h"
 
 namespace origami::cuda {
 
@@ -20,28 +21,8 @@ __global__ void router_forward_kernel(const float* logits, float* probs, int32_t
                                       bool renormalize) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= N) return;
-  const float* z = logits + t * E;
-  float* p = probs + t * E;
-  float mx = z[0];
-  for (int64_t e = 1; e < E; ++e) mx = fmaxf(mx, z[e]);
-  double denom = 0.0;
-  for (int64_t e = 0; e < E; ++e) denom += exp(double(z[e] - mx));
-  for (int64_t e = 0; e < E; ++e) p[e] = float(exp(double(z[e] - mx)) / denom);
-  lse[t] = float(double(mx) + log(denom));
-  int32_t* it = idx + t * k;
-  double selected = 0.0;
-  for (int64_t s = 0; s < k; ++s) {
-    int32_t best = -1;
-    for (int64_t e = 0; e < E; ++e) {
-      bool taken = false;
-      for (int64_t r = 0; r < s; ++r) taken |= it[r] == e;
-      if (!taken && (best < 0 || p[e] > p[best])) best = int32_t(e);  // strict: ties -> lower e
-    }
-    it[s] = best;
-    selected += p[best];
-  }
-  for (int64_t s = 0; s < k; ++s)
-    weights[t * k + s] = renormalize ? float(p[it[s]] / selected) : p[it[s]];
+  lse[t] = kernel_math::router_forward_row(logits + t * E, E, k, renormalize, probs + t * E,
+                                           idx + t * k, weights + t * k);
 }
 
 __global__ void router_backward_kernel(const float* dweights, const float* dprobs,
@@ -50,28 +31,9 @@ __global__ void router_backward_kernel(const float* dweights, const float* dprob
                                        int64_t k, bool renormalize) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= N) return;
-  const float* p = probs + t * E;
-  const int32_t* it = idx + t * k;
-  const float* dw = dweights + t * k;
-  double S = 0.0, dw_dot_w = 0.0;
-  if (renormalize) {
-    for (int64_t s = 0; s < k; ++s) {
-      if (it[s] < 0) continue;
-      S += p[it[s]];
-      dw_dot_w += double(dw[s]) * weights[t * k + s];
-    }
-  }
-  // g_e = dL/dprobs_e: the balance-loss term plus the selected slots' terms.
-  auto grad = [&](int64_t e) {
-    double g = dprobs ? double(dprobs[t * E + e]) : 0.0;
-    for (int64_t s = 0; s < k; ++s)
-      if (it[s] == e) g += renormalize ? (double(dw[s]) - dw_dot_w) / S : double(dw[s]);
-    return g;
-  };
-  double pg = 0.0;
-  for (int64_t e = 0; e < E; ++e) pg += double(p[e]) * grad(e);
-  const double dl = dlse ? double(dlse[t]) : 0.0;
-  for (int64_t e = 0; e < E; ++e) dlogits[t * E + e] = float(double(p[e]) * (grad(e) - pg + dl));
+  kernel_math::router_backward_row(probs + t * E, idx + t * k, weights + t * k, dweights + t * k,
+                                   dprobs ? dprobs + t * E : nullptr, dlse ? double(dlse[t]) : 0.0,
+                                   E, k, renormalize, dlogits + t * E);
 }
 
 // Pass 1: counts[chunk][e] of the chunk's elements routed to e; flags an out-of-range expert.

@@ -1,36 +1,19 @@
-// defines: CudaBackend embedding, RMSNorm and RoPE (forward and backward)
-// Row ops use one block per row. The two parameter-gradient accumulations that would collide
-// across rows (embedding rows that repeat, RMSNorm's weight) are not done with atomics: they run
-// column-parallel with a fixed order over rows (RMSNorm in two passes over row chunks), so the
-// gradients are bitwise reproducible, like the CPU backend's.
+// defines: CudaBackend RMSNorm and RoPE (forward and backward)
+// Row ops use one block per row. RMSNorm's weight gradient, which would collide across rows, is
+// not done with atomics: it runs column-parallel in two passes over row chunks with a fixed
+// order, so it is bitwise reproducible, like the CPU backend's. RoPE's angle and rotation are
+// kernel_math.h's, shared with the CPU reference.
 #include <cmath>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_launch.h"
+#include "backend/kernel_math.h"
 
 namespace origami::cuda {
 
 namespace {
 constexpr int kRowThreads = 256;
 constexpr int kRowsPerChunk = 128;  // rows per partial sum of RMSNorm's weight gradient
-
-__global__ void embedding_forward_kernel(const int32_t* ids, const float* table, float* out,
-                                         int64_t dim) {
-  const int64_t r = blockIdx.x;
-  const int32_t id = ids[r];
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x)
-    out[r * dim + j] = id < 0 ? 0.f : table[int64_t(id) * dim + j];
-}
-// One thread per column, walking the tokens in order.
-__global__ void embedding_backward_kernel(const float* dout, const int32_t* ids, float* dtable,
-                                          int64_t n, int64_t dim) {
-  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (j >= dim) return;
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t id = ids[i];
-    if (id >= 0) dtable[int64_t(id) * dim + j] += dout[i * dim + j];
-  }
-}
 
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float* y, float* rstd,
                                        int64_t dim, float eps) {
@@ -81,32 +64,17 @@ __global__ void rope_kernel(float* x, const int32_t* positions, int64_t rows, in
   const int64_t half = hd / 2, n = rows * half;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = t / half, i = t % half;
-    const double angle = sign * double(positions[r]) * pow(double(theta), -2.0 * double(i) / double(hd));
+    const double angle = kernel_math::rope_angle(positions[r], kernel_math::rope_inv_freq(i, hd, theta), sign);
     double s, c;
     sincos(angle, &s, &c);
     const float cs = float(c), sn = float(s);
     for (int64_t h = 0; h < heads; ++h) {
       float* v = x + (r * heads + h) * hd;
-      const float a = v[i], b = v[i + half];
-      v[i] = a * cs - b * sn;
-      v[i + half] = a * sn + b * cs;
+      kernel_math::rope_rotate(v[i], v[i + half], cs, sn);
     }
   }
 }
 }  // namespace
-
-void CudaBackend::embedding_forward(const int32_t* ids, const float* table, float* out, int64_t n,
-                                    int64_t dim) {
-  if (n <= 0) return;
-  embedding_forward_kernel<<<unsigned(n), kRowThreads, 0, stream_>>>(ids, table, out, dim);
-  check_launch("embedding_forward", {n, dim});
-}
-void CudaBackend::embedding_backward(const float* dout, const int32_t* ids, float* dtable,
-                                     int64_t n, int64_t dim) {
-  if (n <= 0) return;
-  embedding_backward_kernel<<<blocks_for(dim, 128), 128, 0, stream_>>>(dout, ids, dtable, n, dim);
-  check_launch("embedding_backward", {n, dim});
-}
 
 void CudaBackend::rmsnorm_forward(const float* x, const float* w, float* y, float* rstd,
                                   int64_t rows, int64_t dim, float eps) {
