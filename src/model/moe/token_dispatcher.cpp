@@ -150,17 +150,18 @@ const float* TokenDispatcher::expert_input(const DispatchPlan& plan) const {
   return plan.exchanges ? sorted_.data() : permuted_.data();
 }
 
+const float* TokenDispatcher::to_local(const DispatchPlan& plan, const float* rows, Tensor& buf) {
+  if (!plan.exchanges) return rows;
+  grow_rows(ctx_.backend, buf, plan.local_rows, H_);
+  exchange_backward(plan, rows, buf.data());
+  return buf.data();
+}
+
 void TokenDispatcher::combine(const DispatchPlan& plan, const float* y, const float* weights,
                               float* out) {
-  auto& be = ctx_.backend;
-  const float* y_perm = y;
-  if (plan.exchanges) {
-    // fc2 outputs are partial sums over ETP: reduce them while scattering back to each peer.
-    grow_rows(be, y_local_, plan.local_rows, H_);
-    exchange_backward(plan, y, y_local_.data());
-    y_perm = y_local_.data();
-  }
-  be.moe_unpermute(y_perm, plan.row.data(), weights, out, ctx_.local_tokens(), k_, H_);
+  // fc2 outputs are partial sums over ETP: reduce them while scattering back to each peer.
+  const float* y_perm = to_local(plan, y, y_local_);
+  ctx_.backend.moe_unpermute(y_perm, plan.row.data(), weights, out, ctx_.local_tokens(), k_, H_);
 }
 
 void TokenDispatcher::combine_backward(const DispatchPlan& plan, const float* dout,
@@ -181,16 +182,10 @@ void TokenDispatcher::combine_backward(const DispatchPlan& plan, const float* do
 
 void TokenDispatcher::dispatch_backward(const DispatchPlan& plan, const float* dx_experts,
                                         float* dx) {
-  auto& be = ctx_.backend;
-  const float* dlocal = dx_experts;
-  if (plan.exchanges) {
-    // Each ETP rank's fc1 slice contributes a partial input gradient: sum them (adjoint of the
-    // all-gather), then return rows to their owners (adjoint of the all-to-all).
-    grow_rows(be, scratch_, plan.local_rows, H_);
-    exchange_backward(plan, dx_experts, scratch_.data());
-    dlocal = scratch_.data();
-  }
-  be.moe_permute_backward(dlocal, plan.row.data(), dx, ctx_.local_tokens(), k_, H_);
+  // Each ETP rank's fc1 slice contributes a partial input gradient: sum them (adjoint of the
+  // all-gather), then return rows to their owners (adjoint of the all-to-all).
+  const float* dlocal = to_local(plan, dx_experts, scratch_);
+  ctx_.backend.moe_permute_backward(dlocal, plan.row.data(), dx, ctx_.local_tokens(), k_, H_);
 }
 
 }  // namespace origami

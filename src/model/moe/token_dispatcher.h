@@ -63,6 +63,9 @@ class TokenDispatcher {
   // local_perm rows -> all-to-all over EP -> all-gather over ETP -> sorted by local expert.
   void exchange_forward(const DispatchPlan& plan, const float* local_perm, float* sorted);
   void exchange_backward(const DispatchPlan& plan, const float* sorted, float* local_perm);
+  // rows [plan.rows, H] (partial over ETP) in this rank's permuted order: rows itself without
+  // an exchange, else reduced and returned over ETP / EP into buf.
+  const float* to_local(const DispatchPlan& plan, const float* rows, Tensor& buf);
   // Row counts -> element counts of H-wide rows, for the v-collectives.
   std::vector<int64_t> elements(const std::vector<int64_t>& rows) const;
 
