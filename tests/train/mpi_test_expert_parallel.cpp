@@ -93,20 +93,10 @@ void expect_layouts_match(std::span<const Layout> layouts) {
   for (const Layout& l : layouts) {
     if (l.world != world->size()) continue;
     ++ran;
-    SCOPED_TRACE(l.name);
-    const Config par_cfg = layout_config(l, true), ref_cfg = layout_config(l, false);
-    validate(par_cfg, world->size());
-    Trainer par(par_cfg, *world), ref(ref_cfg, *solo);
-    std::vector<double> par_losses{par.train_step().lm_loss}, ref_losses{ref.train_step().lm_loss};
-    expect_same_gradients(par.model().params(), ref.model().params(), l.name,
-                          par_cfg.moe.router.schedule.diversify.steps > 0);
-    for (int s = 1; s < par_cfg.training.train_steps; ++s) {
-      par_losses.push_back(par.train_step().lm_loss);
-      ref_losses.push_back(ref.train_step().lm_loss);
-    }
-    for (size_t i = 0; i < ref_losses.size(); ++i)
-      EXPECT_NEAR(par_losses[i], ref_losses[i], 1e-5 * ref_losses[i]) << "step " << i + 1;
-    EXPECT_EQ(par.model().buffers(), ref.model().buffers());  // the expert bias, bit for bit
+    const Config par_cfg = layout_config(l, true);
+    expect_layout_matches(par_cfg, layout_config(l, false), *world, *solo, l.name,
+                          {.zero_ok = par_cfg.moe.router.schedule.diversify.steps > 0,
+                           .same_buffers = true});
   }
   EXPECT_GT(ran, 0) << "no layout for " << world->size() << " ranks";
 }
@@ -123,17 +113,9 @@ TEST(ExpertParallel, DistributedOptimizerMatchesTheSingleRankRun) {
   auto solo = world->split(world->rank(), 0, "solo");
   for (const Layout& l : kLayouts) {
     if (l.world != world->size()) continue;
-    SCOPED_TRACE(l.name);
-    Config par_cfg = layout_config(l, true), ref_cfg = layout_config(l, false);
-    par_cfg.optimizer.distributed = true;
-    par_cfg.logging.dir += "-zero";
-    ref_cfg.logging.dir += "-zero";
-    Trainer par(par_cfg, *world), ref(ref_cfg, *solo);
-    for (int s = 0; s < par_cfg.training.train_steps; ++s) {
-      const StepResult a = par.train_step(), b = ref.train_step();
-      EXPECT_NEAR(a.lm_loss, b.lm_loss, 1e-5 * b.lm_loss) << "step " << s + 1;
-      EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-4 * b.grad_norm) << "step " << s + 1;
-    }
+    const Config par_cfg = layout_config(l, true);
+    expect_zero1_matches(par_cfg, layout_config(l, false), *world, *solo, l.name,
+                         int(par_cfg.training.train_steps));
   }
 }
 
