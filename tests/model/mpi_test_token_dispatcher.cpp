@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "comm/parallel_layout.h"
