@@ -1,3 +1,5 @@
+// make_backend() and the Backend defaults every backend inherits: the padded offset attention
+// (exact, built from the square op) for backends without a native kernel.
 #include "backend/backend.h"
 
 #include "backend/cpu/cpu_backend.h"
