@@ -247,4 +247,36 @@ Bubble measured_bubble(const Simulation& sim, int rank) {
   return {static_cast<double>(t.idle) / t.busy, static_cast<double>(t.idle) / sim.makespan};
 }
 
+std::string timeline_json(const ScheduleShape& shape, const Simulation& sim, SendModel model,
+                          const StepCosts& costs) {
+  static const char* const kOps[] = {"forward",         "backward",  "send_activation",
+                                     "recv_activation", "send_grad", "recv_grad"};
+  const Bubble theory = theoretical_bubble(shape);
+  std::string out = fmt::format(
+      "{{\"kind\": \"{}\", \"pp\": {}, \"v\": {}, \"m\": {}, \"group\": {}, "
+      "\"costs\": {{\"forward\": {}, \"backward\": {}}}, \"send_model\": \"{}\", "
+      "\"makespan\": {}, \"theory\": {{\"of_compute\": {}, \"of_wall\": {}}},\n \"ranks\": [",
+      schedule_kind_name(shape.kind), shape.pp, shape.v, shape.m, group_size(shape), costs.forward,
+      costs.backward, model == SendModel::eager ? "eager" : "rendezvous", sim.makespan,
+      theory.of_compute, theory.of_wall);
+  for (int r = 0; r < shape.pp; ++r) {
+    const Bubble b = measured_bubble(sim, r);
+    out += fmt::format(
+        "{}\n  {{\"busy\": {}, \"idle\": {}, \"bubble\": {{\"of_compute\": {}, \"of_wall\": {}}}, "
+        "\"actions\": [",
+        r ? "," : "", sim.ranks[r].busy, sim.ranks[r].idle, b.of_compute, b.of_wall);
+    const auto& actions = sim.ranks[r].actions;
+    for (size_t i = 0; i < actions.size(); ++i) {
+      const TimedAction& t = actions[i];
+      out += fmt::format(
+          "{}\n   {{\"name\": \"{}\", \"op\": \"{}\", \"mb\": {}, \"chunk\": {}, \"peer\": {}, "
+          "\"start\": {}, \"end\": {}}}",
+          i ? "," : "", to_string(t.action), kOps[t.action.op], t.action.micro_batch,
+          t.action.chunk, t.action.peer, t.start, t.end);
+    }
+    out += "]}";
+  }
+  return out + "]}\n";
+}
+
 }  // namespace origami

@@ -1,10 +1,11 @@
 // defines: SendModel, TimedAction, RankTimeline, Simulation, simulate(), simulate_lists(),
-//          Bubble, theoretical_bubble(), measured_bubble()
+//          Bubble, theoretical_bubble(), measured_bubble(), timeline_json()
 // A dry run of all ranks' action lists together, as torch.distributed.pipelining's
 // _simulate_comms_compute: each rank advances while its next action can complete, and a state
 // where none can is a deadlock, reported as an Error naming every stuck rank and action. The
 // timeline it keeps (unit costs per compute) gives the measured bubble beside the theory.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "pipeline/schedule.h"
@@ -54,5 +55,10 @@ struct Bubble {
 };
 Bubble theoretical_bubble(const ScheduleShape& shape);
 Bubble measured_bubble(const Simulation& sim, int rank);
+
+// The run as one JSON object (shape, costs, send model, makespan, theoretical and per-rank
+// measured bubble, every rank's timed actions) for tools/plot_pipeline_schedule.py.
+std::string timeline_json(const ScheduleShape& shape, const Simulation& sim, SendModel model,
+                          const StepCosts& costs);
 
 }  // namespace origami

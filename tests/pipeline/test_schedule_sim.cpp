@@ -2,10 +2,13 @@
 // eager sends, whatever the costs the lists run under, and every send meets exactly one receive;
 // lists broken on purpose are reported with the stuck ranks and actions (the checker can fail);
 // the measured bubble of 1F1B and GPipe is exactly (p-1)/(m+p-1) of the wall time, interleaved
-// measures (p-1)/(v m + p - 1) and beats 1F1B at the same p and m.
+// measures (p-1)/(v m + p - 1) and beats 1F1B at the same p and m; the JSON timelines behind
+// docs/figures/pipeline_schedules.png (tools/plot_pipeline_schedule.py).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -194,6 +197,33 @@ TEST(PipelineDryRun, TheoryFollowsThePapersFormulas) {
   EXPECT_DOUBLE_EQ(b.of_wall, 3.0 / 19);
   EXPECT_DOUBLE_EQ(theoretical_bubble({4, 1, 8, ScheduleKind::one_f_one_b}).of_compute, 3.0 / 8);
   EXPECT_EQ(theoretical_bubble({1, 1, 8, ScheduleKind::one_f_one_b}).of_wall, 0.0);
+}
+
+// PP4 m8 under 1F1B and under interleaving (v = 2), the same model: a 1F1B stage holds both
+// chunks, so its forward and backward cost twice a chunk's. Written to the build tree for
+// tools/plot_pipeline_schedule.py (docs/parallelism.md's timeline figure).
+TEST(PipelineDryRun, TimelineJsonForTheDocsFigure) {
+  const std::filesystem::path dir =
+      std::filesystem::path(ORIGAMI_BINARY_DIR) / "pipeline_timelines";
+  std::filesystem::create_directories(dir);
+  struct Case {
+    ScheduleShape shape;
+    StepCosts costs;
+    std::string file, makespan;
+  };
+  for (const Case& c :
+       {Case{{4, 1, 8, ScheduleKind::one_f_one_b}, {2, 4}, "pp4_m8_1f1b.json", "\"makespan\": 66"},
+        Case{{4, 2, 8, ScheduleKind::interleaved},
+             {1, 2},
+             "pp4_v2_m8_interleaved.json",
+             "\"makespan\": 57"}}) {
+    const Simulation sim = simulate(c.shape, SendModel::eager, c.costs);
+    const std::string json = timeline_json(c.shape, sim, SendModel::eager, c.costs);
+    EXPECT_NE(json.find(c.makespan), std::string::npos) << json.substr(0, 300);
+    EXPECT_NE(json.find("\"name\": \"SEND_F0c0->1\""), std::string::npos);
+    EXPECT_EQ(std::count(json.begin(), json.end(), '{'), std::count(json.begin(), json.end(), '}'));
+    std::ofstream(dir / c.file) << json;
+  }
 }
 
 }  // namespace
