@@ -56,3 +56,8 @@ origami_mpi_test(train tensor_context_parallel 8 "TensorContextParallel.LayoutsM
 origami_mpi_test(train memory_estimate 1 "MemoryEstimate.*")
 origami_mpi_test(train memory_estimate 2 "MemoryEstimate.*")
 origami_mpi_test(train memory_estimate 4 "MemoryEstimate.*")
+
+# The pipeline executor over real ranks: every schedule against the one-process gradients, and
+# over the PP group of PP2 x DP2.
+origami_mpi_test(train pipeline_executor 2 "PipelineExecutor.*")
+origami_mpi_test(train pipeline_executor 4 "PipelineExecutor.*")

@@ -13,7 +13,7 @@
 #include "base/error.h"
 #include "comm/communicator.h"
 #include "comm/parallel_layout.h"
-#include "pipeline/executor.h"
+#include "train/pipeline_executor.h"
 
 namespace origami {
 namespace {

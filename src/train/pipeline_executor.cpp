@@ -1,7 +1,7 @@
 // PipelineExecutor: walks the rank's action list in order; compute actions call the stage's
 // work, transfers are blocking sends / receives on the PP group (the list is deadlock-free under
 // blocking sends, schedule_sim.h proves it for every shape).
-#include "pipeline/executor.h"
+#include "train/pipeline_executor.h"
 
 #include <chrono>
 
