@@ -1,4 +1,5 @@
-// defines: Config and its typed sections; load_config(), apply_override(), to_yaml()
+// defines: Config and its typed sections; load_config(), apply_override(), to_yaml(),
+//          pipeline_schedule_kind()
 // One struct per YAML section, one field per key, each with its default and a comment. The
 // loader (config_loader.cpp) rejects unknown keys, wrong types and out-of-range values naming
 // file:line and key; validate() checks cross-field rules (world-size divisibility etc.) before
@@ -9,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "pipeline/schedule.h"
 
 namespace origami {
 
@@ -89,8 +92,11 @@ struct MoeConfig {
 struct ParallelConfig {
   int64_t tensor = 1;
   int64_t context = 1;
-  int64_t pipeline = 1;
-  int64_t virtual_pipeline = 1;
+  int64_t pipeline = 1;                 // PP: pipeline stages (validated; not trainable yet)
+  int64_t virtual_pipeline = 1;         // v: model chunks per pipeline rank (interleaved)
+  std::string pipeline_schedule = "1f1b";  // 1f1b | interleaved | gpipe (unset, v > 1: interleaved)
+  int64_t pipeline_first_stage_layers = 0;  // layers of the first pipeline rank (0 = even split)
+  int64_t pipeline_last_stage_layers = 0;   // layers of the last pipeline rank (0 = even split)
   int64_t expert = 1;
   int64_t expert_tensor = 1;
   bool sequence_parallel = false;
@@ -205,5 +211,11 @@ enum class RecomputeMode { none, selective, full };  // training.recompute
 RecomputeMode parse_recompute_mode(const std::string& name);
 enum class RouterScore { softmax, sigmoid };  // moe.router.score
 RouterScore parse_router_score(const std::string& name);
+// parallel.pipeline_schedule as it runs: an explicit value as given; left unset (not in
+// cfg.origin and still "1f1b"), interleaved when parallel.virtual_pipeline > 1, else 1f1b.
+ScheduleKind pipeline_schedule_kind(const Config& cfg);
+// Stores that effective value in cfg.parallel.pipeline_schedule when the key was left unset; the
+// loader and apply_override() call it, so a loaded Config and its to_yaml() agree.
+void resolve_pipeline_schedule(Config& cfg);
 
 }  // namespace origami

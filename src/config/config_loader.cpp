@@ -102,6 +102,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source) {
   } catch (const YAML::Exception& e) {  // our readers check types first; this is a backstop
     fail("{}:{}: {}", source, e.mark.line + 1, e.msg);
   }
+  resolve_pipeline_schedule(cfg);
   return cfg;
 }
 
@@ -133,6 +134,7 @@ void apply_override(Config& cfg, const std::string& assignment) {
     if (!find_field(next) && !is_config_section(next)) unknown_key(where, prefix, part);
     if (dot == std::string::npos) {
       read_key(cfg, next, value, where, ConfigOrigin{where, true});
+      resolve_pipeline_schedule(cfg);  // a new virtual_pipeline changes an unset schedule
       return;
     }
     check(!find_field(next), "{}: {} is a value, not a section; cannot set '{}'", where, next, key);

@@ -232,6 +232,17 @@ ConfigField blend_field() {
   kind(#path, [](Config& c) -> auto& { return c.path; } __VA_OPT__(,) __VA_ARGS__)
 // clang-format on
 
+// parallel.pipeline_schedule: an enum whose written value is the effective one (interleaved
+// when left unset with virtual_pipeline > 1), so the effective config loads back unchanged.
+ConfigField pipeline_schedule_field() {
+  ConfigField f =
+      ORIGAMI_KEY(enum_field, parallel.pipeline_schedule, {"1f1b", "interleaved", "gpipe"});
+  f.write = [](const Config& c) -> std::string {
+    return schedule_kind_name(pipeline_schedule_kind(c));
+  };
+  return f;
+}
+
 std::vector<ConfigField> build_schema() {
   const Bound positive_int = at_least(1), non_negative = at_least(0), positive = above(0);
   return {
@@ -285,6 +296,9 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(int_field, parallel.context, positive_int),
       ORIGAMI_KEY(int_field, parallel.pipeline, positive_int),
       ORIGAMI_KEY(int_field, parallel.virtual_pipeline, positive_int),
+      pipeline_schedule_field(),
+      ORIGAMI_KEY(int_field, parallel.pipeline_first_stage_layers, non_negative),
+      ORIGAMI_KEY(int_field, parallel.pipeline_last_stage_layers, non_negative),
       ORIGAMI_KEY(int_field, parallel.expert, positive_int),
       ORIGAMI_KEY(int_field, parallel.expert_tensor, positive_int),
       ORIGAMI_KEY(bool_field, parallel.sequence_parallel),

@@ -4,14 +4,20 @@
 // Features whose issue has not landed yet are refused here with a message saying so.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "base/error.h"
 #include "config/config.h"
+#include "pipeline/schedule.h"
+#include "pipeline/stage_layers.h"
 
 namespace origami {
 namespace {
@@ -98,6 +104,121 @@ void validate_router(const Config& cfg, const auto& require) {
                           moe.capacity_factor ? fmt::format("{}", *moe.capacity_factor) : "null")));
 }
 
+// The pipeline keys (issue 15, docs/configuration.md). The rules are the pipeline layer's own
+// (stage_layers(), check_schedule_shape()), so the config and the trainer cannot disagree; this
+// adds the file line of every key and, for the micro-batch count, the global batch sizes that
+// would work. `micro_batches` is 0 when the global batch does not split (reported already).
+void validate_pipeline(const Config& cfg, int64_t micro_batches, const auto& require) {
+  const auto& p = cfg.parallel;
+  const auto& t = cfg.training;
+  const int64_t layers = cfg.model.num_layers;
+  const int64_t first = p.pipeline_first_stage_layers, last = p.pipeline_last_stage_layers;
+  const std::string layers_ref = ref(cfg, "model.num_layers", layers);
+  const std::string pp_ref = ref(cfg, "parallel.pipeline", p.pipeline);
+  const std::string v_ref = ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline);
+  const std::string first_ref = ref(cfg, "parallel.pipeline_first_stage_layers", first);
+  const std::string last_ref = ref(cfg, "parallel.pipeline_last_stage_layers", last);
+  const auto fits_int = [](int64_t x) { return x >= 0 && x <= std::numeric_limits<int>::max(); };
+
+  // The schedule kind. The schema allows only 1f1b | interleaved | gpipe, but a Config built in
+  // code can hold anything.
+  std::optional<ScheduleKind> kind;
+  try {
+    kind = pipeline_schedule_kind(cfg);
+  } catch (const Error& e) {
+    require(false, fmt::format("{}: {}", ref(cfg, "parallel.pipeline_schedule",
+                                             p.pipeline_schedule), e.what()));
+  }
+  const bool schedule_unset = !cfg.origin.contains("parallel.pipeline_schedule");
+  const std::string kind_ref =
+      kind && schedule_unset && p.virtual_pipeline > 1
+          ? fmt::format("parallel.pipeline_schedule={} (default with virtual_pipeline > 1)",
+                        schedule_kind_name(*kind))
+          : ref(cfg, "parallel.pipeline_schedule", p.pipeline_schedule);
+
+  // The layer split. One stage has no first or last rank to set apart; its chunks still must
+  // divide the layers, so the split is checked without the two counts then.
+  const bool ends_of_one_stage = p.pipeline == 1 && (first > 0 || last > 0);
+  require(!ends_of_one_stage,
+          fmt::format("{} and {} set the layers of the first and the last of several pipeline "
+                      "ranks, but {} has one stage holding all {} layers; allowed: 0 (the "
+                      "default) with parallel.pipeline=1, or parallel.pipeline > 1",
+                      first_ref, last_ref, pp_ref, layers));
+  if (!fits_int(layers) || !fits_int(p.pipeline) || !fits_int(p.virtual_pipeline) ||
+      !fits_int(first) || !fits_int(last)) {  // beyond the split's int arithmetic
+    if (p.pipeline > layers)
+      require(false, fmt::format("{} is larger than {}: every pipeline stage needs at least one "
+                                 "layer; allowed: parallel.pipeline <= {}",
+                                 pp_ref, layers_ref, layers));
+    else
+      require(false, fmt::format("{}, {}, {}, {} or {} is too large; allowed: at most {}",
+                                 layers_ref, pp_ref, v_ref, first_ref, last_ref,
+                                 std::numeric_limits<int>::max()));
+  } else {
+    try {
+      stage_layers(int(layers), int(p.pipeline), int(p.virtual_pipeline),
+                   ends_of_one_stage ? 0 : int(first), ends_of_one_stage ? 0 : int(last));
+    } catch (const Error& e) {
+      // The split's own message names every key; the lines are added for those in play.
+      std::string keys = fmt::format("{}, {}, {}", layers_ref, pp_ref, v_ref);
+      for (const auto& [key, value, r] : {std::tuple{"parallel.pipeline_first_stage_layers",
+                                                     first, first_ref},
+                                          std::tuple{"parallel.pipeline_last_stage_layers", last,
+                                                     last_ref}})
+        if (value > 0 || cfg.origin.contains(key)) keys += ", " + r;
+      require(false, fmt::format("the pipeline layer split of {}: {}", keys, e.what()));
+    }
+  }
+
+  // The micro-batch count per step against the schedule (interleaved: Megatron's group rule).
+  if (!kind || micro_batches <= 0 || !fits_int(micro_batches) || !fits_int(p.pipeline) ||
+      !fits_int(p.virtual_pipeline))
+    return;
+  const auto shape = [&](int64_t count) {
+    return ScheduleShape{.pp = int(p.pipeline), .v = int(p.virtual_pipeline), .m = int(count),
+                         .kind = *kind};
+  };
+  try {
+    check_schedule_shape(shape(micro_batches));
+  } catch (const Error& e) {
+    // The nearest counts below and above that the same rule accepts, as global batch sizes; none
+    // when no count would do (1f1b with virtual_pipeline > 1). The group size is pp here (no key
+    // sets it), and a multiple of it always runs, so the search above is short.
+    const auto runs = [&](int64_t count) {
+      try {
+        check_schedule_shape(shape(count));
+        return true;
+      } catch (const Error&) {
+        return false;
+      }
+    };
+    int64_t below = 0, above = 0;
+    for (int64_t c = micro_batches - 1; c >= 1 && below == 0; --c)
+      if (runs(c)) below = c;
+    const int64_t limit = std::min<int64_t>(micro_batches + 2 * p.pipeline + 2,
+                                            std::numeric_limits<int>::max());
+    for (int64_t c = micro_batches + 1; c <= limit && above == 0; ++c)
+      if (runs(c)) above = c;
+    if (below == 0 && above == 0) {  // not the count: the kind and v do not go together
+      require(false, fmt::format("{} with {} and {}: {}", kind_ref, pp_ref, v_ref, e.what()));
+      return;
+    }
+    const int64_t dp = t.global_batch_size / (t.micro_batch_size * micro_batches);
+    const int64_t per = t.micro_batch_size * dp;  // sequences per micro-batch over all DP ranks
+    const std::string allowed =
+        below > 0 && above > 0
+            ? fmt::format("training.global_batch_size {} or {} ({} or {} micro-batches per step)",
+                          product({below, per}), product({above, per}), below, above)
+            : fmt::format("training.global_batch_size {} ({} micro-batches per step)",
+                          product({below + above, per}), below + above);
+    require(false, fmt::format("{}, {}, {}, {}, {} (data-parallel size {}): {}; allowed: {}",
+                               kind_ref, pp_ref, v_ref,
+                               ref(cfg, "training.global_batch_size", t.global_batch_size),
+                               ref(cfg, "training.micro_batch_size", t.micro_batch_size), dp,
+                               e.what(), allowed));
+  }
+}
+
 }  // namespace
 
 void validate(const Config& cfg, int world_size) {
@@ -136,22 +257,20 @@ void validate(const Config& cfg, int world_size) {
                       "of experts",
                       ref(cfg, "moe.num_experts", moe.num_experts),
                       ref(cfg, "parallel.expert", p.expert)));
-  require(m.num_layers % product({p.pipeline, p.virtual_pipeline}) == 0,
-          fmt::format("{} is not divisible by {} × {}; every pipeline chunk needs the same number "
-                      "of layers",
-                      ref(cfg, "model.num_layers", m.num_layers),
-                      ref(cfg, "parallel.pipeline", p.pipeline),
-                      ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline)));
+  int64_t micro_batches = 0;  // per step and data-parallel rank, when the batch splits evenly
   if (dense_fits) {
     const int64_t dp = world_size / model_parallel;
+    const bool splits = t.global_batch_size % product({t.micro_batch_size, dp}) == 0;
     require(
-        t.global_batch_size % product({t.micro_batch_size, dp}) == 0,
+        splits,
         fmt::format("{} is not divisible by {} × data-parallel size {} (world {} / (tensor {} × "
                     "context {} × pipeline {})); allowed: a multiple of {}",
                     ref(cfg, "training.global_batch_size", t.global_batch_size),
                     ref(cfg, "training.micro_batch_size", t.micro_batch_size), dp, world_size,
                     p.tensor, p.context, p.pipeline, product({t.micro_batch_size, dp})));
+    if (splits) micro_batches = t.global_batch_size / product({t.micro_batch_size, dp});
   }
+  validate_pipeline(cfg, micro_batches, require);
 
   // Model shapes.
   require(m.hidden_size % m.num_attention_heads == 0,
@@ -238,9 +357,16 @@ void validate(const Config& cfg, int world_size) {
   auto not_yet = [&](bool used, const std::string& r, const char* feature, const char* allowed) {
     require(!used, fmt::format("{}: {} is not implemented yet; allowed: {}", r, feature, allowed));
   };
+  // Lifted when the pipeline trainer lands (issue 15). validate_pipeline() above has already
+  // checked the split, the schedule and the micro-batch count, so these come after its errors.
   not_yet(p.pipeline > 1, ref(cfg, "parallel.pipeline", p.pipeline), "pipeline parallelism", "1");
   not_yet(p.virtual_pipeline > 1, ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline),
           "the interleaved pipeline schedule", "1");
+  not_yet(p.pipeline == 1 && p.pipeline_schedule == "gpipe",
+          ref(cfg, "parallel.pipeline_schedule", p.pipeline_schedule) +
+              " with parallel.pipeline=1",
+          "running the step through a pipeline schedule", "1f1b");
+  // End of the pipeline refusals (issue 15).
 
   if (problems.empty()) return;
   std::string msg = fmt::format("{}: config is not valid for {} rank(s):",

@@ -169,6 +169,39 @@ TEST(ConfigLoader, OutOfRange) {
                    {"configs/test.yaml:2", "parallel.expert", "allowed: >= 1"});
 }
 
+TEST(ConfigLoader, PipelineKeys) {
+  Config c = parse("parallel:\n  pipeline: 4\n  pipeline_schedule: gpipe\n"
+                   "  pipeline_first_stage_layers: 3\n  pipeline_last_stage_layers: 1\n");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "gpipe");
+  EXPECT_EQ(c.parallel.pipeline_first_stage_layers, 3);
+  EXPECT_EQ(c.parallel.pipeline_last_stage_layers, 1);
+  EXPECT_EQ(c.origin.at("parallel.pipeline_schedule"), kFile + ":3");
+  EXPECT_EQ(c.origin.at("parallel.pipeline_last_stage_layers"), kFile + ":5");
+  EXPECT_EQ(parse("parallel:\n  pipeline: 2\n").parallel.pipeline_schedule, "1f1b");
+  EXPECT_EQ(parse("parallel:\n  virtual_pipeline: 2\n").parallel.pipeline_schedule,
+            "interleaved");
+  EXPECT_EQ(parse("parallel:\n  virtual_pipeline: 2\n  pipeline_schedule: gpipe\n")
+                .parallel.pipeline_schedule,
+            "gpipe");
+  EXPECT_ERROR_HAS(parse("parallel:\n  pipeline: 2\n  pipeline_schedule: zb1p\n"),
+                   {"configs/test.yaml:3", "parallel.pipeline_schedule",
+                    "'zb1p' is not an allowed value", "allowed: 1f1b, interleaved, gpipe"});
+  EXPECT_ERROR_HAS(parse("parallel:\n  pipeline_schedule: interleave\n"),
+                   {"configs/test.yaml:2", "did you mean 'interleaved'",
+                    "allowed: 1f1b, interleaved, gpipe"});
+  EXPECT_ERROR_HAS(parse("parallel:\n  pipeline_schedule: 2\n"),
+                   {"configs/test.yaml:2", "parallel.pipeline_schedule", "'2'",
+                    "allowed: 1f1b, interleaved, gpipe"});
+  EXPECT_ERROR_HAS(parse("parallel:\n  pipeline_first_stage_layers: -1\n"),
+                   {"configs/test.yaml:2", "parallel.pipeline_first_stage_layers",
+                    "-1 is out of range", "allowed: >= 0"});
+  EXPECT_ERROR_HAS(parse("parallel:\n  pipeline_last_stage_layers: 1.5\n"),
+                   {"configs/test.yaml:2", "parallel.pipeline_last_stage_layers", "no fraction"});
+  EXPECT_ERROR_HAS(parse("parallel:\n  pipeline_first_layers: 2\n"),
+                   {"configs/test.yaml:2", "unknown key 'parallel.pipeline_first_layers'",
+                    "pipeline_schedule, pipeline_first_stage_layers, pipeline_last_stage_layers"});
+}
+
 TEST(ConfigLoader, CapacityFactorNullOrPositive) {
   EXPECT_EQ(parse("moe:\n  capacity_factor: 1.25\n").moe.capacity_factor, 1.25);
   EXPECT_FALSE(parse("moe:\n  capacity_factor: ~\n").moe.capacity_factor.has_value());

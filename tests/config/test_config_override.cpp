@@ -31,6 +31,53 @@ TEST(ConfigOverride, SetsScalarsListsNullsAndSections) {
   EXPECT_EQ(c.origin.at("moe.top_k"), "--set moe.top_k=1");
 }
 
+TEST(ConfigOverride, PipelineKeys) {
+  Config c;
+  apply_override(c, "parallel.pipeline_schedule=gpipe");
+  apply_override(c, "parallel.pipeline_first_stage_layers=3");
+  apply_override(c, "parallel.pipeline_last_stage_layers=5");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "gpipe");
+  EXPECT_EQ(c.parallel.pipeline_first_stage_layers, 3);
+  EXPECT_EQ(c.parallel.pipeline_last_stage_layers, 5);
+  EXPECT_EQ(c.origin.at("parallel.pipeline_schedule"), "--set parallel.pipeline_schedule=gpipe");
+  EXPECT_EQ(c.origin.at("parallel.pipeline_first_stage_layers"),
+            "--set parallel.pipeline_first_stage_layers=3");
+  EXPECT_EQ(c.origin.at("parallel.pipeline_last_stage_layers"),
+            "--set parallel.pipeline_last_stage_layers=5");
+  apply_override(c, "parallel.pipeline_schedule=interleaved");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "interleaved");
+  apply_override(c, "parallel={pipeline_schedule: 1f1b, pipeline_last_stage_layers: 0}");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "1f1b");
+  EXPECT_EQ(c.parallel.pipeline_last_stage_layers, 0);
+  EXPECT_ERROR_HAS(apply_override(c, "parallel.pipeline_schedule=1F1B"),
+                   {"--set parallel.pipeline_schedule=1F1B", "parallel.pipeline_schedule",
+                    "'1F1B' is not an allowed value", "allowed: 1f1b, interleaved, gpipe"});
+  EXPECT_ERROR_HAS(apply_override(c, "parallel.pipeline_first_stage_layers=-1"),
+                   {"--set parallel.pipeline_first_stage_layers=-1",
+                    "parallel.pipeline_first_stage_layers", "allowed: >= 0"});
+  EXPECT_ERROR_HAS(apply_override(c, "parallel.pipeline_last_stage_layers=two"),
+                   {"--set parallel.pipeline_last_stage_layers=two", "expected an integer"});
+  EXPECT_EQ(c.parallel.pipeline_schedule, "1f1b");
+}
+
+TEST(ConfigOverride, UnsetScheduleFollowsVirtualPipeline) {
+  // Left unset, the schedule is interleaved exactly while virtual_pipeline > 1, whichever of the
+  // file and --set gave v; an explicit value stays as given.
+  Config c = parse_config("parallel:\n  virtual_pipeline: 2\n", "x.yaml");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "interleaved");
+  apply_override(c, "parallel.virtual_pipeline=1");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "1f1b");
+  apply_override(c, "parallel.virtual_pipeline=3");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "interleaved");
+  EXPECT_FALSE(c.origin.contains("parallel.pipeline_schedule"));
+  apply_override(c, "parallel.pipeline_schedule=1f1b");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "1f1b");
+  EXPECT_EQ(pipeline_schedule_kind(c), ScheduleKind::one_f_one_b);  // explicit: refused by validate
+  apply_override(c, "parallel.pipeline_schedule=gpipe");
+  apply_override(c, "parallel.virtual_pipeline=1");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "gpipe");
+}
+
 TEST(ConfigOverride, OverridesWinOverFileValues) {
   Config c = parse_config("moe:\n  top_k: 2\n  num_experts: 4\n", "x.yaml");
   apply_override(c, "moe.top_k=4");

@@ -1,6 +1,7 @@
 // Tests of to_yaml(): the effective config loads back to an equal Config (defaults, a config with
 // every field changed, and strings YAML would otherwise misread), and every key it writes is
 // documented in docs/configuration.md.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -41,6 +42,9 @@ Config everything_changed() {
                 .context = 2,
                 .pipeline = 4,
                 .virtual_pipeline = 2,
+                .pipeline_schedule = "gpipe",
+                .pipeline_first_stage_layers = 3,
+                .pipeline_last_stage_layers = 1,
                 .expert = 8,
                 .expert_tensor = 2,
                 .sequence_parallel = true};
@@ -108,6 +112,48 @@ TEST(ConfigYaml, SectionsAreBlocksInSchemaOrder) {
   EXPECT_LT(moe, router);
   EXPECT_LT(router, logging);
   EXPECT_NE(text.find("  capacity_factor: null\n"), std::string::npos) << text;
+}
+
+TEST(ConfigYaml, PipelineKeysRoundTrip) {
+  const std::string defaults = to_yaml(Config{});
+  EXPECT_NE(defaults.find("  virtual_pipeline: 1\n  pipeline_schedule: 1f1b\n"
+                          "  pipeline_first_stage_layers: 0\n  pipeline_last_stage_layers: 0\n"),
+            std::string::npos)
+      << defaults;
+  // An uneven split with the schedule left unset: v > 1 makes it interleaved, and the effective
+  // file says so explicitly, loading back to the same Config (and the same validate() verdict).
+  Config c = parse_config("model:\n  num_layers: 16\nparallel:\n  pipeline: 4\n"
+                          "  virtual_pipeline: 2\n  pipeline_first_stage_layers: 2\n"
+                          "  pipeline_last_stage_layers: 6\n",
+                          "pp.yaml");
+  EXPECT_EQ(c.parallel.pipeline_schedule, "interleaved");
+  EXPECT_EQ(c.parallel.pipeline_first_stage_layers, 2);
+  EXPECT_EQ(c.parallel.pipeline_last_stage_layers, 6);
+  const std::string text = to_yaml(c);
+  EXPECT_NE(text.find("  virtual_pipeline: 2\n  pipeline_schedule: interleaved\n"
+                      "  pipeline_first_stage_layers: 2\n  pipeline_last_stage_layers: 6\n"),
+            std::string::npos)
+      << text;
+  Config back = parse_config(text, "effective.yaml");
+  EXPECT_EQ(back, c);
+  EXPECT_EQ(pipeline_schedule_kind(back), ScheduleKind::interleaved);
+  // Each explicit spelling is written as given.
+  for (const char* kind : {"1f1b", "interleaved", "gpipe"}) {
+    Config k = parse_config(fmt::format("parallel:\n  pipeline: 2\n  virtual_pipeline: {}\n"
+                                        "  pipeline_schedule: {}\n",
+                                        std::string(kind) == "1f1b" ? 1 : 2, kind),
+                            "k.yaml");
+    Config k_back = parse_config(to_yaml(k), "effective.yaml");
+    EXPECT_EQ(k_back, k) << kind;
+    EXPECT_EQ(k_back.parallel.pipeline_schedule, kind);
+  }
+  // A Config built in code with v > 1 and the schedule untouched runs, and is written, as
+  // interleaved.
+  Config code;
+  code.parallel.virtual_pipeline = 2;
+  EXPECT_EQ(pipeline_schedule_kind(code), ScheduleKind::interleaved);
+  EXPECT_NE(to_yaml(code).find("  pipeline_schedule: interleaved\n"), std::string::npos);
+  EXPECT_EQ(pipeline_schedule_kind(Config{}), ScheduleKind::one_f_one_b);
 }
 
 TEST(ConfigYaml, EveryKeyIsDocumented) {
