@@ -191,7 +191,7 @@ int reshard(const std::string& path, const std::string& out, int world_size,
       const bool first = p.spec.grad_group == GradGroup::dense
                              ? c.dp == 0 && c.cp == 0 && first_tp_holder(p.spec, c.tp, layout.tp())
                              : c.edp == 0;
-      if (first) rank_specs[size_t(r)].push_back(p.spec);
+      if (first && !p.spec.pipeline_copy) rank_specs[size_t(r)].push_back(p.spec);
     }
   }
   const std::string saved = write_checkpoint_for_layout(

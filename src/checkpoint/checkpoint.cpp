@@ -184,9 +184,11 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
           p.spec.grad_group == GradGroup::dense ? *groups.dp_cp : *groups.edp;
       const bool tp_first = p.spec.grad_group == GradGroup::expert ||
                             first_tp_holder(p.spec, groups.tp->rank(), groups.tp->size());
-      if (replicas.rank() == 0 && tp_first) mine.push_back(&p);
+      // The last pipeline stage's copy of a tied embedding: the first stage stores it.
+      if (replicas.rank() == 0 && tp_first && !p.spec.pipeline_copy) mine.push_back(&p);
     }
-    const bool writes_buffers = world.rank() == 0 && !buffers.empty();  // replicated: once
+    // Replicated over the stage: its first rank writes its layers' buffers, once.
+    const bool writes_buffers = groups.stage->rank() == 0 && !buffers.empty();
     if (!mine.empty() || writes_buffers) {
       std::vector<float> host;
       {
@@ -195,7 +197,7 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
         for (const Param* p : mine) {
           const int64_t off = p->value.data() - base, n = p->value.numel();
           json piece{{"name", p->spec.name}, {"file", file}, {"offsets", offsets_of(p->spec)},
-                     {"shape", p->spec.local_shape}};
+                     {"shape", p->spec.local_shape}, {"global_shape", p->spec.global_shape}};
           const float* sources[3] = {nullptr, m.data() + off, v.data() + off};
           host.resize(size_t(n));
           be.copy_to_host(host.data(), p->value.data(), size_t(n) * sizeof(float));
@@ -234,8 +236,9 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
   // Every rank file written, nothing published: the test seam's point (set_save_fault_hook).
   if (g_save_fault_hook) g_save_fault_hook(state.step, world.rank());
 
-  // 3. Rank 0 gathers the piece lists into index.json, then publishes the checkpoint.
-  const std::string mine = pieces.dump();
+  // 3. Rank 0 gathers the piece lists (and the buffer entries: each pipeline stage writes its own
+  //    layers') into index.json, then publishes the checkpoint.
+  const std::string mine = json{{"pieces", pieces}, {"buffers", buffer_index}}.dump();
   const int64_t len = int64_t(mine.size());
   std::vector<int64_t> lens(size_t(world.size())), displs(size_t(world.size()), 0);
   world.allgather(&len, lens.data(), 1, CommDType::i64);
@@ -244,12 +247,20 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
   world.allgatherv(mine.data(), len, all.data(), lens, displs, CommDType::u8);
   if (world.rank() == 0) {
     try {
-      json index = index_header(state, world.size(), config_yaml, !buffers.empty());
-      if (!buffers.empty()) index["buffers"] = buffer_index;
-      for (size_t r = 0; r < lens.size(); ++r)
-        for (auto& piece : json::parse(all.substr(size_t(displs[r]), size_t(lens[r])))) {
+      json all_buffers = json::object();
+      std::vector<json> rank_pieces;
+      for (size_t r = 0; r < lens.size(); ++r) {
+        json part = json::parse(all.substr(size_t(displs[r]), size_t(lens[r])));
+        if (part["buffers"].is_object()) all_buffers.update(part["buffers"]);
+        rank_pieces.push_back(std::move(part["pieces"]));
+      }
+      json index = index_header(state, world.size(), config_yaml, !all_buffers.empty());
+      if (!all_buffers.empty()) index["buffers"] = all_buffers;
+      for (auto& pieces_of_rank : rank_pieces)
+        for (auto& piece : pieces_of_rank) {
           auto& t = index["tensors"][piece["name"].get<std::string>()];
-          t["global_shape"] = store.find(piece["name"]).spec.global_shape;
+          t["global_shape"] = piece["global_shape"];
+          piece.erase("global_shape");
           t["pieces"].push_back(piece);
         }
       publish(dir, tmp_dir, final_dir, index, state.step, keep_last);
@@ -292,7 +303,8 @@ std::string resolve_checkpoint(const std::string& path) {
 
 TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStore& store,
                               std::vector<float>& m, std::vector<float>& v,
-                              CheckpointBuffers* buffers) {
+                              CheckpointBuffers* buffers,
+                              const std::set<std::string>* whole_model) {
   const std::string path = resolve_checkpoint(path_in);
   json index;
   try {
@@ -306,7 +318,7 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
         "Origami wrote it", path, version, kCheckpointFormatVersion);
   const auto& tensors = index["tensors"];
   for (auto it = tensors.begin(); it != tensors.end(); ++it) {
-    bool known = false;
+    bool known = whole_model && whole_model->contains(it.key());
     for (const Param& p : store.all()) known |= p.spec.name == it.key();
     check(known, "checkpoint '{}': tensor '{}' does not exist in this run's model (the model "
           "config differs: layers, experts, shared expert or tied embeddings)", path, it.key());

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -60,9 +61,12 @@ bool first_tp_holder(const ParamSpec& spec, int tp_rank, int tp_size);
 // checkpoint saved under any layout, after validating version, names, shapes, coverage and
 // checksums (an Error names the checkpoint, the tensor and the mismatch; nothing is overwritten).
 // buffers (optional): receives every buffer the checkpoint holds (checksums verified).
+// whole_model: under pipeline parallelism, the names of every stage's parameters (this rank's
+// store holds its stage's only); a checkpoint tensor outside them is an Error. Null: the store.
 TrainingState load_checkpoint(Backend& be, const std::string& path, ParamStore& store,
                               std::vector<float>& m, std::vector<float>& v,
-                              CheckpointBuffers* buffers = nullptr);
+                              CheckpointBuffers* buffers = nullptr,
+                              const std::set<std::string>* whole_model = nullptr);
 CheckpointBuffers read_checkpoint_buffers(const std::string& path);
 
 // Tools (origami-ckpt): the checkpoint's metadata, and whole global tensors assembled from the

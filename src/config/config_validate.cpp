@@ -136,6 +136,14 @@ void validate_pipeline(const Config& cfg, int64_t micro_batches, const auto& req
                         schedule_kind_name(*kind))
           : ref(cfg, "parallel.pipeline_schedule", p.pipeline_schedule);
 
+  // Virtual stages interleave chunks across pipeline ranks: with one stage there is nothing to
+  // interleave (and a rank would send to itself).
+  require(p.virtual_pipeline == 1 || p.pipeline > 1,
+          fmt::format("{} needs parallel.pipeline > 1, found {}; allowed: virtual_pipeline 1 "
+                      "with one pipeline stage",
+                      ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline),
+                      ref(cfg, "parallel.pipeline", p.pipeline)));
+
   // The layer split. One stage has no first or last rank to set apart; its chunks still must
   // divide the layers, so the split is checked without the two counts then.
   const bool ends_of_one_stage = p.pipeline == 1 && (first > 0 || last > 0);
@@ -353,20 +361,6 @@ void validate(const Config& cfg, int world_size) {
 
   if (moe.num_experts > 0) validate_router(cfg, require);
 
-  // Features whose issue has not landed: refused by name instead of silently ignored.
-  auto not_yet = [&](bool used, const std::string& r, const char* feature, const char* allowed) {
-    require(!used, fmt::format("{}: {} is not implemented yet; allowed: {}", r, feature, allowed));
-  };
-  // Lifted when the pipeline trainer lands (issue 15). validate_pipeline() above has already
-  // checked the split, the schedule and the micro-batch count, so these come after its errors.
-  not_yet(p.pipeline > 1, ref(cfg, "parallel.pipeline", p.pipeline), "pipeline parallelism", "1");
-  not_yet(p.virtual_pipeline > 1, ref(cfg, "parallel.virtual_pipeline", p.virtual_pipeline),
-          "the interleaved pipeline schedule", "1");
-  not_yet(p.pipeline == 1 && p.pipeline_schedule == "gpipe",
-          ref(cfg, "parallel.pipeline_schedule", p.pipeline_schedule) +
-              " with parallel.pipeline=1",
-          "running the step through a pipeline schedule", "1f1b");
-  // End of the pipeline refusals (issue 15).
 
   if (problems.empty()) return;
   std::string msg = fmt::format("{}: config is not valid for {} rank(s):",

@@ -17,6 +17,15 @@
 
 namespace origami {
 
+// Which forward pass a module runs over a micro-batch.
+//   first: the pass of record (statistics, loss values, loss gradients);
+//   recompute_activations: training.recompute: full re-running a layer inside its backward, which
+//     keeps every statistic and loss gradient of the first pass;
+//   replay: a pipeline stage re-running a micro-batch's forward in its backward (other
+//     micro-batches' forwards ran in between): activations and loss gradients again, exactly as
+//     the first pass made them, but no statistic and no loss value counted twice.
+enum class ForwardPass { first, recompute_activations, replay };
+
 struct MicroBatchShape {
   int64_t batch = 1;   // sequences per micro-batch
   int64_t seq = 1;     // tokens per sequence
@@ -35,12 +44,14 @@ struct ModelGroups {
   const Communicator* tp_cp = nullptr;  // the ranks that share one micro-batch's tokens
   // GQA with more TP ranks than kv heads: the TP ranks sharing one kv head; null otherwise.
   const Communicator* tp_kv = nullptr;
+  // Pipeline parallelism: the ranks at this in-stage position across stages (rank = stage).
+  const Communicator* pp = nullptr;
 
   // The one way to build the groups of a layout; `pg` must outlive the model.
   static ModelGroups from(const ProcessGroups& pg) {
     return {.ep = pg.ep.get(), .etp = pg.etp.get(), .balance = pg.tp_dp_cp.get(),
             .tp = pg.tp.get(), .cp = pg.cp.get(), .tp_cp = pg.tp_cp.get(),
-            .tp_kv = pg.tp_kv.get()};
+            .tp_kv = pg.tp_kv.get(), .pp = pg.pp.get()};
   }
 };
 
@@ -64,6 +75,8 @@ struct ModelContext {
   int tp_rank() const { return groups.tp ? groups.tp->rank() : 0; }
   int cp_size() const { return groups.cp ? groups.cp->size() : 1; }
   int cp_rank() const { return groups.cp ? groups.cp->rank() : 0; }
+  int pp_size() const { return groups.pp ? groups.pp->size() : 1; }
+  int pp_rank() const { return groups.pp ? groups.pp->rank() : 0; }
   int64_t context_tokens() const { return shape.tokens() / cp_size(); }
   int64_t local_tokens() const { return context_tokens() / tp_size(); }
   int64_t chunk_len() const { return shape.seq / (2 * cp_size()); }

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/lm_head_loss.h"
@@ -32,11 +33,15 @@ struct ForwardStats {
 
 class MoeTransformer {
  public:
-  // groups: the expert-parallel groups this rank's MoE layers exchange tokens over ({} = alone).
+  // groups: this rank's process groups ({} = alone); under pipeline parallelism (groups.pp)
+  // the rank builds only its chunks of layers (pipeline/stage_layers.h: virtual stage
+  // chunk * PP + rank), the embedding on virtual stage 0, the final norm and LM head on the last
+  // (with tied embeddings the last holds a copy of the embedding, spec.pipeline_copy).
   // allocate_parameters = false declares the parameter specs only (offline tools: no values).
   MoeTransformer(Backend& backend, const Config& config, MicroBatchShape shape, uint64_t seed,
                  ModelGroups groups = {}, bool allocate_parameters = true);
 
+  // The whole model on one pipeline stage (PP = 1): forward_chunk / backward_chunk of chunk 0.
   // tokens / targets: host arrays [B*T], the whole micro-batch (every rank of the TP x CP group
   // passes the same; each takes its context-parallel chunks); target -1 = no loss there.
   // lm_loss_sum and loss_tokens cover this rank's CP chunks (the same on every TP rank).
@@ -45,10 +50,34 @@ class MoeTransformer {
   ForwardStats forward(const int32_t* tokens, const int32_t* targets, const RouterLossScales& s,
                        std::optional<float> lm_grad_scale = std::nullopt);
   void backward();
+
+  // One chunk (a run of consecutive layers) of this rank for one micro-batch, as a pipeline
+  // schedule calls it. input / output [local_tokens, H]: the previous virtual stage's output
+  // (null on virtual stage 0, which embeds the tokens) and this chunk's output for the next
+  // (null on the last virtual stage, which computes the LM loss: lm_loss_sum, loss_tokens).
+  // lm_grad_scale given: the chunk's backward follows before any other forward of it, so the
+  // pass keeps its activations and forms its gradients now; absent: statistics and losses only
+  // (evaluation, or a pipeline forward whose backward comes later and replays it).
+  // expert_counts has one entry per MoE layer of the whole model, empty for layers elsewhere.
+  ForwardStats forward_chunk(int chunk, const int32_t* tokens, const int32_t* targets,
+                             const float* input, float* output, const RouterLossScales& s,
+                             std::optional<float> lm_grad_scale, int micro_batch);
+  // The chunk's backward for that micro-batch: output_grad (null on the last virtual stage) ->
+  // input_grad (null on virtual stage 0, which accumulates the embedding gradient). When its
+  // activations are another micro-batch's, the forward is replayed first (ForwardPass::replay)
+  // from input, tokens and targets, which must be those forward_chunk had.
+  void backward_chunk(int chunk, const int32_t* tokens, const int32_t* targets,
+                      const float* input, const float* output_grad, float* input_grad,
+                      const RouterLossScales& s, float lm_grad_scale, int micro_batch);
+  int num_chunks() const { return int(chunks_.size()); }
+  // Global [begin, end) layers of each chunk of this rank.
+  std::vector<std::pair<int, int>> chunk_layers() const;
+
   // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
   void begin_step();
-  // The unscaled router-loss values (balance, z) summed over MoE layers and over the forward
-  // passes since begin_step(): one read of the backend's accumulators, so call it once per step.
+  // The unscaled router-loss values (balance, z) summed over this rank's MoE layers and over the
+  // forward passes since begin_step(): one read of the backend's accumulators, so call it once
+  // per step.
   RouterLosses router_losses() const;
 
   // Gating schedule (model/moe/gating_schedule.h): the step and global-batch position of the
@@ -58,10 +87,10 @@ class MoeTransformer {
   // its experts from expert 0 (a collective over EP). Returns whether this step did.
   bool spawn_experts_at(int64_t step);
   // Auxiliary-loss-free balancing: updates each MoE layer's expert bias from the global batch's
-  // counts [moe layer][expert] (no-op unless moe.router.expert_bias).
+  // counts [moe layer of the whole model][expert] (no-op unless moe.router.expert_bias).
   void update_expert_bias(const std::vector<std::vector<int64_t>>& counts);
-  // Persistent state that is not a parameter (checkpoints carry it): each MoE layer's expert
-  // bias, "layers.L.moe.router.expert_bias" -> [E], when moe.router.expert_bias is on.
+  // Persistent state that is not a parameter (checkpoints carry it): each of this rank's MoE
+  // layers' expert bias, "layers.L.moe.router.expert_bias" -> [E], when moe.router.expert_bias.
   std::map<std::string, std::vector<float>> buffers() const;
   // Restores buffers() from a checkpoint; a missing entry starts from zeros (warned), e.g. when
   // expert_bias is switched on for a run resumed from one without it.
@@ -76,21 +105,41 @@ class MoeTransformer {
   const ModelContext& context() const { return ctx_; }
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }
+  // MoE layers of the whole model (every stage); those of this rank are a subset.
   int num_moe_layers() const { return num_moe_layers_; }
   static bool is_moe_layer(const Config& cfg, int layer);
   const MicroBatchShape& shape() const { return ctx_.shape; }
 
  private:
+  struct Block {
+    int layer;       // global layer index
+    int moe_index;   // index among the whole model's MoE layers, -1 for a dense layer
+    std::unique_ptr<TransformerBlock> block;
+  };
+  struct Chunk {
+    int begin = 0, end = 0;  // global layers [begin, end)
+    bool embeds = false;     // virtual stage 0: the embedding
+    bool has_head = false;   // the last virtual stage: final norm, LM head, loss
+    std::vector<Block> blocks;
+    std::vector<Tensor> residual;  // block inputs, then the last block's output ([n,H] each)
+    int live_micro_batch = -1;     // whose activations the chunk holds for backward (-1: none)
+  };
+  // Token ids and targets of this rank's rows, checked, relative to its vocabulary shard, and
+  // uploaded; returns the loss tokens.
+  int64_t prepare_inputs(const int32_t* tokens, const int32_t* targets, bool need_targets);
+  void run_chunk(Chunk& ch, const float* input, const RouterLossScales& s, ForwardPass pass,
+                 std::optional<float> lm_grad_scale, ForwardStats* st);
+
   ModelContext ctx_;
   ParamStore store_;
   int64_t vocab_ = 0, vocab_start_ = 0;  // this TP rank's vocabulary rows
-  size_t embedding_, final_norm_, lm_head_;
-  std::vector<std::unique_ptr<TransformerBlock>> blocks_;
-  int num_moe_layers_ = 0;
-  TensorOf<double> router_losses_;  // [moe layer][balance, z], backend memory
+  size_t embedding_ = 0, final_norm_ = 0, lm_head_ = 0;
+  std::vector<Chunk> chunks_;
+  int num_moe_layers_ = 0;           // whole model
+  int local_moe_layers_ = 0;         // this rank's
+  TensorOf<double> router_losses_;  // [local moe layer][balance, z], backend memory
   IndexTensor tokens_, targets_, positions_;  // CP-local rows, ids relative to the shard
   std::vector<int32_t> local_ids_, local_targets_;
-  std::vector<Tensor> residual_;   // [L+1] x [n,H]: block inputs, then the last block's output
   Tensor normed_, rstd_, dres_a_, dres_b_;
   std::unique_ptr<LmHeadLoss> head_;
   // The LM head's input gradient [context_tokens, H]: formed by a training forward, consumed by

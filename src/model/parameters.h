@@ -50,6 +50,10 @@ struct ParamSpec {
   // sequence parallelism), "tp_kv" = the TP ranks sharing one key/value head (GQA with more TP
   // ranks than kv heads). Checkpoints store such a parameter from the group's first rank only.
   std::string tp_replicas;
+  // Pipeline parallelism with tied embeddings: the last stage's copy of embedding.weight (its LM
+  // head). Initialised equal to the first stage's, its gradient summed with it over the first +
+  // last stage group; checkpoints store the first stage's, the gradient norm counts it once.
+  bool pipeline_copy = false;
 
   // Row-major flat index in the global tensor of local element i (0 <= i < numel(local_shape)):
   // what keys initialisation, checkpoint boxes and the layout-equivalence tests to the layout.

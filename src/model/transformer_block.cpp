@@ -38,7 +38,7 @@ TransformerBlock::TransformerBlock(ModelContext& ctx, ParamStore& store, int lay
 }
 
 void TransformerBlock::forward(const float* x, float* y, const int32_t* positions,
-                               const RouterLossScales& s, bool recompute) {
+                               const RouterLossScales& s, ForwardPass pass) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens(), H = ctx_.config.model.hidden_size;
   const float eps = float(ctx_.config.model.norm_eps);
@@ -49,7 +49,7 @@ void TransformerBlock::forward(const float* x, float* y, const int32_t* position
   be.rmsnorm_forward(h_.data(), store_[ffn_norm_].value.data(), ln2_.data(), rstd2_.data(), N, H,
                      eps);
   if (moe_)
-    moe_->forward(ln2_.data(), branch.data(), s, recompute);
+    moe_->forward(ln2_.data(), branch.data(), s, pass);
   else
     mlp_->forward(ln2_.data(), branch.data());
   be.add(h_.data(), branch.data(), y, N * H);
@@ -62,7 +62,8 @@ void TransformerBlock::backward(const float* dy, const float* x, float* dx,
   // Full recomputation: this layer's activations were overwritten by later layers (they share
   // the buffers); rebuild them from the saved input. The output goes to scratch.
   if (ctx_.recompute_full())
-    forward(x, ctx_.scratch("block.recomputed_y", {N, H}).data(), positions, {}, true);
+    forward(x, ctx_.scratch("block.recomputed_y", {N, H}).data(), positions, {},
+            ForwardPass::recompute_activations);
   Tensor dln = ctx_.scratch("block.dln", {N, H}), dh = ctx_.scratch("block.dh", {N, H}),
          dtmp = ctx_.scratch("block.dtmp", {N, H});
   // FFN branch: dh = dy + RMSNorm'(FFN'(dy))

@@ -21,7 +21,7 @@ class TransformerBlock {
   // the same forward again in backward (training.recompute: full), which must leave every
   // statistic of the first pass alone.
   void forward(const float* x, float* y, const int32_t* positions, const RouterLossScales& s,
-               bool recompute = false);
+               ForwardPass pass = ForwardPass::first);
   // dy [N,H] -> dx [N,H] (overwritten). With training.recompute: full, re-runs forward first
   // (y is written to scratch).
   void backward(const float* dy, const float* x, float* dx, const int32_t* positions);

@@ -33,7 +33,7 @@ double AdamW::grad_norm() const {
   });
   const Tensor expert = store_.grads(GradGroup::expert);
   const double expert2 = expert_norm_squared(be_.sum_squares(expert.data(), expert.numel()), groups_);
-  return std::sqrt(dense2 + expert2);
+  return global_norm(dense2, expert2, groups_);
 }
 
 double AdamW::step(double lr, double grad_norm) {

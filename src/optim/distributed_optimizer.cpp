@@ -155,7 +155,7 @@ double DistributedOptimizer::grad_norm() const {
   });
   const double expert2 = expert_norm_squared(
       comms_.expert->allreduce_scalar(shard_sum_squares(GradGroup::expert)), comms_);
-  return std::sqrt(dense2 + expert2);
+  return global_norm(dense2, expert2, comms_);
 }
 
 double DistributedOptimizer::step(double lr, double grad_norm) {

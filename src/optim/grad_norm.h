@@ -13,7 +13,8 @@ namespace origami {
 
 // Parameters replicated over TP ranks that computed different parts of their gradient (norms,
 // router and shared expert on sequence-parallel rows; kv heads shared by several ranks) sum it
-// over those ranks, so every replica holds the same gradient.
+// over those ranks, so every replica holds the same gradient. Under pipeline parallelism with
+// tied embeddings the first stage's embedding and the last stage's copy sum theirs too.
 void reduce_replica_gradients(ParamStore& store, const GradientGroups& groups);
 
 // The dense part of the squared gradient norm: parameters split over TP add up over the TP
@@ -25,5 +26,8 @@ double dense_norm_squared(const ParamStore& store, const GradientGroups& groups,
 
 // The expert part: the squares of different expert shards (ETP x EP) add up.
 double expert_norm_squared(double local, const GradientGroups& groups);
+
+// The global norm from this stage's dense and expert parts: the stages' squares add up.
+double global_norm(double dense_squared, double expert_squared, const GradientGroups& groups);
 
 }  // namespace origami

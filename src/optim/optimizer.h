@@ -28,10 +28,18 @@ struct GradientGroups {
   const Communicator* tp_kv = nullptr;   // the TP ranks sharing a kv head ("tp_kv" replicas)
   // ETP x EP: ranks holding different expert shards, whose squares add up in the norm.
   const Communicator* expert_shards = nullptr;
+  // Pipeline stages: each holds different layers, whose squares add up in the norm.
+  const Communicator* pp = nullptr;
+  // Tied embeddings under pipeline parallelism: the first and last stage ranks at one in-stage
+  // position, whose embedding.weight (the last stage's copy is its LM head) sum their gradients
+  // before any data-parallel reduction. Null without tied embeddings or with one stage.
+  const Communicator* tied_embedding = nullptr;
 
-  static GradientGroups from(const ProcessGroups& pg) {
+  static GradientGroups from(const ProcessGroups& pg, bool tied_embeddings = false) {
+    const bool tied = tied_embeddings && pg.pp && pg.pp->size() > 1;
     return {.dense = pg.dp_cp.get(), .expert = pg.edp.get(), .tp = pg.tp.get(),
-            .tp_kv = pg.tp_kv.get(), .expert_shards = pg.etp_ep.get()};
+            .tp_kv = pg.tp_kv.get(), .expert_shards = pg.etp_ep.get(), .pp = pg.pp.get(),
+            .tied_embedding = tied ? pg.embedding.get() : nullptr};
   }
 };
 

@@ -46,6 +46,16 @@ void MetricsSink::log(const IterationMetrics& m) {
                                       : std::string(),
                  per_layer);
   }
+  if (!m.pipeline_bubble.empty()) {
+    std::string stages;
+    for (size_t s = 0; s < m.pipeline_bubble.size(); ++s)
+      stages += fmt::format("{}S{} {:.3f}", s ? " " : "", s, m.pipeline_bubble[s]);
+    std::string peaks;
+    for (size_t s = 0; s < m.pipeline_peak_mib.size(); ++s)
+      peaks += fmt::format("{}S{} {:.1f}", s ? " " : "", s, m.pipeline_peak_mib[s]);
+    spdlog::info("pipeline bubble (idle / compute per stage): {} | theory {:.3f} | peak memory "
+                 "per stage (MiB): {}", stages, m.pipeline_bubble_theory.value_or(0.0), peaks);
+  }
   if (!jsonl_.is_open()) return;
   nlohmann::json j = {{"iteration", m.iteration},       {"consumed_samples", m.consumed_samples},
                       {"lm_loss", m.lm_loss},           {"balance_loss", m.balance_loss},
@@ -63,6 +73,11 @@ void MetricsSink::log(const IterationMetrics& m) {
     j["router_temperature"] =
         m.router_temperature ? nlohmann::json(*m.router_temperature) : nlohmann::json(nullptr);
     j["experts_per_token"] = m.experts_per_token;
+  }
+  if (!m.pipeline_bubble.empty()) {
+    j["pipeline_bubble"] = m.pipeline_bubble;
+    j["pipeline_bubble_theory"] = m.pipeline_bubble_theory.value_or(0.0);
+    j["pipeline_peak_mib"] = m.pipeline_peak_mib;
   }
   jsonl_ << j.dump() << "\n";
   jsonl_.flush();

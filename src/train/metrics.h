@@ -26,6 +26,11 @@ struct IterationMetrics {
   std::optional<int64_t> router_top_k;
   std::optional<double> router_temperature;
   std::vector<double> experts_per_token;
+  // Pipeline parallelism: each stage's measured bubble this iteration (time in sends and
+  // receives over compute time) beside the schedule's theory (p-1)/(v m).
+  std::vector<double> pipeline_bubble;
+  std::vector<double> pipeline_peak_mib;  // each stage's allocator peak (its in-stage rank 0's)
+  std::optional<double> pipeline_bubble_theory;
 };
 
 class MetricsSink {

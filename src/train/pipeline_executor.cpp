@@ -32,6 +32,21 @@ PipelineExecutor::PipelineExecutor(Backend& be, const Communicator& pp, const Sc
         "tags, more than MPI guarantees ({}); use fewer micro-batches per step or stages",
         shape.m, num_virtual_stages(shape), tags, kMaxTag);
   actions_ = build_schedule(shape, pp.rank(), costs);
+  backward_next_.assign(actions_.size(), false);
+  for (size_t i = 0; i < actions_.size(); ++i) {
+    if (actions_[i].op != Action::forward) continue;
+    size_t j = i + 1;
+    while (j < actions_.size() && !is_compute(actions_[j])) ++j;
+    backward_next_[i] = j < actions_.size() && actions_[j].op == Action::backward &&
+                        actions_[j].micro_batch == actions_[i].micro_batch &&
+                        actions_[j].chunk == actions_[i].chunk;
+  }
+  ScheduleShape gpipe = shape;
+  gpipe.kind = ScheduleKind::gpipe;
+  for (const Action& a : build_schedule(gpipe, pp.rank(), costs))
+    if (a.op == Action::forward || a.op == Action::send_activation ||
+        a.op == Action::recv_activation)
+      forward_actions_.push_back(a);
 }
 
 int PipelineExecutor::tag(int micro_batch, int boundary, bool grad) const {
@@ -60,9 +75,20 @@ Tensor PipelineExecutor::take(std::map<Key, Tensor>& from, Key k, const char* wh
 }
 
 PipelineStepTimes PipelineExecutor::run(const StageWork& work) {
+  return execute(actions_, backward_next_, work, false);
+}
+
+PipelineStepTimes PipelineExecutor::run_forward(const StageWork& work) {
+  return execute(forward_actions_, std::vector<bool>(forward_actions_.size(), false), work, true);
+}
+
+PipelineStepTimes PipelineExecutor::execute(const std::vector<Action>& actions,
+                                            const std::vector<bool>& keep, const StageWork& work,
+                                            bool forward_only) {
   PipelineStepTimes times;
   const int last = num_virtual_stages(shape_) - 1, rank = pp_.rank();
-  for (const Action& a : actions_) {
+  for (size_t ai = 0; ai < actions.size(); ++ai) {
+    const Action& a = actions[ai];
     const Key k{a.micro_batch, a.chunk};
     const int s = virtual_stage(shape_, rank, a.chunk);
     const auto t0 = std::chrono::steady_clock::now();
@@ -78,7 +104,8 @@ PipelineStepTimes PipelineExecutor::run(const StageWork& work) {
         const float* in = s == 0 ? nullptr : inputs_.at(k).data();
         float* out = nullptr;
         if (s != last) out = (outputs_[k] = acquire()).data();
-        work.forward(a.micro_batch, a.chunk, in, out);
+        work.forward(a.micro_batch, a.chunk, in, out, keep[ai]);
+        if (forward_only && s != 0) release(take(inputs_, k, "input"));
         times.compute_s += seconds_since(t0);
         break;
       }

@@ -22,8 +22,13 @@ namespace origami {
 // e.g. [seq/CP(/TP), mbs, H]); null where virtual stage 0 has no input or the last virtual stage
 // no output (it computes the loss) and, in backward, no output gradient (its loss seeds it) or no
 // input gradient to return.
+// backward_next: the rank's next compute action is this forward's backward (1F1B's last stage,
+// every step of a 1-stage run), so the stage may keep its activations for it instead of
+// replaying the forward there.
 struct StageWork {
-  std::function<void(int micro_batch, int chunk, const float* input, float* output)> forward;
+  std::function<void(int micro_batch, int chunk, const float* input, float* output,
+                     bool backward_next)>
+      forward;
   // input: what forward received (kept until this backward, so a stage may recompute from it).
   std::function<void(int micro_batch, int chunk, const float* input, const float* output_grad,
                      float* input_grad)>
@@ -35,7 +40,12 @@ struct StageWork {
 struct PipelineStepTimes {
   double compute_s = 0.0;
   double comm_s = 0.0;
-  double bubble() const { return compute_s + comm_s > 0 ? comm_s / (compute_s + comm_s) : 0.0; }
+  // Idle (sends and receives) over compute: the papers' bubble, (p-1)/(v m) in theory.
+  double bubble() const { return compute_s > 0 ? comm_s / compute_s : 0.0; }
+  // The same as a share of the step's wall time.
+  double idle_fraction() const {
+    return compute_s + comm_s > 0 ? comm_s / (compute_s + comm_s) : 0.0;
+  }
 };
 
 class PipelineExecutor {
@@ -48,8 +58,12 @@ class PipelineExecutor {
                    int64_t elements, const StepCosts& costs = {});
 
   PipelineStepTimes run(const StageWork& work);
+  // Forwards only (evaluation, reports): the forward half of a GPipe list, each input released
+  // after its forward; work.backward is not called.
+  PipelineStepTimes run_forward(const StageWork& work);
 
   const std::vector<Action>& actions() const { return actions_; }
+  const ScheduleShape& shape() const { return shape_; }
   // Boundary buffers allocated so far: the most that were in use at once.
   size_t buffers_allocated() const { return allocated_; }
 
@@ -59,12 +73,15 @@ class PipelineExecutor {
   Tensor acquire();
   void release(Tensor t);
   Tensor take(std::map<Key, Tensor>& from, Key k, const char* what);
+  PipelineStepTimes execute(const std::vector<Action>& actions, const std::vector<bool>& keep,
+                            const StageWork& work, bool forward_only);
 
   Backend& be_;
   const Communicator& pp_;
   ScheduleShape shape_;
   int64_t elements_;
-  std::vector<Action> actions_;
+  std::vector<Action> actions_, forward_actions_;
+  std::vector<bool> backward_next_;  // per action of actions_: a forward followed by its backward
   std::vector<Tensor> pool_;
   size_t allocated_ = 0;
   // In flight: received inputs (until backward), outputs (until sent), received output

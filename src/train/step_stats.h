@@ -25,8 +25,8 @@ struct StepStats {
   void add(const ForwardStats& st) {
     lm_loss_sum += st.lm_loss_sum;
     dropped_slots += double(st.dropped_slots);
-    for (size_t l = 0; l < expert_counts.size(); ++l)
-      for (size_t e = 0; e < expert_counts[l].size(); ++e)
+    for (size_t l = 0; l < expert_counts.size(); ++l)  // empty: a layer of another stage
+      for (size_t e = 0; e < st.expert_counts[l].size(); ++e)
         expert_counts[l][e] += st.expert_counts[l][e];
   }
   void add_router_losses(const RouterLosses& r) {

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <numeric>
+#include <set>
 
 #include "base/error.h"
 #include "base/logging.h"
@@ -21,6 +22,7 @@
 #include "train/flops.h"
 #include "train/memory_estimate.h"
 #include "train/step_stats.h"
+#include "pipeline/stage_layers.h"
 
 namespace origami {
 
@@ -90,11 +92,50 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
       ModelGroups::from(groups_));
   optimizer_ = make_optimizer(*backend_, model_->params(), cfg_.optimizer,
-                              GradientGroups::from(groups_));
+                              GradientGroups::from(groups_, cfg_.model.tie_embeddings));
+  // The pipeline schedule of one step: m micro-batches through PP stages (one stage: the
+  // degenerate list F0 B0 F1 B1 ...); activations cross stages as [local_tokens, H].
+  const ScheduleShape schedule{.pp = layout_.pp(),
+                               .v = layout_.pp() > 1 ? int(cfg_.parallel.virtual_pipeline) : 1,
+                               .m = int(micro_batches_),
+                               .kind = pipeline_schedule_kind(cfg_)};
+  pipeline_ = std::make_unique<PipelineExecutor>(
+      *backend_, *groups_.pp, schedule,
+      model_->context().local_tokens() * cfg_.model.hidden_size);
+  if (layout_.pp() > 1) {
+    spdlog::info("pipeline: {} schedule, {} stages x {} chunks, {} micro-batches per step "
+                 "(bubble in theory {:.3f})", schedule_kind_name(schedule.kind), schedule.pp,
+                 schedule.v, schedule.m,
+                 double(schedule.pp - 1) / double(schedule.v * schedule.m));
+    const auto stages = stage_layers(int(cfg_.model.num_layers), schedule.pp, schedule.v,
+                                     int(cfg_.parallel.pipeline_first_stage_layers),
+                                     int(cfg_.parallel.pipeline_last_stage_layers));
+    for (int r = 0; r < schedule.pp; ++r) {
+      std::string chunks;
+      for (int c = 0; c < schedule.v; ++c) {
+        const auto [b, e] = stages[size_t(c * schedule.pp + r)];
+        chunks += fmt::format(" [{}, {})", b, e);
+      }
+      spdlog::info("  stage {}: layers{}{}{}", r, chunks, r == 0 ? " + embedding" : "",
+                   r == schedule.pp - 1 ? " + final norm, LM head, loss" : "");
+    }
+  }
   if (!resume.empty()) {
     std::vector<float> m, v;
     CheckpointBuffers buffers;
-    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v, &buffers);
+    // Under pipeline parallelism this stage's store is part of the model: check the
+    // checkpoint's tensors against every stage's names (a spec-only model of the whole).
+    std::set<std::string> whole;
+    if (layout_.pp() > 1) {
+      Config one = cfg_;
+      one.parallel = ParallelConfig{};
+      auto cpu = make_backend("cpu");
+      const MoeTransformer specs(*cpu, one, MicroBatchShape{1, 1}, t.seed, {},
+                                 /*allocate_parameters=*/false);
+      for (const Param& p : specs.params().all()) whole.insert(p.spec.name);
+    }
+    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v, &buffers,
+                                            layout_.pp() > 1 ? &whole : nullptr);
     model_->load_buffers(buffers);  // the routers' expert bias
     optimizer_->load_state(m, v, s.optimizer_steps);
     step_ = s.step;
@@ -169,21 +210,33 @@ StepResult Trainer::train_step() {
   const RouterLossScales aux{float(router.aux_loss_coeff) * per_mb,
                              float(router.z_loss_coeff) * per_mb};
 
-  // 3. Forward and backward, micro-batch by micro-batch; parameter gradients accumulate.
+  // 3. Forward and backward of every micro-batch in the pipeline schedule's order (one stage:
+  //    F0 B0 F1 B1 ...); parameter gradients accumulate.
   Tensor grads = ps.all_grads();
   be.fill(grads.data(), 0.f, grads.numel());
   model_->begin_step();
   const int L = model_->num_moe_layers();
   StepStats stats(L, cfg_.moe.num_experts);
-  for (int64_t mb = 0; mb < micro_batches_; ++mb) {
-    // The micro-batch's place in the global batch keys the dense-to-sparse gate's noise.
+  // The micro-batch's place in the global batch keys the dense-to-sparse gate's noise.
+  auto clock = [&](int mb) {
     model_->set_router_clock({.step = step_,
                               .first_sequence = first_sequence + mb * t.micro_batch_size,
-                              .noise = true});
-    stats.add(model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), aux,
-                              lm_scale));
-    model_->backward();
-  }
+                              .noise = true, .micro_batch = mb});
+  };
+  StageWork work;
+  work.forward = [&](int mb, int c, const float* in, float* out, bool backward_next) {
+    clock(mb);
+    stats.add(model_->forward_chunk(c, tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(),
+                                    in, out, aux,
+                                    backward_next ? std::optional<float>(lm_scale) : std::nullopt,
+                                    mb));
+  };
+  work.backward = [&](int mb, int c, const float* in, const float* og, float* ig) {
+    clock(mb);
+    model_->backward_chunk(c, tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), in, og, ig,
+                           aux, lm_scale, mb);
+  };
+  r.pipeline_bubble = pipeline_->run(work).bubble();
   stats.add_router_losses(model_->router_losses());
 
   // 4. Gradient reduction: TP replicas, then data-parallel replicas (ZeRO-1: each rank's shard).
@@ -201,7 +254,7 @@ StepResult Trainer::train_step() {
 
   // 6. Metrics of the whole global batch: every rank of the stage holds distinct tokens in the
   // MoE layers; the LM loss of a CP chunk is the same on all its TP ranks.
-  stats.allreduce(*groups_.tp_dp_cp);
+  stats.allreduce(*groups_.world);  // each pipeline stage adds its layers' and its loss
   r.lm_loss = stats.lm_loss_sum / layout_.tp() / double(global_tokens);
   const double router_terms = double(micro_batches_ * dp * parts) * std::max(L, 1);
   r.balance_loss = stats.balance_loss / router_terms;
@@ -229,6 +282,18 @@ std::string Trainer::save_checkpoint_now() {
                          model_->buffers());
 }
 
+// The loaded micro-batches forward only, through the pipeline (one stage: F0 F1 ...), each
+// micro-batch's statistics handed to `take`.
+void Trainer::forward_only(const std::function<void(const ForwardStats&)>& take) {
+  model_->begin_step();
+  StageWork work;
+  work.forward = [&](int mb, int c, const float* in, float* out, bool) {
+    take(model_->forward_chunk(c, tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), in, out,
+                               {}, std::nullopt, mb));
+  };
+  pipeline_->run_forward(work);
+}
+
 double Trainer::evaluate() {
   const auto& t = cfg_.training;
   check(valid_data_ != nullptr, "evaluate(): training.eval_interval is 0, no validation data");
@@ -237,14 +302,13 @@ double Trainer::evaluate() {
   model_->set_router_clock({.step = step_, .noise = false});  // the current gate, noiseless
   for (int64_t b = 0; b < t.eval_steps; ++b) {
     load_micro_batches(*valid_data_, (evals_done * t.eval_steps + b) * t.global_batch_size);
-    model_->begin_step();
-    for (int64_t mb = 0; mb < micro_batches_; ++mb) {
-      ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), {});
+    forward_only([&](const ForwardStats& st) {
       sums[0] += st.lm_loss_sum;
       sums[1] += double(st.loss_tokens);
-    }
+    });
   }
-  groups_.tp_dp_cp->allreduce(std::span<double>(sums, 2));  // TP copies cancel in the ratio
+  // The last stage's losses; TP copies cancel in the ratio.
+  groups_.world->allreduce(std::span<double>(sums, 2));
   return sums[0] / std::max(sums[1], 1.0);
 }
 
@@ -258,14 +322,13 @@ ExpertReport Trainer::expert_report() {
     std::vector<double> counts(size_t(L * E), 0.0);
     for (int64_t b = 0; b < t.eval_steps; ++b) {
       load_micro_batches(*report_data_[d], b * t.global_batch_size);
-      model_->begin_step();
-      for (int64_t mb = 0; mb < micro_batches_; ++mb) {
-        ForwardStats st = model_->forward(tokens_[size_t(mb)].data(), targets_[size_t(mb)].data(), {});
+      forward_only([&](const ForwardStats& st) {
         for (int l = 0; l < L; ++l)
-          for (int64_t e = 0; e < E; ++e) counts[size_t(l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
-      }
+          for (int64_t e = 0; e < int64_t(st.expert_counts[size_t(l)].size()); ++e)
+            counts[size_t(l * E + e)] += double(st.expert_counts[size_t(l)][size_t(e)]);
+      });
     }
-    groups_.tp_dp_cp->allreduce(std::span<double>(counts));
+    groups_.world->allreduce(std::span<double>(counts));  // each stage adds its layers
     const double slots = double(t.eval_steps * t.global_batch_size * t.seq_length * cfg_.moe.top_k);
     r.datasets.push_back(cfg_.data.blend[d].path);
     r.tokens.push_back(t.eval_steps * t.global_batch_size * t.seq_length);
@@ -304,6 +367,15 @@ std::vector<double> Trainer::train() {
                          .z_loss = r.z_loss, .grad_norm = r.grad_norm,
                          .skipped_iterations = skipped_};
       if (cfg_.moe.capacity_factor) m.dropped_fraction = r.dropped_fraction;
+      if (layout_.pp() > 1) {  // every stage's measured bubble, gathered over the stages
+        m.pipeline_bubble.resize(size_t(layout_.pp()));
+        groups_.pp->allgather(&r.pipeline_bubble, m.pipeline_bubble.data(), 1, CommDType::f64);
+        const double peak = double(backend_->peak_bytes()) / double(1 << 20);
+        m.pipeline_peak_mib.resize(size_t(layout_.pp()));
+        groups_.pp->allgather(&peak, m.pipeline_peak_mib.data(), 1, CommDType::f64);
+        const ScheduleShape& s = pipeline_->shape();
+        m.pipeline_bubble_theory = double(s.pp - 1) / double(s.v * s.m);
+      }
       if (schedule_is_active(cfg_.moe) && L > 0) {
         // The gate of this step and how many experts each token actually used, per layer.
         m.router_gate = r.gate.kind == GateKind::single_expert     ? "single_expert"

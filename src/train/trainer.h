@@ -15,6 +15,7 @@
 #include "data/sample_source.h"
 #include "model/moe_transformer.h"
 #include "optim/optimizer.h"
+#include "train/pipeline_executor.h"
 #include "train/expert_report.h"
 #include "train/metrics.h"
 
@@ -23,6 +24,7 @@ namespace origami {
 struct StepResult {
   double lm_loss = 0, balance_loss = 0, z_loss = 0, grad_norm = 0, lr = 0;
   bool skipped = false;
+  double pipeline_bubble = 0;  // this rank's share of the step spent in pipeline sends / receives
   double dropped_fraction = 0;  // capacity mode: dropped (token, slot)s / all, over the batch
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert], global batch
   GateState gate;  // the gating schedule's gate at this step (moe.router.schedule)
@@ -48,6 +50,7 @@ class Trainer {
 
  private:
   void load_micro_batches(const SampleSource& source, int64_t first_sample);
+  void forward_only(const std::function<void(const ForwardStats&)>& take);
 
   Config cfg_;
   const Communicator& world_;
@@ -61,6 +64,7 @@ class Trainer {
   std::vector<std::unique_ptr<SampleSource>> report_data_;  // one per blend entry
   std::unique_ptr<MoeTransformer> model_;
   std::unique_ptr<Optimizer> optimizer_;  // AdamW, or ZeRO-1 (optimizer.distributed)
+  std::unique_ptr<PipelineExecutor> pipeline_;
   std::unique_ptr<MetricsSink> metrics_;
   std::string run_dir_;  // rank 0 only
   int32_t eod_id_ = -1;

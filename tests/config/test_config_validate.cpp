@@ -81,24 +81,18 @@ TEST(ConfigValidate, TrainingAndOptimizerRules) {
                    {"training.precision=bf16 (runs/cfg.yaml:2)", "training.backend=cpu (default)"});
 }
 
-TEST(ConfigValidate, FeaturesNotBuiltYetAreRefusedByName) {
-  struct Case {
-    std::string yaml, key, feature;
-  };
-  for (const Case& k : std::vector<Case>{
-           {"parallel:\n  pipeline: 2\n", "parallel.pipeline=2", "pipeline parallelism"},
-           {"parallel:\n  virtual_pipeline: 2\n", "parallel.virtual_pipeline=2", "interleaved"},
-           {"parallel:\n  pipeline_schedule: gpipe\n", "parallel.pipeline_schedule=gpipe",
-            "pipeline schedule"},
-       }) {
-    EXPECT_ERROR_HAS(validate(parse(k.yaml), 4), {"runs/cfg.yaml", k.key + " (runs/cfg.yaml:2)",
-                                                  k.feature, "not implemented yet"});
-  }
+TEST(ConfigValidate, PipelineConfigsValidate) {
+  // Pipeline parallelism trains (issue 15): these validate; virtual stages need several stages.
+  for (const char* yaml : {"parallel:\n  pipeline: 2\n", "parallel:\n  pipeline_schedule: gpipe\n",
+                           "parallel:\n  pipeline: 2\n  virtual_pipeline: 2\n"})
+    EXPECT_NO_THROW(validate(parse(yaml), 4)) << yaml;
+  EXPECT_ERROR_HAS(validate(parse("parallel:\n  virtual_pipeline: 2\n"), 4),
+                   {"parallel.virtual_pipeline=2 (runs/cfg.yaml:2) needs parallel.pipeline > 1",
+                    "parallel.pipeline=1 (default)"});
 }
 
 // The pipeline keys (issue 15): each bad split, schedule or micro-batch count is its own error
-// naming the keys with their lines and what would work, listed before the "not implemented yet"
-// refusal that a valid pipeline config still gets until the pipeline trainer lands.
+// naming the keys with their lines and what would work.
 std::vector<std::string> problems_of(const Config& c, int world) {
   std::string msg = testing::error_of([&] { validate(c, world); });
   std::vector<std::string> out;
@@ -110,19 +104,16 @@ std::vector<std::string> problems_of(const Config& c, int world) {
   return out;
 }
 
-// A valid pipeline config: its only problems are the "not implemented yet" refusals.
-void expect_only_not_yet(const std::string& yaml, int world, size_t refusals) {
-  const std::vector<std::string> problems = problems_of(parse(yaml), world);
-  EXPECT_EQ(problems.size(), refusals) << yaml;
-  for (const auto& problem : problems)
-    EXPECT_NE(problem.find("is not implemented yet"), std::string::npos) << problem;
+// A valid pipeline config: no problem at all.
+void expect_valid(const std::string& yaml, int world) {
+  EXPECT_TRUE(problems_of(parse(yaml), world).empty()) << yaml;
 }
 
 TEST(ConfigValidatePipeline, SplitThatDoesNotAddUp) {
   // Megatron once built 28 of 30 layers: 30 over PP4 is refused with the counts that would work.
   const std::vector<std::string> problems =
       problems_of(parse("model:\n  num_layers: 30\nparallel:\n  pipeline: 4\n"), 4);
-  ASSERT_EQ(problems.size(), 2u);
+  ASSERT_EQ(problems.size(), 1u);
   EXPECT_TRUE(testing::has_all(
       problems[0],
       {"the pipeline layer split of model.num_layers=30 (runs/cfg.yaml:2)",
@@ -131,8 +122,6 @@ TEST(ConfigValidatePipeline, SplitThatDoesNotAddUp) {
        "allowed: num_layers 28 or 32",
        "or an uneven split such as parallel.pipeline_first_stage_layers=6 (then 8 per other "
        "rank)"}));
-  EXPECT_TRUE(testing::has_all(problems[1], {"parallel.pipeline=4 (runs/cfg.yaml:4)",
-                                             "pipeline parallelism is not implemented yet"}));
   // First and last counts that leave the middle ranks an unequal share.
   EXPECT_ERROR_HAS(
       validate(parse("model:\n  num_layers: 30\nparallel:\n  pipeline: 4\n"
@@ -152,12 +141,10 @@ TEST(ConfigValidatePipeline, SplitThatDoesNotAddUp) {
       {"parallel.pipeline_first_stage_layers=14 (runs/cfg.yaml:5)",
        "place 28 layers but model.num_layers=30", "add up exactly"});
   // The same 30 layers split 6 + 9 + 9 + 6 are fine: only the refusal remains.
-  expect_only_not_yet("model:\n  num_layers: 30\nparallel:\n  pipeline: 4\n"
-                      "  pipeline_first_stage_layers: 6\n  pipeline_last_stage_layers: 6\n",
-                      4, 1);
-  expect_only_not_yet("model:\n  num_layers: 30\nparallel:\n  pipeline: 4\n"
-                      "  pipeline_first_stage_layers: 6\n",
-                      4, 1);
+  expect_valid("model:\n  num_layers: 30\nparallel:\n  pipeline: 4\n"
+                      "  pipeline_first_stage_layers: 6\n  pipeline_last_stage_layers: 6\n", 4);
+  expect_valid("model:\n  num_layers: 30\nparallel:\n  pipeline: 4\n"
+                      "  pipeline_first_stage_layers: 6\n", 4);
 }
 
 TEST(ConfigValidatePipeline, VirtualPipelineMustDivideEveryRanksLayers) {
@@ -177,11 +164,10 @@ TEST(ConfigValidatePipeline, VirtualPipelineMustDivideEveryRanksLayers) {
       {"parallel.pipeline_first_stage_layers=5 (runs/cfg.yaml:6)",
        "does not divide the 5 layers of pipeline rank 0", "allowed: a virtual_pipeline that "
        "divides 5"});
-  // One stage with chunks: the old num_layers % (pipeline x virtual_pipeline) rule still holds.
+  // One stage with chunks: refused (nothing to interleave), whatever the split.
   EXPECT_ERROR_HAS(
       validate(parse("model:\n  num_layers: 3\nparallel:\n  virtual_pipeline: 2\n"), 1),
-      {"model.num_layers=3 (runs/cfg.yaml:2)", "parallel.virtual_pipeline=2 (runs/cfg.yaml:4)",
-       "does not divide the 3 layers of pipeline rank 0"});
+      {"parallel.virtual_pipeline=2 (runs/cfg.yaml:4) needs parallel.pipeline > 1"});
 }
 
 TEST(ConfigValidatePipeline, MoreStagesThanLayers) {
@@ -203,7 +189,7 @@ TEST(ConfigValidatePipeline, InterleavedMicroBatchCountTheScheduleCannotRun) {
       "model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n"
       "training:\n  micro_batch_size: 1\n  global_batch_size: 7\n";
   const std::vector<std::string> problems = problems_of(parse(yaml), 4);
-  ASSERT_EQ(problems.size(), 3u);
+  ASSERT_EQ(problems.size(), 1u);
   EXPECT_TRUE(testing::has_all(
       problems[0],
       {"parallel.pipeline_schedule=interleaved (default with virtual_pipeline > 1)",
@@ -213,9 +199,6 @@ TEST(ConfigValidatePipeline, InterleavedMicroBatchCountTheScheduleCannotRun) {
        "cannot run 7 micro-batches per step",
        "7 % 4 = 3 leaves a last group smaller than the pipeline", "nearest that work: 4 or 8",
        "allowed: training.global_batch_size 4 or 8 (4 or 8 micro-batches per step)"}));
-  EXPECT_NE(problems[1].find("pipeline parallelism is not implemented yet"), std::string::npos);
-  EXPECT_NE(problems[2].find("interleaved pipeline schedule is not implemented yet"),
-            std::string::npos);
   // With DP2 the same 7 micro-batches come from a global batch of 14; the sizes that work double.
   EXPECT_ERROR_HAS(
       validate(parse("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n"
@@ -231,17 +214,14 @@ TEST(ConfigValidatePipeline, InterleavedMicroBatchCountTheScheduleCannotRun) {
       {"cannot run 3 micro-batch(es) per step", "at least the group size 4",
        "allowed: training.global_batch_size 4 (4 micro-batches per step)"});
   // m = 8 runs.
-  expect_only_not_yet("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n"
-                      "training:\n  micro_batch_size: 1\n  global_batch_size: 8\n",
-                      4, 2);
+  expect_valid("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n"
+                      "training:\n  micro_batch_size: 1\n  global_batch_size: 8\n", 4);
   // gpipe runs any count with any v; 1f1b any count with v = 1.
-  expect_only_not_yet("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n"
+  expect_valid("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n"
                       "  pipeline_schedule: gpipe\ntraining:\n  micro_batch_size: 1\n"
-                      "  global_batch_size: 7\n",
-                      4, 2);
-  expect_only_not_yet("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n"
-                      "training:\n  micro_batch_size: 1\n  global_batch_size: 7\n",
-                      4, 1);
+                      "  global_batch_size: 7\n", 4);
+  expect_valid("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n"
+                      "training:\n  micro_batch_size: 1\n  global_batch_size: 7\n", 4);
 }
 
 TEST(ConfigValidatePipeline, OneFOneBWithVirtualStagesNamesBothKeys) {
@@ -299,18 +279,14 @@ TEST(ConfigValidatePipeline, UnknownScheduleValue) {
                                     "'dualpipe'", "allowed: 1f1b, interleaved, gpipe"});
 }
 
-TEST(ConfigValidatePipeline, ValidPipelineConfigsReachTheNotYetRefusal) {
+TEST(ConfigValidatePipeline, ValidPipelineConfigsValidate) {
   // PP2 with tied embeddings (allowed with PP: the last stage holds a copy), PP2 x DP2, an
   // interleaved PP4 v2 with m = 8, gpipe with v = 2.
-  expect_only_not_yet("model:\n  tie_embeddings: true\nparallel:\n  pipeline: 2\n", 2, 1);
-  expect_only_not_yet("parallel:\n  pipeline: 2\n", 4, 1);
-  expect_only_not_yet("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n",
-                      4, 2);
-  expect_only_not_yet(
-      "parallel:\n  pipeline: 2\n  virtual_pipeline: 2\n  pipeline_schedule: gpipe\n", 2, 2);
-  EXPECT_ERROR_HAS(validate(parse("parallel:\n  pipeline: 2\n"), 2),
-                   {"parallel.pipeline=2 (runs/cfg.yaml:2): pipeline parallelism is not "
-                    "implemented yet; allowed: 1"});
+  expect_valid("model:\n  tie_embeddings: true\nparallel:\n  pipeline: 2\n", 2);
+  expect_valid("parallel:\n  pipeline: 2\n", 4);
+  expect_valid("model:\n  num_layers: 8\nparallel:\n  pipeline: 4\n  virtual_pipeline: 2\n", 4);
+  expect_valid(
+      "parallel:\n  pipeline: 2\n  virtual_pipeline: 2\n  pipeline_schedule: gpipe\n", 2);
 }
 
 TEST(ConfigValidatePipeline, OneStageWithTheNewKeysAtTheirDefaultsValidates) {

@@ -61,3 +61,9 @@ origami_mpi_test(train memory_estimate 4 "MemoryEstimate.*")
 # over the PP group of PP2 x DP2.
 origami_mpi_test(train pipeline_executor 2 "PipelineExecutor.*")
 origami_mpi_test(train pipeline_executor 4 "PipelineExecutor.*")
+
+# Pipeline parallelism against the 1-rank run (PP2, PP4, interleaved, folded with TP/CP/DP/EP,
+# tied embeddings, global balance, dense-to-sparse, an uneven split, ZeRO-1).
+origami_mpi_test(train pipeline_parallel 2 "PipelineParallel.*")
+origami_mpi_test(train pipeline_parallel 4 "PipelineParallel.*")
+origami_mpi_test(train pipeline_parallel 8 "PipelineParallel.*")

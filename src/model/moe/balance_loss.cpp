@@ -54,6 +54,7 @@ void BalanceLoss::begin_step() {
   step_counts_.assign(size_t(E_), 0);
   step_tokens_ = 0;
   step_micro_batches_ = 0;
+  step_history_.clear();
 }
 
 const int64_t* BalanceLoss::upload(Backend& be, const std::vector<int64_t>& counts) {
@@ -79,7 +80,7 @@ const int64_t* BalanceLoss::sequence_counts(Backend& be, const int32_t* idx, int
 
 void BalanceLoss::forward(Backend& be, const int64_t* counts, const int64_t* counts_dev,
                           const int32_t* idx, const float* probs, int64_t B, int64_t S,
-                          float grad_scale, double* loss, float* dprobs) {
+                          float grad_scale, double* loss, float* dprobs, BalanceReplay replay) {
   check(B >= 1 && S >= 1, "BalanceLoss::forward: micro-batch of {} sequences x {} tokens; "
         "allowed: both >= 1", B, S);
   const int64_t N = B * S, E = E_, k = k_;
@@ -145,6 +146,15 @@ void BalanceLoss::forward(Backend& be, const int64_t* counts, const int64_t* cou
       break;
     }
     case BalanceMode::global_batch: {
+      if (replay.replay) {  // f as it was after this micro-batch
+        check(replay.micro_batch >= 0 && size_t(replay.micro_batch) < step_history_.size(),
+              "BalanceLoss: replay of micro-batch {} but {} passed this step", replay.micro_batch,
+              step_history_.size());
+        const auto& [c, tokens] = step_history_[size_t(replay.micro_batch)];
+        be.balance_loss(probs, upload(be, c), nullptr, N, E, 1, share, double(k * tokens),
+                        double(E), double(N), grad_scale, loss, dprobs);
+        break;
+      }
       // One all-reduce of [counts..., tokens]: the group's token total is summed rather than
       // assumed to be N x |sync|, which it equals while every rank holds a full micro-batch.
       std::vector<int64_t> c(counts, counts + E);
@@ -153,6 +163,7 @@ void BalanceLoss::forward(Backend& be, const int64_t* counts, const int64_t* cou
       for (int64_t i = 0; i < E; ++i) step_counts_[size_t(i)] += c[size_t(i)];
       step_tokens_ += c[size_t(E)];
       ++step_micro_batches_;
+      step_history_.emplace_back(step_counts_, step_tokens_);
       // Running mean over this step's micro-batches: f_i = (B_i / n) / (k T_group / n), the
       // step's counts over the step's slots; sum_i f_i = 1.
       f_counts_ = step_counts_;

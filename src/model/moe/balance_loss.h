@@ -29,6 +29,14 @@ enum class BalanceMode {
 BalanceMode parse_balance_mode(const std::string& name);
 const char* balance_mode_name(BalanceMode mode);
 
+// A pipeline stage re-running micro-batch `micro_batch` of this step in its backward:
+// global_batch mode then takes f as it was after that micro-batch (no collective, nothing added
+// to the running sums); the other modes recompute f from the micro-batch itself.
+struct BalanceReplay {
+  bool replay = false;
+  int micro_batch = 0;
+};
+
 class BalanceLoss {
  public:
   // E experts, k slots per token (the columns of idx). sync: the ranks whose tokens are balanced
@@ -67,9 +75,10 @@ class BalanceLoss {
   // collective needs the counts (global_batch mode, split micro-batches: host communicators).
   // In global_batch mode this is a collective over `sync`: every member must call it once per
   // micro-batch, in the same order.
+  // replay: see BalanceReplay.
   void forward(Backend& be, const int64_t* counts, const int64_t* counts_dev, const int32_t* idx,
                const float* probs, int64_t B, int64_t S, float grad_scale, double* loss,
-               float* dprobs);
+               float* dprobs, BalanceReplay replay = {});
 
   BalanceMode mode() const { return mode_; }
   // f used by the last forward(): [E], or [B,E] (one row per sequence) in sequence mode; empty
@@ -95,6 +104,9 @@ class BalanceLoss {
   std::vector<int64_t> step_counts_;  // [E] sum over sync ranks and this step's micro-batches
   int64_t step_tokens_ = 0;           // tokens of the sync group summed likewise
   int64_t step_micro_batches_ = 0;
+  // global_batch: the running sums after each micro-batch of this step, [micro-batch] ->
+  // (counts [E], tokens), for replays.
+  std::vector<std::pair<std::vector<int64_t>, int64_t>> step_history_;
   // What last_f() is computed from: host counts [B,E] and their denominator rule.
   std::vector<int64_t> f_counts_;
   int64_t f_blocks_ = 0;

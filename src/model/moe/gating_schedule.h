@@ -34,6 +34,9 @@ struct RouterClock {
   int64_t step = 0;
   int64_t first_sequence = 0;
   bool noise = false;
+  // The micro-batch's index within the step: a pipeline stage that replays a micro-batch's
+  // forward in its backward takes the global-batch balance statistics as they were after it.
+  int micro_batch = 0;
 };
 
 // value at `step` when annealing from `from` (at start) to `to` (at end): linear, cosine (half

@@ -37,6 +37,7 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
   dprobs_ = Tensor::zeros(be, {N, E});
   dlse_ = Tensor::zeros(be, {N});
   own_losses_ = TensorOf<double>::zeros(be, {2});  // until the model hands out its own
+  replay_losses_ = TensorOf<double>::zeros(be, {2});
   losses_ = own_losses_.data();
 }
 
@@ -61,7 +62,7 @@ int64_t MoeLayer::apply_capacity() {
 }
 
 void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scales,
-                       bool recompute) {
+                       ForwardPass pass) {
   auto& be = ctx_.backend;
   const auto& moe = ctx_.config.moe;
   const int64_t N = ctx_.local_tokens(), H = ctx_.config.model.hidden_size;
@@ -78,23 +79,26 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   // combine
   dispatcher_.combine(plan_, expert_out_.data(), router_.weights(), out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
-  if (recompute) return;  // the first pass's statistics and loss gradients stand
+  if (pass == ForwardPass::recompute_activations) return;  // the first pass's results stand
+  const bool replay = pass == ForwardPass::replay;
 
   // Router losses see the router's own choice (before any dropping), as in Megatron: in
   // dropless mode exactly what the dispatcher counted. Unused slots (-1: fewer experts for this
   // token under a gating schedule) count for nothing.
-  stats_.expert_counts = capped ? router_counts_ : plan_.routed_counts;
+  const std::vector<int64_t>& counts = capped ? router_counts_ : plan_.routed_counts;
+  if (!replay) stats_.expert_counts = counts;
   // Router losses on the backend, into this layer's accumulators (read once per step): nothing
   // more crosses to the host here.
   const bool trains = router_.trains();  // diversify phase: no routing decision, no losses
   has_balance_grad_ = trains && balance_.mode() != BalanceMode::none;
   has_z_grad_ = trains && moe.router.z_loss_coeff != 0.0;
+  double* losses = replay ? replay_losses_.data() : losses_;  // a replay's values are not kept
   if (has_balance_grad_)
-    balance_.forward(be, stats_.expert_counts.data(),
-                     capped ? nullptr : plan_.routed_counts_dev.data(), router_.experts(),
-                     router_.probs(), balance_batch(), N / balance_batch(), scales.balance,
-                     losses_, dprobs_.data());
-  if (has_z_grad_) router_z_loss(be, router_.lse(), N, scales.z, losses_ + 1, dlse_.data());
+    balance_.forward(be, counts.data(), capped ? nullptr : plan_.routed_counts_dev.data(),
+                     router_.experts(), router_.probs(), balance_batch(), N / balance_batch(),
+                     scales.balance, losses, dprobs_.data(),
+                     {.replay = replay, .micro_batch = router_.clock().micro_batch});
+  if (has_z_grad_) router_z_loss(be, router_.lse(), N, scales.z, losses + 1, dlse_.data());
 }
 
 void MoeLayer::backward(const float* dout, const float* x, float* dx) {

@@ -32,9 +32,11 @@ struct MoeLayerStats {
 class MoeLayer {
  public:
   MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
-  // x, out [local_tokens, H]. recompute: a second pass over the same micro-batch (full
-  // activation recomputation): same routing, but no statistics and no balance-loss update.
-  void forward(const float* x, float* out, const RouterLossScales& scales, bool recompute = false);
+  // x, out [local_tokens, H]. pass (model_context.h): recompute_activations keeps the first
+  // pass's statistics and loss gradients; replay recomputes the loss gradients (the global-batch
+  // balance from the statistics as they were after this micro-batch) without counting anything.
+  void forward(const float* x, float* out, const RouterLossScales& scales,
+               ForwardPass pass = ForwardPass::first);
   // dx [N,H] overwritten.
   void backward(const float* dout, const float* x, float* dx);
   const MoeLayerStats& stats() const { return stats_; }
@@ -71,7 +73,7 @@ class MoeLayer {
   std::vector<int64_t> router_counts_;  // capacity mode: the router's choice per expert
   Tensor expert_out_, dexpert_out_, dexpert_in_, dweights_, dprobs_, dlse_;
   bool has_balance_grad_ = false, has_z_grad_ = false;
-  TensorOf<double> own_losses_;
+  TensorOf<double> own_losses_, replay_losses_;  // replay adds its values to the latter
   double* losses_ = nullptr;
   MoeLayerStats stats_;
 };

@@ -32,6 +32,7 @@ class Router {
   const float* lse() const { return lse_.data(); }         // [N]
   int64_t slots() const { return slots_; }
   const GateState& gate() const { return gate_; }
+  const RouterClock& clock() const { return clock_; }
   // False in the diversify phase: routing is fixed (expert 0, weight 1), the router unused.
   bool trains() const { return gate_.kind != GateKind::single_expert; }
 
