@@ -7,6 +7,9 @@
 
 #include "base/logging.h"
 #include "model/moe_transformer.h"
+#include "pipeline/schedule.h"
+#include "train/pipeline_executor.h"
+#include "pipeline/stage_layers.h"
 
 namespace origami {
 namespace {
@@ -15,12 +18,22 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) {
+MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
   const auto& t = cfg.training;
   const int64_t TP = layout.tp(), CP = layout.cp(), EP = layout.ep(), ETP = layout.etp();
-  const int64_t H = m.hidden_size, V = m.vocab_size, L = m.num_layers;
+  // This stage's layers (all of them with one stage) and its chunks.
+  const int PP = layout.pp(), v = PP > 1 ? int(cfg.parallel.virtual_pipeline) : 1;
+  const auto stages = stage_layers(int(m.num_layers), PP, v,
+                                   PP > 1 ? int(cfg.parallel.pipeline_first_stage_layers) : 0,
+                                   PP > 1 ? int(cfg.parallel.pipeline_last_stage_layers) : 0);
+  std::vector<int> layers;
+  for (int c = 0; c < v; ++c)
+    for (int l = stages[size_t(c * PP + stage)].first; l < stages[size_t(c * PP + stage)].second; ++l)
+      layers.push_back(l);
+  const bool embeds = stage == 0, has_head = stage == PP - 1;
+  const int64_t H = m.hidden_size, V = m.vocab_size, L = int64_t(layers.size());
   const int64_t hd = H / m.num_attention_heads, nh = m.num_attention_heads / TP;
   const int64_t nkv = std::max<int64_t>(m.num_query_groups / TP, 1);
   const int64_t B = t.micro_batch_size, T = t.seq_length;
@@ -29,11 +42,13 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) 
   const int64_t S = moe.shared_expert_ffn_hidden_size, F = m.ffn_hidden_size / TP;
   const bool full = t.recompute == "full", core = t.recompute != "none";
   int64_t moe_layers = 0;
-  for (int l = 0; l < L; ++l) moe_layers += MoeTransformer::is_moe_layer(cfg, l);
+  for (int l : layers) moe_layers += MoeTransformer::is_moe_layer(cfg, l);
   const int64_t dense_layers = L - moe_layers;
 
   // ---- parameters (ParamStore): dense and expert element counts of this rank ----
-  int64_t dense = V / TP * H * (m.tie_embeddings ? 1 : 2) + H;        // embedding, head, final norm
+  // embedding, head (a tied copy on the last of several stages), final norm
+  int64_t dense = V / TP * H * (embeds ? 1 : 0) + (has_head ? H : 0);
+  if (has_head && (!m.tie_embeddings || !embeds)) dense += V / TP * H;
   dense += L * (2 * H + (nh + 2 * nkv) * hd * H + H * nh * hd);        // norms, q k v, proj
   dense += dense_layers * 3 * F * H;                                    // mlp fc1 [2,F,H], fc2
   dense += moe_layers * (E * H + 3 * S * H);                            // router, shared expert
@@ -77,7 +92,16 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) 
   // chunk's logits [chunk, V/TP] (their gradient overwrites them), per-token loss and lse; token
   // ids, targets, positions.
   const int64_t chunk = t.logits_chunk_tokens > 0 ? std::min(t.logits_chunk_tokens, Nc) : Nc;
-  act += double(L + 3) * n * H + n + double(chunk) * (V / TP) + 2.0 * Nc + 3.0 * Nc;
+  act += double(L + v) * n * H + 2.0 * n * H + 3.0 * Nc;  // residuals per chunk, dres x2, ids
+  if (has_head) act += double(n) * H + n + double(chunk) * (V / TP) + 2.0 * Nc;
+  if (PP > 1) {
+    // The executor's boundary buffers [n,H]: inputs and output gradients of the micro-batches in
+    // flight and what is in transit (1F1B: about min(PP - stage, m); interleaved, GPipe more).
+    const int64_t m_steps = t.global_batch_size / (t.micro_batch_size * layout.dp());
+    const ScheduleShape shape{.pp = PP, .v = v, .m = int(m_steps),
+                              .kind = pipeline_schedule_kind(cfg)};
+    act += double(PipelineExecutor::peak_buffers(shape, stage)) * n * H;
+  }
   r.activation_bytes = 4.0 * act;
 
   // ---- scratch shared across layers (ModelContext::scratch), at its largest use ----
@@ -91,7 +115,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout) 
   }
   if (CP > 1) scr += 2.0 * B * T * nkv * hd + 4.0 * B * T * nkv * hd + double(CP) * Nc * nkv * hd;
   scr += std::max(dense_layers > 0 ? 3.0 * Nc * F : 0.0, S > 0 ? 3.0 * n * S : 0.0);  // mlp dact, dh
-  scr += double(Nc) * H + double(n) * H;                                 // head dx (owned), final_norm.dy
+  if (has_head) scr += double(Nc) * H + double(n) * H;                   // head dx (owned), final_norm.dy
   r.scratch_bytes = 4.0 * scr;
   return r;
 }

@@ -26,9 +26,11 @@ struct MemoryEstimate {
   }
 };
 
-// The rank's dense coordinates matter only through the layout's sizes (every rank of a layout
-// holds the same amount, up to ZeRO's padded last shard).
-MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout);
+// The rank's dense coordinates matter only through the layout's sizes (every rank of a stage
+// holds the same amount, up to ZeRO's padded last shard). Under pipeline parallelism `stage`
+// (0..PP-1) picks the stage: its chunks' layers, the embedding on the first, the head on the
+// last (a tied copy there), and the pipeline's boundary buffers for its in-flight micro-batches.
+MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage = 0);
 // One log line: "parameters 1.2 MiB (300.0 k) + gradients ... = total".
 std::string describe_memory(const MemoryEstimate& m);
 

@@ -3,6 +3,7 @@
 // blocking sends, schedule_sim.h proves it for every shape).
 #include "train/pipeline_executor.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "base/error.h"
@@ -47,6 +48,34 @@ PipelineExecutor::PipelineExecutor(Backend& be, const Communicator& pp, const Sc
     if (a.op == Action::forward || a.op == Action::send_activation ||
         a.op == Action::recv_activation)
       forward_actions_.push_back(a);
+}
+
+int PipelineExecutor::peak_buffers(const ScheduleShape& shape, int rank, const StepCosts& costs) {
+  const int last = num_virtual_stages(shape) - 1;
+  int held = 0, peak = 0;
+  for (const Action& a : build_schedule(shape, rank, costs)) {
+    const int s = virtual_stage(shape, rank, a.chunk);
+    switch (a.op) {
+      case Action::recv_activation:
+      case Action::recv_grad:
+        ++held;
+        break;
+      case Action::forward:
+        held += s != last;  // its output, until sent
+        break;
+      case Action::backward:  // the input gradient is taken before input and output grad return
+        held += s != 0;
+        peak = std::max(peak, held);
+        held -= (s != 0) + (s != last);
+        break;
+      case Action::send_activation:
+      case Action::send_grad:
+        --held;
+        break;
+    }
+    peak = std::max(peak, held);
+  }
+  return peak;
 }
 
 int PipelineExecutor::tag(int micro_batch, int boundary, bool grad) const {

@@ -66,6 +66,9 @@ class PipelineExecutor {
   const ScheduleShape& shape() const { return shape_; }
   // Boundary buffers allocated so far: the most that were in use at once.
   size_t buffers_allocated() const { return allocated_; }
+  // The most boundary buffers rank `rank`'s list holds at once (what run() allocates): received
+  // inputs and output gradients until their backward, outputs and input gradients until sent.
+  static int peak_buffers(const ScheduleShape& shape, int rank, const StepCosts& costs = {});
 
  private:
   using Key = std::pair<int, int>;  // (micro-batch, chunk)

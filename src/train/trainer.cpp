@@ -149,7 +149,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
                ps.count(), ps.count(GradGroup::dense), ps.count(GradGroup::expert),
                model_->num_moe_layers(), cfg_.model.num_layers);
   spdlog::info("memory per rank computed from the layout: {}",
-               describe_memory(estimate_memory(cfg_, layout_)));
+               describe_memory(estimate_memory(cfg_, layout_, layout_.coord(world_.rank()).stage)));
   spdlog::info("memory on this rank: {} allocated at start-up (parameters, gradients, Adam "
                "moments, activations kept for backward; scratch and routing-sized buffers follow "
                "in the first step)",
@@ -356,7 +356,7 @@ std::vector<double> Trainer::train() {
     if (step_ == 1 || step_ == t.train_steps)
       spdlog::info("memory on this rank after iteration {}: peak {} allocated (estimate {})", step_,
                    format_bytes(double(backend_->peak_bytes())),
-                   format_bytes(estimate_memory(cfg_, layout_).total()));
+                   format_bytes(estimate_memory(cfg_, layout_, layout_.coord(world_.rank()).stage).total()));
     if (step_ % cfg_.logging.interval == 0 || step_ == t.train_steps) {
       IterationMetrics m{.iteration = step_, .train_steps = t.train_steps,
                          .consumed_samples = consumed_samples_,

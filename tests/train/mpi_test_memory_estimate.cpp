@@ -21,6 +21,7 @@ struct Case {
   const char* recompute;
   bool zero = false;
   int64_t logits_chunk = 0;  // training.logits_chunk_tokens (0: all 1024 rows, 32 MiB of logits)
+  int pp = 1;                // pipeline stages: each rank's estimate is its own stage's
 };
 
 const Case kCases[] = {
@@ -33,6 +34,8 @@ const Case kCases[] = {
     {"cp2_ep2_zero", 2, 1, 2, 2, "none", true},
     {"tp2_cp2_full", 4, 2, 2, 1, "full"},
     {"tp2_dp2_ep4", 4, 2, 1, 4, "selective"},
+    {"pp2", 2, 1, 1, 1, "none", false, 0, 2},
+    {"pp2_tp2_ep2", 4, 2, 1, 2, "none", false, 0, 2},
 };
 
 Config mid_size(const Case& c) {
@@ -51,8 +54,9 @@ Config mid_size(const Case& c) {
   cfg.moe.pad_to_capacity = true;
   cfg.training.seq_length = 256;
   cfg.training.micro_batch_size = 4;
-  cfg.training.global_batch_size = 4 * (c.world / (c.tp * c.cp));
+  cfg.training.global_batch_size = 4 * (c.world / (c.tp * c.cp * c.pp)) * (c.pp > 1 ? 4 : 1);
   cfg.training.recompute = c.recompute;
+  cfg.parallel.pipeline = c.pp;
   cfg.parallel.tensor = c.tp;
   cfg.parallel.context = c.cp;
   cfg.parallel.expert = c.ep;
@@ -75,7 +79,8 @@ TEST(MemoryEstimate, MatchesTheAllocatorPeakWithinTenPercent) {
     Trainer trainer(cfg, *world);
     trainer.train_step();
     trainer.train_step();
-    const MemoryEstimate est = estimate_memory(cfg, trainer.layout());
+    const MemoryEstimate est = estimate_memory(
+        cfg, trainer.layout(), trainer.layout().coord(world->rank()).stage);
     const double peak = double(trainer.backend().peak_bytes());
     if (world->rank() == 0)
       std::printf("%s: estimate %.2f MiB, allocator peak %.2f MiB (ratio %.3f)\n", c.name,

@@ -89,8 +89,10 @@ void expect_pipeline_matches(const Communicator& pp, const ScheduleShape& shape,
   EXPECT_GE(t.bubble(), 0.0);
   EXPECT_GE(t.idle_fraction(), 0.0);
   EXPECT_LE(t.idle_fraction(), 1.0);
-  // The pool reuses buffers: never more than the list's in-flight peak needs (inputs and output
-  // gradients held until backward, plus one of each kind in transit).
+  // The pool reuses buffers: exactly as many as the list holds at its peak (what the memory
+  // estimate counts), and never more than the in-flight inputs and output gradients plus one of
+  // each kind in transit.
+  EXPECT_EQ(exec.buffers_allocated(), size_t(PipelineExecutor::peak_buffers(shape, pp.rank())));
   EXPECT_LE(exec.buffers_allocated(), size_t(2 * max_in_flight(exec.actions()) + 2));
   const auto want = reference_grads(S, shape.m, replica);
   for (int c = 0; c < shape.v; ++c)
