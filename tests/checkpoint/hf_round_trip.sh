@@ -3,7 +3,8 @@
 # export to a Hugging Face (Mixtral) directory in F32; import it back; the imported checkpoint's
 # weights must equal the saved ones bit for bit; PyTorch's Mixtral forward on the export gives
 # Origami's logits; training resumes from the import; an offline reshard to EP4 keeps every
-# tensor and a 4-rank job resumes from it; the same export/import/golden with Qwen2-MoE naming
+# tensor and a 4-rank job resumes from it (also as PP2 x TP2, whose checkpoint exports to HF with
+# the golden logits); the same export/import/golden with Qwen2-MoE naming
 # for a model with a shared expert and a dense layer.
 # usage: hf_round_trip.sh SOURCE_DIR BUILD_DIR MPIRUN...
 set -euo pipefail
@@ -42,6 +43,20 @@ tp4=(--set parallel.tensor=4 --set parallel.sequence_parallel=true)
 "$build/src/origami-ckpt" diff "$work/ckpt" "$work/resharded-tp4"
 "$@" -np 4 "$build/src/origami-train" "${common[@]}" "${tp4[@]}" \
   --set training.train_steps=3 --set "checkpoint.load=$work/resharded-tp4" --set "logging.dir=$work/run-tp4"
+# Pipeline parallelism: reshard for PP2 x TP2 (each stage's layers on its ranks), same tensors;
+# a 4-rank PP2 x TP2 job resumes from it and saves; that checkpoint exports to Hugging Face and
+# PyTorch's forward on the export gives Origami's logits of it.
+pp2=(--set parallel.pipeline=2 --set parallel.tensor=2 --set parallel.sequence_parallel=true)
+"$build/src/origami-ckpt" reshard "$work/ckpt" "$work/resharded-pp2" --world 4 "${pp2[@]}"
+"$build/src/origami-ckpt" diff "$work/ckpt" "$work/resharded-pp2"
+"$@" -np 4 "$build/src/origami-train" "${common[@]}" "${pp2[@]}" \
+  --set training.train_steps=3 --set "checkpoint.load=$work/resharded-pp2" \
+  --set checkpoint.save_interval=3 --set "checkpoint.dir=$work/ckpt-pp2" --set "logging.dir=$work/run-pp2"
+"$build/src/origami-ckpt" inspect "$work/ckpt-pp2" > "$work/inspect-pp2.txt"
+grep -q "all checksums verified" "$work/inspect-pp2.txt"
+"$build/src/origami-ckpt" export-hf "$work/ckpt-pp2" "$work/hf-pp2" --dtype F32
+"$build/src/origami-ckpt" logits "$work/ckpt-pp2" --tokens "$tokens" --out "$work/logits-pp2.bin"
+/usr/bin/python3 "$src/tests/checkpoint/mixtral_reference.py" "$work/hf-pp2" "$tokens" "$work/logits-pp2.bin"
 # Qwen2-MoE naming for a model Mixtral cannot express: a shared expert and a dense layer.
 qwen=(--set moe.shared_expert_ffn_hidden_size=32 --set moe.layer_freq=2)
 "$@" -np 2 "$build/src/origami-train" "${common[@]}" "${qwen[@]}" --set training.train_steps=1 \

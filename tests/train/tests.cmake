@@ -10,7 +10,8 @@ set(runner ${ORIGAMI_MPIRUN} -np 2 $<TARGET_FILE:origami-train>)
 foreach(case
     "unknown_key|bad_unknown_key.yaml:6|moe.num_expert"
     "wrong_type|bad_wrong_type.yaml:4|model.hidden_size"
-    "not_dividing|bad_parallel.yaml|parallel.pipeline")
+    "not_dividing|bad_parallel.yaml|parallel.pipeline"
+    "pipeline_split|bad_pipeline_split.yaml:3|parallel.pipeline_first_stage_layers")
   string(REPLACE "|" ";" parts "${case}")
   list(GET parts 0 name)
   list(GET parts 1 where)
