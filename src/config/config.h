@@ -66,6 +66,9 @@ struct RouterConfig {
   int64_t num_groups = 0;              // group-limited routing: experts in num_groups groups ...
   int64_t group_topk = 0;              // ... top-k only inside the best group_topk (0 = off)
   bool expert_bias = false;            // auxiliary-loss-free balancing bias (selection only)
+  // SMoE-Dropout: the router keeps its random initialisation: no weight gradient, no update
+  // (gradients still reach the layer input through the gate weights); no balance loss.
+  bool freeze = false;
   double bias_update_rate = 1e-3;      // b_i += rate * sign(mean load - load_i) after each step
   std::string load_balance = "micro_batch";  // none | micro_batch | sequence | global_batch
   double aux_loss_coeff = 1e-2;

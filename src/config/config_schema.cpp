@@ -291,6 +291,8 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(int_field, moe.router.schedule.diversify.steps, non_negative),
       ORIGAMI_KEY(number_field, moe.router.schedule.diversify.mask_ratio, unit_interval()),
       ORIGAMI_KEY(number_field, moe.router.schedule.diversify.noise_std, non_negative),
+      // Added after the schedule keys: existing configs and their key lists keep their order.
+      ORIGAMI_KEY(bool_field, moe.router.freeze),
 
       ORIGAMI_KEY(int_field, parallel.tensor, positive_int),
       ORIGAMI_KEY(int_field, parallel.context, positive_int),

@@ -80,6 +80,15 @@ void validate_router(const Config& cfg, const auto& require) {
                               "group-limited; set num_groups 0 or another schedule kind",
                               ref(cfg, "moe.router.schedule.kind", s.kind)));
   }
+  // A frozen router learns nothing from a balance loss (its weight has no gradient): the loss
+  // would only push the layer's input. SMoE-Dropout needs none.
+  require(!r.freeze || r.load_balance == "none" || r.aux_loss_coeff == 0.0,
+          fmt::format("{} keeps the router at its random initialisation, so {} with {} would only "
+                      "push the layer input; allowed: load_balance none or aux_loss_coeff 0 with "
+                      "a frozen router",
+                      ref(cfg, "moe.router.freeze", "true"),
+                      ref(cfg, "moe.router.load_balance", r.load_balance),
+                      ref(cfg, "moe.router.aux_loss_coeff", r.aux_loss_coeff)));
   require(!(dts && r.expert_bias),
           fmt::format("{} selects by a Gumbel-softmax threshold, which {} cannot shift; allowed: "
                       "expert_bias false with dense_to_sparse",

@@ -54,6 +54,9 @@ struct ParamSpec {
   // head). Initialised equal to the first stage's, its gradient summed with it over the first +
   // last stage group; checkpoints store the first stage's, the gradient norm counts it once.
   bool pipeline_copy = false;
+  // Not trained (a frozen router): no gradient is accumulated and the optimizer leaves the value
+  // as initialised (no weight decay either).
+  bool frozen = false;
 
   // Row-major flat index in the global tensor of local element i (0 <= i < numel(local_shape)):
   // what keys initialisation, checkpoint boxes and the layout-equivalence tests to the layout.

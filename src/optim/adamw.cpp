@@ -45,6 +45,7 @@ double AdamW::step(double lr, double grad_norm) {
   ++t_;
   const float* base = store_.all_values().data();
   for (auto& p : store_.all()) {
+    if (p.spec.frozen) continue;  // as initialised: no update, no weight decay
     const int64_t off = p.value.data() - base;
     const float wd = p.spec.weight_decay ? float(cfg_.weight_decay) : 0.f;
     be_.adamw(p.value.data(), p.grad.data(), m_.data() + off, v_.data() + off, p.value.numel(),

@@ -57,7 +57,7 @@ DistributedOptimizer::DistributedOptimizer(Backend& be, ParamStore& store,
 
     // The parameters (or parts of them) inside this rank's shard.
     for (const auto& p : store.all()) {
-      if (p.spec.grad_group != g) continue;
+      if (p.spec.grad_group != g || p.spec.frozen) continue;  // frozen: never updated
       const int64_t off = p.value.data() - base - gs.offset;  // group-local
       check(off >= 0 && off + p.value.numel() <= gs.count,
             "DistributedOptimizer: parameter '{}' lies outside its gradient group's range",

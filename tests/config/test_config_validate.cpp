@@ -289,6 +289,17 @@ TEST(ConfigValidatePipeline, ValidPipelineConfigsValidate) {
       "parallel:\n  pipeline: 2\n  virtual_pipeline: 2\n  pipeline_schedule: gpipe\n", 2);
 }
 
+TEST(ConfigValidate, AFrozenRouterTakesNoBalanceLoss) {
+  // SMoE-Dropout's frozen router: a balance loss could not train it, only push the layer input.
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    freeze: true\n"), 1),
+                   {"moe.router.freeze=true (runs/cfg.yaml:3)",
+                    "moe.router.load_balance=micro_batch (default)",
+                    "moe.router.aux_loss_coeff=0.01 (default)",
+                    "allowed: load_balance none or aux_loss_coeff 0 with a frozen router"});
+  EXPECT_NO_THROW(validate(parse("moe:\n  router:\n    freeze: true\n    aux_loss_coeff: 0\n"), 1));
+  EXPECT_NO_THROW(validate(parse("moe:\n  router:\n    freeze: true\n    load_balance: none\n"), 1));
+}
+
 TEST(ConfigValidatePipeline, OneStageWithTheNewKeysAtTheirDefaultsValidates) {
   const Config c = parse("parallel:\n  pipeline: 1\n  virtual_pipeline: 1\n"
                          "  pipeline_schedule: 1f1b\n  pipeline_first_stage_layers: 0\n"

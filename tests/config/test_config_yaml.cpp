@@ -35,6 +35,7 @@ Config everything_changed() {
            .capacity_factor = 1.25,
            .router = {.score = "softmax",
                       .renormalize = false,
+                      .freeze = true,
                       .load_balance = "none",
                       .aux_loss_coeff = 0.0,
                       .z_loss_coeff = 2.5e-5}};

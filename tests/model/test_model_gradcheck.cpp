@@ -94,6 +94,11 @@ void gradcheck(bool tied, const RouterVariant& variant = {"softmax_default"}) {
   int checked = 0, skipped_discontinuous = 0;
   for (auto& p : ps.all()) {
     const int64_t n = p.value.numel();
+    if (p.spec.frozen) {  // a frozen router: no gradient at all, whatever the loss does
+      for (int64_t i = 0; i < n; ++i)
+        EXPECT_EQ(analytic[size_t(p.value.data() - base + i)], 0.f) << p.spec.name << "[" << i << "]";
+      continue;
+    }
     double max_err = 0.0;
     // A handful of elements spread over each tensor (all of them for small tensors).
     const int64_t stride = std::max<int64_t>(1, n / 6);
@@ -132,6 +137,8 @@ void gradcheck(bool tied, const RouterVariant& variant = {"softmax_default"}) {
     router_grad = std::max(router_grad, double(std::abs(router.grad.data()[i])));
   if (gate_at(cfg.moe, variant.clock.step).kind == GateKind::single_expert)
     EXPECT_EQ(router_grad, 0.0) << "the diversify phase routes without the router";
+  else if (cfg.moe.router.freeze)
+    EXPECT_EQ(router_grad, 0.0) << "a frozen router has no gradient";
   else
     EXPECT_GT(router_grad, 1e-3) << variant.name;
 }
@@ -209,6 +216,12 @@ INSTANTIATE_TEST_SUITE_P(
     Options, RouterGradcheck,
     ::testing::Values(
         RouterVariant{"softmax_no_renormalize", [](Config& c) { c.moe.router.renormalize = false; }},
+        // SMoE-Dropout: the router frozen at its random init; the input still gets the gate's
+        // gradient (checked against finite differences like every other tensor).
+        RouterVariant{"frozen", [](Config& c) {
+                        c.moe.router.freeze = true;
+                        c.moe.router.aux_loss_coeff = 0.0;
+                      }},
         RouterVariant{"topk_before_softmax", [](Config& c) { c.moe.router.pre_softmax = false; }},
         RouterVariant{"softmax_scaled", [](Config& c) { c.moe.router.scaling_factor = 2.5; }},
         RouterVariant{"sigmoid", [](Config& c) { c.moe.router.score = "sigmoid"; }},

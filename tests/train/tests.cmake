@@ -68,3 +68,6 @@ origami_mpi_test(train pipeline_executor 4 "PipelineExecutor.*")
 origami_mpi_test(train pipeline_parallel 2 "PipelineParallel.*")
 origami_mpi_test(train pipeline_parallel 4 "PipelineParallel.*")
 origami_mpi_test(train pipeline_parallel 8 "PipelineParallel.*")
+
+# SMoE-Dropout's frozen random router: unchanged by training (AdamW and ZeRO-1), EP = 1 rank.
+origami_mpi_test(train frozen_router 2 "FrozenRouter.*")

@@ -16,7 +16,8 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   slots_ = router_slots(moe);
   weight_ = store.declare({.name = prefix + ".weight", .global_shape = {E_, H_},
                            .init_std = ctx.config.model.init_std,
-                           .tp_replicas = ctx.tp_size() > 1 ? "tp" : ""});
+                           .tp_replicas = ctx.tp_size() > 1 ? "tp" : "",
+                           .frozen = moe.router.freeze});
   const int64_t N = ctx.local_tokens();
   auto& be = ctx.backend;
   logits_ = Tensor::zeros(be, {N, E_});
@@ -115,6 +116,10 @@ void Router::backward(const float* dweights, const float* dprobs, const float* d
     be.router_gate_backward(dweights, dprobs, dlse, logits_.data(),
                             gate_buf_.empty() ? nullptr : gate_buf_.data(), idx_.data(),
                             weights_.data(), gate_desc(), dlogits_.data(), N, E_);
+  if (store_[weight_].spec.frozen) {  // the input still gets its gradient through the gate
+    be.gemm(linear_dx_desc(dlogits_.data(), store_[weight_].value.data(), dx, N, H_, E_, 1.f));
+    return;
+  }
   linear_backward(be, dlogits_.data(), x, store_[weight_].value.data(), dx,
                   store_[weight_].grad.data(), N, H_, E_, /*accumulate_dx=*/true);
 }
