@@ -6,7 +6,7 @@
 //   import-hf HF_DIR OUT     a step-0 Origami checkpoint from such a directory
 //   reshard CKPT OUT --world W --set parallel.K=V ...   files laid out for another layout
 //   upcycle DENSE OUT --experts E --top-k K   dense -> MoE (sparse upcycling)
-//   eval CKPT --data PREFIX  mean LM loss and perplexity on an indexed dataset
+//   eval CKPT --data PREFIX [--top-k K]   mean LM loss and perplexity on an indexed dataset
 //   logits CKPT --tokens ... the model's logits for one sequence (raw fp32 file; golden tests)
 // CKPT is a save directory (its `latest` is followed) or one iter_* directory.
 #include <CLI/CLI.hpp>
@@ -254,13 +254,25 @@ struct LoadedModel {
 };
 
 // whole_logits: the LM head runs over all rows at once, so that logits() holds them all.
+// top_k > 0: route every token to that many experts (a static top-k gate in place of the run's
+// k and gating schedule), e.g. SMoE-Dropout's evaluation at any k.
 LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq,
-                       bool whole_logits = false) {
+                       bool whole_logits = false, int64_t top_k = 0) {
   LoadedModel lm;
   const CheckpointInfo info = read_checkpoint_info(path);
   lm.cfg = checkpoint_config(info);
   lm.cfg.parallel = ParallelConfig{};
   if (whole_logits) lm.cfg.training.logits_chunk_tokens = 0;
+  if (top_k > 0) {
+    lm.cfg.moe.top_k = top_k;
+    lm.cfg.moe.router.schedule = RouterScheduleConfig{};
+    try {
+      validate(lm.cfg, 1);
+    } catch (const Error& e) {
+      fail("--top-k {}: the checkpoint's model cannot route that many experts per token: {}",
+           top_k, e.what());
+    }
+  }
   lm.model = std::make_unique<MoeTransformer>(*lm.be, lm.cfg, MicroBatchShape{batch, seq},
                                               lm.cfg.training.seed);
   std::vector<float> m, v;
@@ -272,13 +284,13 @@ LoadedModel load_model(const std::string& path, int64_t batch, int64_t seq,
   return lm;
 }
 
-int eval(const std::string& path, const std::string& data, int64_t samples) {
+int eval(const std::string& path, const std::string& data, int64_t samples, int64_t top_k) {
   auto world = make_mpi_world();
   check(world->size() == 1, "origami-ckpt eval runs as a single process");
   const CheckpointInfo info = read_checkpoint_info(path);
   Config cfg = checkpoint_config(info);
   const int64_t mbs = cfg.training.micro_batch_size, seq = cfg.training.seq_length;
-  LoadedModel lm = load_model(path, mbs, seq);
+  LoadedModel lm = load_model(path, mbs, seq, /*whole_logits=*/false, top_k);
   DataConfig dc = cfg.data;
   dc.blend = {{data, 1.0}};
   dc.split = {1.0, 0.0, 0.0};  // the whole dataset
@@ -298,9 +310,11 @@ int eval(const std::string& path, const std::string& data, int64_t samples) {
     counted += st.loss_tokens;
   }
   check(counted > 0, "eval: --samples {} is smaller than one micro-batch ({})", samples, mbs);
-  std::printf("checkpoint %s (step %lld) on %s: %lld tokens, mean loss %.6f, perplexity %.3f\n",
-              info.path.c_str(), (long long)info.state.step, data.c_str(), (long long)counted,
-              loss / double(counted), std::exp(loss / double(counted)));
+  std::printf("checkpoint %s (step %lld, top-%lld) on %s: %lld tokens, mean loss %.6f, "
+              "perplexity %.3f\n",
+              info.path.c_str(), (long long)info.state.step, (long long)lm.cfg.moe.top_k,
+              data.c_str(), (long long)counted, loss / double(counted),
+              std::exp(loss / double(counted)));
   return 0;
 }
 
@@ -367,6 +381,10 @@ int main(int argc, char** argv) {
   ev->add_option("checkpoint", a)->required();
   ev->add_option("--data", data, "dataset prefix (.bin/.idx)")->required();
   ev->add_option("--samples", samples, "samples of seq_length+1 tokens to evaluate");
+  int64_t eval_top_k = 0;
+  ev->add_option("--top-k", eval_top_k,
+                 "route every token to K experts (static top-K in place of the run's k and gating "
+                 "schedule; default: as trained)");
   auto* lg = app.add_subcommand("logits", "write the logits of one token sequence (fp32, [T, V])");
   lg->add_option("checkpoint", a)->required();
   lg->add_option("--tokens", tokens, "token ids")->required()->delimiter(',');
@@ -377,7 +395,7 @@ int main(int argc, char** argv) {
     if (*dif) return diff(a, b, tol);
     if (*exp) return export_hf(a, out, dtype, format);
     if (*imp) return import_hf(a, out);
-    if (*ev) return eval(a, data, samples);
+    if (*ev) return eval(a, data, samples, eval_top_k);
     if (*rs) return reshard(a, out, world_size, sets);
     if (*up) return upcycle(a, out, experts, top_k, noise, router_init);
     if (*lg) return logits(a, tokens, out);

@@ -67,4 +67,16 @@ qwen=(--set moe.shared_expert_ffn_hidden_size=32 --set moe.layer_freq=2)
 "$build/src/origami-ckpt" diff "$work/qckpt" "$work/qimported"
 "$build/src/origami-ckpt" logits "$work/qckpt" --tokens "$tokens" --out "$work/qlogits.bin"
 /usr/bin/python3 "$src/tests/checkpoint/qwen2_moe_reference.py" "$work/qhf" "$tokens" "$work/qlogits.bin"
+# Evaluation at any k (SMoE-Dropout): the trained k is the default, other k route differently,
+# and a k the model cannot route is refused by name.
+ev() {
+  "$build/src/origami-ckpt" eval "$work/ckpt" --data "$data/brown_a_text_document" --samples 16 \
+    "$@" > "$work/eval.txt" 2>&1
+  sed -nE 's/.*mean loss ([0-9.]+).*/\1/p' "$work/eval.txt"
+}
+[ "$(ev)" = "$(ev --top-k 2)" ]
+[ "$(ev --top-k 1)" != "$(ev --top-k 2)" ] && [ "$(ev --top-k 4)" != "$(ev --top-k 2)" ]
+if "$build/src/origami-ckpt" eval "$work/ckpt" --data "$data/brown_a_text_document" --samples 16 \
+    --top-k 5 > "$work/eval-k5.txt" 2>&1; then exit 1; fi
+grep -q -- "--top-k 5" "$work/eval-k5.txt"
 echo "hf round trip: ok"
