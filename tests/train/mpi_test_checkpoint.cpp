@@ -133,6 +133,16 @@ INSTANTIATE_TEST_SUITE_P(
                            c.moe.router.schedule.k_start = 4;
                            c.moe.router.schedule.end_step = 5;
                            c.moe.top_k = 2;
+                         }},
+        // SMoE-Dropout: a frozen random router while k grows from 1 to 2.
+        RouterResumeCase{"frozen_router_topk_anneal",
+                         [](Config& c) {
+                           c.moe.router.freeze = true;
+                           c.moe.router.aux_loss_coeff = 0.0;
+                           c.moe.router.schedule.kind = "topk_anneal";
+                           c.moe.router.schedule.k_start = 1;
+                           c.moe.router.schedule.end_step = 5;
+                           c.moe.top_k = 2;
                          }}),
     [](const auto& info) { return std::string(info.param.name); });
 
