@@ -17,9 +17,10 @@ namespace origami {
 class TransformerBlock {
  public:
   TransformerBlock(ModelContext& ctx, ParamStore& store, int layer, bool is_moe);
-  // x [N,H] (N = local_tokens) stays alive until backward; y [N,H] overwritten. recompute:
-  // the same forward again in backward (training.recompute: full), which must leave every
-  // statistic of the first pass alone.
+  // x [N,H] (N = local_tokens) stays alive until backward; y [N,H] overwritten. pass
+  // (ForwardPass, model_context.h): recompute_activations re-runs it inside backward
+  // (training.recompute: full), replay inside a pipeline stage's backward; neither counts any
+  // statistic or loss value of the first pass again.
   void forward(const float* x, float* y, const int32_t* positions, const RouterLossScales& s,
                ForwardPass pass = ForwardPass::first);
   // dy [N,H] -> dx [N,H] (overwritten). With training.recompute: full, re-runs forward first

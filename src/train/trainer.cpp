@@ -367,12 +367,14 @@ std::vector<double> Trainer::train() {
                          .z_loss = r.z_loss, .grad_norm = r.grad_norm,
                          .skipped_iterations = skipped_};
       if (cfg_.moe.capacity_factor) m.dropped_fraction = r.dropped_fraction;
-      if (layout_.pp() > 1) {  // every stage's measured bubble, gathered over the stages
-        m.pipeline_bubble.resize(size_t(layout_.pp()));
-        groups_.pp->allgather(&r.pipeline_bubble, m.pipeline_bubble.data(), 1, CommDType::f64);
-        const double peak = double(backend_->peak_bytes()) / double(1 << 20);
-        m.pipeline_peak_mib.resize(size_t(layout_.pp()));
-        groups_.pp->allgather(&peak, m.pipeline_peak_mib.data(), 1, CommDType::f64);
+      if (layout_.pp() > 1) {  // every stage's measured bubble and peak: one gather over PP
+        const double mine[2] = {r.pipeline_bubble, double(backend_->peak_bytes()) / double(1 << 20)};
+        std::vector<double> all(size_t(2 * layout_.pp()));
+        groups_.pp->allgather(mine, all.data(), 2, CommDType::f64);
+        for (int s = 0; s < layout_.pp(); ++s) {
+          m.pipeline_bubble.push_back(all[size_t(2 * s)]);
+          m.pipeline_peak_mib.push_back(all[size_t(2 * s + 1)]);
+        }
         const ScheduleShape& s = pipeline_->shape();
         m.pipeline_bubble_theory = double(s.pp - 1) / double(s.v * s.m);
       }
