@@ -116,6 +116,10 @@ std::vector<int> ParallelLayout::group(Group g, int rank) const {
       return grid_members(base, expert_radix, expert, {false, false, true});
     case Group::etp_ep:
       return grid_members(base, expert_radix, expert, {true, true, false});
+    case Group::ep_edp:
+      return grid_members(base, expert_radix, expert, {false, true, true});
+    case Group::self:
+      return {rank};
     case Group::pp: {
       std::vector<int> out;
       for (int p = 0; p < pp_; ++p) out.push_back(rank % S + p * S);
@@ -163,8 +167,12 @@ const char* group_name(ParallelLayout::Group g) {
       return "edp";
     case G::etp_ep:
       return "etp_ep";
+    case G::ep_edp:
+      return "ep_edp";
     case G::embedding:
       return "embedding";
+    case G::self:
+      return "self";
   }
   return "?";
 }
@@ -200,8 +208,12 @@ std::unique_ptr<Communicator>& slot(ProcessGroups& pg, ParallelLayout::Group g) 
       return pg.edp;
     case G::etp_ep:
       return pg.etp_ep;
+    case G::ep_edp:
+      return pg.ep_edp;
     case G::embedding:
       return pg.embedding;
+    case G::self:
+      return pg.self;
   }
   fail("process groups: unknown group {}", int(g));
 }

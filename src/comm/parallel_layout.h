@@ -22,9 +22,10 @@ class ParallelLayout {
  public:
   // world/stage: everyone / the stage. tp, cp, dp: one dense coordinate varies; dp_cp (dense
   // gradient reduction), tp_cp, tp_dp_cp (= the stage on the dense grid): those vary. ep, etp,
-  // edp, etp_ep: the same on the expert grid. pp: same s across stages. embedding: the first and
+  // edp, etp_ep: the same on the expert grid; ep_edp: FSSDP's owners (the stage's expert grid at
+  // one ETP coordinate, position ep + EP * edp). pp: same s across stages. embedding: the first and
   // last stage ranks with the same s (tied embeddings); a middle-stage rank, or any rank when
-  // P == 1, is alone in it.
+  // P == 1, is alone in it. self: this rank alone (a gradient group that needs no reduction).
   enum class Group {
     world,
     stage,
@@ -39,12 +40,15 @@ class ParallelLayout {
     etp,
     edp,
     etp_ep,
-    embedding
+    ep_edp,
+    embedding,
+    self
   };
-  static constexpr std::array<Group, 14> kAllGroups = {
-      Group::world, Group::stage, Group::tp,     Group::cp,       Group::dp,
-      Group::pp,    Group::dp_cp, Group::tp_cp,  Group::tp_dp_cp, Group::ep,
-      Group::etp,   Group::edp,   Group::etp_ep, Group::embedding};
+  static constexpr std::array<Group, 16> kAllGroups = {
+      Group::world,  Group::stage, Group::tp,     Group::cp,     Group::dp,
+      Group::pp,     Group::dp_cp, Group::tp_cp,  Group::tp_dp_cp, Group::ep,
+      Group::etp,    Group::edp,   Group::etp_ep, Group::ep_edp, Group::embedding,
+      Group::self};
 
   struct Coord {
     int stage, tp, cp, dp, etp, ep, edp;
@@ -90,7 +94,7 @@ const char* group_name(ParallelLayout::Group g);
 // null when every TP rank holds its own kv heads.
 struct ProcessGroups {
   std::unique_ptr<Communicator> world, stage, tp, cp, dp, pp, dp_cp, tp_cp, tp_dp_cp, ep, etp, edp,
-      etp_ep, embedding, tp_kv;
+      etp_ep, ep_edp, embedding, self, tp_kv;
 
   // Collective over `world`, whose size must equal layout.world(). kv_heads: the model's
   // key/value heads (model.num_query_groups); 0 = no attention model, no tp_kv group.

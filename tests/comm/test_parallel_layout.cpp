@@ -60,6 +60,10 @@ bool same_group(Group g, const Formula& a, const Formula& b, int pp) {
       return stage && a.etp == b.etp && a.ep == b.ep;
     case Group::etp_ep:
       return stage && a.edp == b.edp;
+    case Group::ep_edp:
+      return stage && a.etp == b.etp;
+    case Group::self:
+      return a.stage == b.stage && a.s == b.s;
     case Group::pp:
       return a.s == b.s;
     case Group::embedding: {
@@ -95,6 +99,10 @@ int expected_size(Group g, const ParallelLayout& l, const Formula& f) {
       return l.edp();
     case Group::etp_ep:
       return l.etp() * l.ep();
+    case Group::ep_edp:
+      return l.ep() * l.edp();
+    case Group::self:
+      return 1;
     case Group::pp:
       return l.pp();
     case Group::embedding:

@@ -49,7 +49,7 @@ struct Harness {
   }
   Param& fc1() { return store[0]; }  // [E, 2, F, H]: gate rows, then up rows
   Param& fc2() { return store[1]; }  // [E, H, F]
-  void forward() { experts.forward(x.data(), counts, y.data()); }
+  void forward() { experts.forward(experts.local_weights(), x.data(), counts, y.data()); }
 };
 
 std::vector<float> host(const Tensor& t) { return {t.data(), t.data() + t.numel()}; }
@@ -107,7 +107,7 @@ TEST(GroupedExperts, BackwardMatchesFiniteDifferences) {
     h.be->fill(h.fc2().grad.data(), g0, h.fc2().grad.numel());
     std::vector<float> dx(h.x.size(), 7.f);
     h.forward();
-    h.experts.backward(g.data(), h.x.data(), h.counts, dx.data());
+    h.experts.backward(h.experts.local_weights(), g.data(), h.x.data(), h.counts, dx.data());
     std::vector<float> dw1 = host(h.fc1().grad), dw2 = host(h.fc2().grad);
     // An expert without rows keeps its gradient exactly; the others' start is subtracted.
     const int64_t per1 = 2 * kF * kH, per2 = kH * kF;

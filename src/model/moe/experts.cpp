@@ -10,12 +10,13 @@
 namespace origami {
 
 GroupedExperts::GroupedExperts(ModelContext& ctx, ParamStore& store, const std::string& prefix,
-                               int num_layers)
+                               int num_layers, bool declare)
     : ctx_(ctx), store_(store) {
   H_ = ctx.config.model.hidden_size;
   const int64_t E = ctx.config.moe.num_experts, F = ctx.config.moe.expert_ffn_hidden_size;
   E_ = E / ctx.ep_size();
   F_ = F / ctx.etp_size();
+  if (!declare) return;
   const double std = ctx.config.model.init_std;
   const ShardSpec shard{.dims = {{.dim = 0, .group = "ep", .offset = ctx.ep_rank() * E_},
                                  {.dim = 2, .group = "etp", .offset = ctx.etp_rank() * F_}}};
@@ -28,22 +29,32 @@ GroupedExperts::GroupedExperts(ModelContext& ctx, ParamStore& store, const std::
                         .init_std = std / std::sqrt(2.0 * num_layers)});
 }
 
-void GroupedExperts::forward(const float* x, const std::vector<int64_t>& counts, float* y) {
+ExpertWeights GroupedExperts::local_weights() {
+  ExpertWeights w;
+  Param& p1 = store_[fc1_];
+  Param& p2 = store_[fc2_];
+  for (int64_t e = 0; e < E_; ++e) {
+    w.fc1.push_back(p1.value.data() + e * 2 * F_ * H_);
+    w.fc2.push_back(p2.value.data() + e * H_ * F_);
+    w.dfc1.push_back(p1.grad.data() + e * 2 * F_ * H_);
+    w.dfc2.push_back(p2.grad.data() + e * H_ * F_);
+  }
+  return w;
+}
+
+void GroupedExperts::forward(const ExpertWeights& w, const float* x,
+                             const std::vector<int64_t>& counts, float* y) {
   auto& be = ctx_.backend;
-  const float* w1 = store_[fc1_].value.data();
-  const float* w2 = store_[fc2_].value.data();
   std::vector<GemmDesc> g1, g2;
   int64_t rows = 0;
   for (int64_t c : counts) rows += c;
   grow_rows(be, h_, rows, 2 * F_);
   grow_rows(be, act_, rows, F_);
   int64_t row = 0;
-  for (int64_t e = 0; e < E_; ++e) {
-    const int64_t m = counts[size_t(e)];
-    g1.push_back(linear_fwd_desc(x + row * H_, w1 + e * 2 * F_ * H_, h_.data() + row * 2 * F_, m,
-                                 H_, 2 * F_));
-    g2.push_back(linear_fwd_desc(act_.data() + row * F_, w2 + e * H_ * F_, y + row * H_, m, F_,
-                                 H_));
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t m = counts[e];
+    g1.push_back(linear_fwd_desc(x + row * H_, w.fc1[e], h_.data() + row * 2 * F_, m, H_, 2 * F_));
+    g2.push_back(linear_fwd_desc(act_.data() + row * F_, w.fc2[e], y + row * H_, m, F_, H_));
     row += m;
   }
   be.gemm_batched(g1);
@@ -51,27 +62,23 @@ void GroupedExperts::forward(const float* x, const std::vector<int64_t>& counts,
   be.gemm_batched(g2);
 }
 
-void GroupedExperts::backward(const float* dy, const float* x, const std::vector<int64_t>& counts,
-                              float* dx) {
+void GroupedExperts::backward(const ExpertWeights& w, const float* dy, const float* x,
+                              const std::vector<int64_t>& counts, float* dx) {
   auto& be = ctx_.backend;
-  const float* w1 = store_[fc1_].value.data();
-  const float* w2 = store_[fc2_].value.data();
-  float* dw1 = store_[fc1_].grad.data();
-  float* dw2 = store_[fc2_].grad.data();
   std::vector<GemmDesc> dact, dw2s, dxs, dw1s;
   int64_t rows = 0;
   for (int64_t c : counts) rows += c;
   grow_rows(be, dact_, rows, F_);
   grow_rows(be, dh_, rows, 2 * F_);
   int64_t row = 0;
-  for (int64_t e = 0; e < E_; ++e) {
-    const int64_t m = counts[size_t(e)];
+  for (size_t e = 0; e < counts.size(); ++e) {
+    const int64_t m = counts[e];
     const float* dy_e = dy + row * H_;
-    dact.push_back(linear_dx_desc(dy_e, w2 + e * H_ * F_, dact_.data() + row * F_, m, F_, H_));
-    dw2s.push_back(linear_dw_desc(dy_e, act_.data() + row * F_, dw2 + e * H_ * F_, m, F_, H_));
+    dact.push_back(linear_dx_desc(dy_e, w.fc2[e], dact_.data() + row * F_, m, F_, H_));
+    dw2s.push_back(linear_dw_desc(dy_e, act_.data() + row * F_, w.dfc2[e], m, F_, H_));
     const float* dh_e = dh_.data() + row * 2 * F_;
-    dxs.push_back(linear_dx_desc(dh_e, w1 + e * 2 * F_ * H_, dx + row * H_, m, H_, 2 * F_));
-    dw1s.push_back(linear_dw_desc(dh_e, x + row * H_, dw1 + e * 2 * F_ * H_, m, H_, 2 * F_));
+    dxs.push_back(linear_dx_desc(dh_e, w.fc1[e], dx + row * H_, m, H_, 2 * F_));
+    dw1s.push_back(linear_dw_desc(dh_e, x + row * H_, w.dfc1[e], m, H_, 2 * F_));
     row += m;
   }
   be.gemm_batched(dact);

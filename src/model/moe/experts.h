@@ -13,13 +13,25 @@
 
 namespace origami {
 
+// The weights of the experts one pass computes, in the order of its row groups: this rank's
+// own slices under expert parallelism, owned and materialised copies under FSSDP.
+struct ExpertWeights {
+  std::vector<const float*> fc1, fc2;  // [2F_local, H] and [H, F_local] per computed expert
+  std::vector<float*> dfc1, dfc2;      // where their gradients accumulate
+};
+
 class GroupedExperts {
  public:
-  GroupedExperts(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
-  // x [M,H] rows grouped by local expert, counts[e] rows of local expert e -> y [M,H].
-  void forward(const float* x, const std::vector<int64_t>& counts, float* y);
+  // declare = false (FSSDP): the weights live elsewhere (FssdpExperts) and come with each call.
+  GroupedExperts(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers,
+                 bool declare = true);
+  // x [M,H] rows grouped by computed expert, counts[j] rows of expert j -> y [M,H].
+  void forward(const ExpertWeights& w, const float* x, const std::vector<int64_t>& counts, float* y);
   // dy [M,H] -> dx [M,H] (overwritten); weight grads accumulated.
-  void backward(const float* dy, const float* x, const std::vector<int64_t>& counts, float* dx);
+  void backward(const ExpertWeights& w, const float* dy, const float* x,
+                const std::vector<int64_t>& counts, float* dx);
+  // Expert parallelism: this rank's E / EP experts (declared by the constructor).
+  ExpertWeights local_weights();
   int64_t local_experts() const { return E_; }
   // EvoMoE expert-diversify: every expert but 0 becomes expert 0's weights, each element re-drawn
   // from the init distribution with probability mask_ratio, plus N(0, noise_std) noise; draws
