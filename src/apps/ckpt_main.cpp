@@ -187,10 +187,10 @@ int reshard(const std::string& path, const std::string& out, int world_size,
                          ModelGroups::from(shape), /*allocate_parameters=*/false);
     for (const Param& p : specs.params().all()) {
       // The first replica writes (as save_checkpoint): dense from DP x CP rank 0 and the first
-      // TP holder, experts from EDP rank 0.
+      // TP holder, experts from EDP rank 0 (FSSDP's owned experts: their owner).
       const bool first = p.spec.grad_group == GradGroup::dense
                              ? c.dp == 0 && c.cp == 0 && first_tp_holder(p.spec, c.tp, layout.tp())
-                             : c.edp == 0;
+                             : c.edp == 0 || p.spec.owned_once();
       if (first && !p.spec.pipeline_copy) rank_specs[size_t(r)].push_back(p.spec);
     }
   }

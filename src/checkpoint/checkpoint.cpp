@@ -172,7 +172,7 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
 
   // 1. Each rank writes the pieces it is the first holder of (replicas are not stored twice):
   //    dense parameters from DP x CP rank 0 (TP-replicated ones from their first TP holder as
-  //    well), expert parameters from EDP rank 0.
+  //    well), expert parameters from EDP rank 0 (FSSDP: from their owner).
   json pieces = json::array();
   json buffer_index = json::object();
   const std::string file = fmt::format("rank_{:05d}.h5", world.rank());
@@ -184,8 +184,10 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
           p.spec.grad_group == GradGroup::dense ? *groups.dp_cp : *groups.edp;
       const bool tp_first = p.spec.grad_group == GradGroup::expert ||
                             first_tp_holder(p.spec, groups.tp->rank(), groups.tp->size());
-      // The last pipeline stage's copy of a tied embedding: the first stage stores it.
-      if (replicas.rank() == 0 && tp_first && !p.spec.pipeline_copy) mine.push_back(&p);
+      // The last pipeline stage's copy of a tied embedding: the first stage stores it. FSSDP's
+      // owned experts have no replicas: their owner stores them.
+      if ((replicas.rank() == 0 || p.spec.owned_once()) && tp_first && !p.spec.pipeline_copy)
+        mine.push_back(&p);
     }
     // Replicated over the stage: its first rank writes its layers' buffers, once.
     const bool writes_buffers = groups.stage->rank() == 0 && !buffers.empty();
@@ -194,16 +196,22 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
       {
         Hdf5File f = Hdf5File::create((tmp_dir / file).string());
         if (writes_buffers) buffer_index = write_buffers(f, file, buffers);
+        std::map<std::string, int> written;  // pieces of one name in this file so far
         for (const Param* p : mine) {
           const int64_t off = p->value.data() - base, n = p->value.numel();
           json piece{{"name", p->spec.name}, {"file", file}, {"offsets", offsets_of(p->spec)},
                      {"shape", p->spec.local_shape}, {"global_shape", p->spec.global_shape}};
+          // FSSDP: one rank may own several boxes of a tensor (experts that are not adjacent);
+          // the second and later get their own dataset names.
+          const int nth = written[p->spec.name]++;
+          const std::string key = nth == 0 ? p->spec.name : fmt::format("{}@{}", p->spec.name, nth);
+          if (nth > 0) piece["dataset"] = key;
           const float* sources[3] = {nullptr, m.data() + off, v.data() + off};
           host.resize(size_t(n));
           be.copy_to_host(host.data(), p->value.data(), size_t(n) * sizeof(float));
           sources[0] = host.data();
           for (int k = 0; k < 3; ++k) {
-            const std::string ds = std::string(kKinds[k]) + "/" + p->spec.name;
+            const std::string ds = std::string(kKinds[k]) + "/" + key;
             f.write(ds, p->spec.local_shape, sources[k]);
             f.set_attribute(ds, "offsets", offsets_of(p->spec));
             f.set_attribute(ds, "global_shape", p->spec.global_shape);
@@ -219,7 +227,8 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
         read_buffers(tmp_dir.string(), json{{"buffers", buffer_index}}, reread);  // verifies
       for (const auto& piece : pieces)
         for (int k = 0; k < 3; ++k) {
-          const auto data = f.read(std::string(kKinds[k]) + "/" + piece["name"].get<std::string>());
+          const auto data = f.read(std::string(kKinds[k]) + "/" +
+                                   piece.value("dataset", piece["name"].get<std::string>()));
           check(checksum(data.data(), int64_t(data.size())) ==
                     piece[std::string("checksum_") + kKinds[k]].get<uint64_t>(),
                 "{}: '{}' reads back different from what was written", file,
@@ -342,14 +351,20 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
     const int64_t off = p.value.data() - base;
     float* dst[3] = {values.data() + off, m.data() + off, v.data() + off};
     int64_t covered = 0;
+    const std::vector<int64_t> mine_at = offsets_of(p.spec);
     for (const auto& piece : tensors[name]["pieces"]) {
       const auto po = piece["offsets"].get<std::vector<int64_t>>();
       const auto ps = piece["shape"].get<std::vector<int64_t>>();
+      bool overlaps = po.size() == mine_at.size() && ps.size() == mine_at.size();
+      for (size_t d = 0; overlaps && d < po.size(); ++d)
+        overlaps = po[d] < mine_at[d] + p.spec.local_shape[d] && mine_at[d] < po[d] + ps[d];
+      if (!overlaps) continue;  // another rank's box (FSSDP: another expert)
       const std::string file = (fs::path(path) / piece["file"].get<std::string>()).string();
       auto fit = files.find(file);
       if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
+      const std::string key = piece.value("dataset", name);
       for (int k = 0; k < 3; ++k) {
-        const std::string ds = std::string(kKinds[k]) + "/" + name;
+        const std::string ds = std::string(kKinds[k]) + "/" + key;
         check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, file, ds);
         check(fit->second.shape(ds) == ps, "checkpoint '{}': dataset '{}' in {} has shape {}, "
               "its index says {}", path, ds, file, shape_str(fit->second.shape(ds)), shape_str(ps));
@@ -421,7 +436,7 @@ GlobalTensors read_checkpoint_tensors(
       const std::string file = (fs::path(info.path) / piece["file"].get<std::string>()).string();
       auto fit = files.find(file);
       if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
-      const auto piece_data = fit->second.read(kind + "/" + name);
+      const auto piece_data = fit->second.read(kind + "/" + piece.value("dataset", name));
       check(checksum(piece_data.data(), int64_t(piece_data.size())) ==
                 piece["checksum_" + kind].get<uint64_t>(),
             "checkpoint '{}': dataset '{}/{}' in {} fails its checksum (corrupted file)", info.path,
@@ -454,9 +469,13 @@ std::string write_checkpoint_for_layout(
     const std::string file = fmt::format("rank_{:05d}.h5", r);
     Hdf5File f = Hdf5File::create((tmp_dir / file).string());
     if (writes_buffers) index["buffers"] = write_buffers(f, file, buffers);
+    std::map<std::string, int> written;  // as save_checkpoint: later boxes of a name get a suffix
     for (const ParamSpec& s : rank_specs[r]) {
       json piece{{"name", s.name}, {"file", file}, {"offsets", offsets_of(s)},
                  {"shape", s.local_shape}};
+      const int nth = written[s.name]++;
+      const std::string key = nth == 0 ? s.name : fmt::format("{}@{}", s.name, nth);
+      if (nth > 0) piece["dataset"] = key;
       for (int k = 0; k < 3; ++k) {
         const auto it = sources[k]->find(s.name);
         check(it != sources[k]->end() && it->second.first == s.global_shape,
@@ -465,7 +484,7 @@ std::string write_checkpoint_for_layout(
         std::vector<float> local(static_cast<size_t>(numel_of(s.local_shape)));
         copy_intersection(std::vector<int64_t>(s.global_shape.size(), 0), s.global_shape,
                           it->second.second.data(), offsets_of(s), s.local_shape, local.data());
-        const std::string ds = std::string(kKinds[k]) + "/" + s.name;
+        const std::string ds = std::string(kKinds[k]) + "/" + key;
         f.write(ds, s.local_shape, local.data());
         f.set_attribute(ds, "offsets", offsets_of(s));
         f.set_attribute(ds, "global_shape", s.global_shape);

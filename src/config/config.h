@@ -77,6 +77,22 @@ struct RouterConfig {
   friend bool operator==(const RouterConfig&, const RouterConfig&) = default;
 };
 
+// Fully sharded sparse data parallelism (Hecate, docs/moe.md): every expert of a MoE layer is
+// owned by exactly one of the stage's EP x EDP ranks (parameters and Adam state), and copies of
+// hot experts are materialised each iteration on the ranks that route many tokens to them.
+struct FssdpConfig {
+  bool enabled = false;
+  // planned: Hecate's per-iteration copies from the recent loads; ep: the EP layout on every EDP
+  // replica group (the placement EP + ZeRO-1 has, copies of every EP rank's experts on each
+  // replica; bitwise the EP + ZeRO-1 run).
+  std::string placement = "planned";
+  int64_t max_replicas_per_rank = 2;   // copies of other ranks' experts a rank holds per layer
+  int64_t load_window = 5;             // iterations of expert loads the plan averages (Hecate: 5)
+  int64_t reshard_interval = 100;      // re-choose owners (Hecate's Alg. 2) every N steps; 0 = never
+  bool rematerialize = false;          // free copies after forward, gather them again for backward
+  friend bool operator==(const FssdpConfig&, const FssdpConfig&) = default;
+};
+
 struct MoeConfig {
   int64_t num_experts = 8;             // 0 = a dense model (every layer a SwiGLU MLP)
   int64_t top_k = 2;
@@ -89,6 +105,7 @@ struct MoeConfig {
                                        // position: keep the first C in token order
   bool pad_to_capacity = false;        // pad every expert's rows to C (static expert shapes)
   RouterConfig router;
+  FssdpConfig fssdp;
   friend bool operator==(const MoeConfig&, const MoeConfig&) = default;
 };
 

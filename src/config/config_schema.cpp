@@ -293,6 +293,12 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(number_field, moe.router.schedule.diversify.noise_std, non_negative),
       // Added after the schedule keys: existing configs and their key lists keep their order.
       ORIGAMI_KEY(bool_field, moe.router.freeze),
+      ORIGAMI_KEY(bool_field, moe.fssdp.enabled),
+      ORIGAMI_KEY(enum_field, moe.fssdp.placement, {"planned", "ep"}),
+      ORIGAMI_KEY(int_field, moe.fssdp.max_replicas_per_rank, non_negative),
+      ORIGAMI_KEY(int_field, moe.fssdp.load_window, positive_int),
+      ORIGAMI_KEY(int_field, moe.fssdp.reshard_interval, non_negative),
+      ORIGAMI_KEY(bool_field, moe.fssdp.rematerialize),
 
       ORIGAMI_KEY(int_field, parallel.tensor, positive_int),
       ORIGAMI_KEY(int_field, parallel.context, positive_int),

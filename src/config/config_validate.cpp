@@ -113,6 +113,30 @@ void validate_router(const Config& cfg, const auto& require) {
                           moe.capacity_factor ? fmt::format("{}", *moe.capacity_factor) : "null")));
 }
 
+// FSSDP (docs/moe.md): the layouts and features it serves.
+void validate_fssdp(const Config& cfg, int world_size, const auto& require) {
+  const auto& moe = cfg.moe;
+  const auto& p = cfg.parallel;
+  const std::string on = ref(cfg, "moe.fssdp.enabled", "true");
+  require(moe.num_experts > 0,
+          fmt::format("{} shards experts, but {} is a dense model; allowed: num_experts > 0",
+                      on, ref(cfg, "moe.num_experts", moe.num_experts)));
+  if (world_size % p.pipeline == 0 && p.pipeline > 0 && p.expert_tensor > 0) {
+    const int64_t owners = world_size / p.pipeline / p.expert_tensor;  // EP x EDP of a stage
+    require(owners > 1,
+            fmt::format("{} shards each layer's experts over the EP x EDP ranks of a pipeline "
+                        "stage, and this layout has one ({} ranks / {} / {}); allowed: more ranks "
+                        "per stage than expert_tensor",
+                        on, world_size, ref(cfg, "parallel.pipeline", p.pipeline),
+                        ref(cfg, "parallel.expert_tensor", p.expert_tensor)));
+  }
+  require(moe.router.schedule.diversify.steps == 0,
+          fmt::format("{} cannot serve EvoMoE's diversify phase ({}): spawning copies expert 0 "
+                      "into every expert before owners exist; allowed: diversify.steps 0",
+                      on, ref(cfg, "moe.router.schedule.diversify.steps",
+                              moe.router.schedule.diversify.steps)));
+}
+
 // The pipeline keys (issue 15, docs/configuration.md). The rules are the pipeline layer's own
 // (stage_layers(), check_schedule_shape()), so the config and the trainer cannot disagree; this
 // adds the file line of every key and, for the micro-batch count, the global batch sizes that
@@ -369,6 +393,7 @@ void validate(const Config& cfg, int world_size) {
                       ref(cfg, "training.backend", t.backend)));
 
   if (moe.num_experts > 0) validate_router(cfg, require);
+  if (moe.fssdp.enabled) validate_fssdp(cfg, world_size, require);
 
 
   if (problems.empty()) return;

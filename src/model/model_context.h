@@ -37,6 +37,8 @@ struct MicroBatchShape {
 struct ModelGroups {
   const Communicator* ep = nullptr;   // expert parallel: ranks holding different experts
   const Communicator* etp = nullptr;  // expert tensor parallel: ranks splitting one expert's FFN
+  // FSSDP's owner group: the stage's EP x EDP ranks at this ETP coordinate (moe.fssdp).
+  const Communicator* fssdp = nullptr;
   // Ranks whose tokens are balanced together in global_batch mode (the stage's TP x DP x CP).
   const Communicator* balance = nullptr;
   const Communicator* tp = nullptr;     // tensor (and sequence) parallel
@@ -49,7 +51,7 @@ struct ModelGroups {
 
   // The one way to build the groups of a layout; `pg` must outlive the model.
   static ModelGroups from(const ProcessGroups& pg) {
-    return {.ep = pg.ep.get(), .etp = pg.etp.get(), .balance = pg.tp_dp_cp.get(),
+    return {.ep = pg.ep.get(), .etp = pg.etp.get(), .fssdp = pg.ep_edp.get(), .balance = pg.tp_dp_cp.get(),
             .tp = pg.tp.get(), .cp = pg.cp.get(), .tp_cp = pg.tp_cp.get(),
             .tp_kv = pg.tp_kv.get(), .pp = pg.pp.get()};
   }

@@ -276,6 +276,38 @@ void MoeTransformer::begin_step() {
   ctx_.backend.copy_from_host(router_losses_.data(), zeros.data(), zeros.size() * sizeof(double));
 }
 
+void MoeTransformer::end_step() {
+  for (Chunk& ch : chunks_)
+    for (Block& b : ch.blocks)
+      if (MoeLayer* m = b.block->moe()) m->end_step();
+}
+
+int64_t MoeTransformer::fssdp_copy_bytes() const {
+  int64_t bytes = 0;
+  for (const Chunk& ch : chunks_)
+    for (const Block& b : ch.blocks)
+      if (const MoeLayer* m = b.block->moe(); m && m->fssdp()) bytes += m->fssdp()->copy_bytes();
+  return bytes;
+}
+
+MoeExchangeStats MoeTransformer::take_exchange_stats() {
+  MoeExchangeStats total;
+  for (Chunk& ch : chunks_)
+    for (Block& b : ch.blocks)
+      if (MoeLayer* m = b.block->moe()) total += m->take_exchange_stats();
+  return total;
+}
+
+int64_t MoeTransformer::reshard_experts(int64_t step, const FssdpExperts::MomentsOf& moments) {
+  const int64_t every = ctx_.config.moe.fssdp.reshard_interval;
+  if (!ctx_.config.moe.fssdp.enabled || every <= 0 || step % every != 0) return 0;
+  int64_t moved = 0;
+  for (Chunk& ch : chunks_)
+    for (Block& b : ch.blocks)
+      if (MoeLayer* m = b.block->moe()) moved += m->fssdp()->reshard(moments);
+  return moved;
+}
+
 RouterLosses MoeTransformer::router_losses() const {
   RouterLosses r;
   if (router_losses_.empty() || local_moe_layers_ == 0) return r;
@@ -318,11 +350,13 @@ void MoeTransformer::update_expert_bias(const std::vector<std::vector<int64_t>>&
 
 std::map<std::string, std::vector<float>> MoeTransformer::buffers() const {
   std::map<std::string, std::vector<float>> out;
-  if (!ctx_.config.moe.router.expert_bias) return out;
   for (const Chunk& ch : chunks_)
     for (const Block& b : ch.blocks)
-      if (const MoeLayer* m = b.block->moe())
-        out[fmt::format("layers.{}.moe.router.expert_bias", b.layer)] = m->router().expert_bias();
+      if (const MoeLayer* m = b.block->moe()) {
+        if (ctx_.config.moe.router.expert_bias)
+          out[fmt::format("layers.{}.moe.router.expert_bias", b.layer)] = m->router().expert_bias();
+        if (m->fssdp()) out.merge(m->fssdp()->buffers(fmt::format("layers.{}.moe.fssdp", b.layer)));
+      }
   return out;
 }
 
@@ -330,6 +364,7 @@ void MoeTransformer::load_buffers(const std::map<std::string, std::vector<float>
   for (Chunk& ch : chunks_)
     for (Block& b : ch.blocks) {
       MoeLayer* m = b.block->moe();
+      if (m && m->fssdp()) m->fssdp()->load_buffers(fmt::format("layers.{}.moe.fssdp", b.layer), saved);
       if (!m || !ctx_.config.moe.router.expert_bias) continue;
       const std::string name = fmt::format("layers.{}.moe.router.expert_bias", b.layer);
       auto it = saved.find(name);
@@ -344,6 +379,7 @@ void MoeTransformer::load_buffers(const std::map<std::string, std::vector<float>
     }
   // Buffers of other stages' layers are theirs; warn about those no stage uses.
   for (const auto& [name, values] : saved) {
+    if (name.find(".moe.fssdp.") != std::string::npos) continue;  // FSSDP's plan: used or logged above
     const bool ours = ctx_.config.moe.router.expert_bias && name.starts_with("layers.") &&
                       is_moe_layer(ctx_.config, std::stoi(name.substr(7))) &&
                       std::stoi(name.substr(7)) < int(ctx_.config.model.num_layers);

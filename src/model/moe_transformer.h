@@ -75,6 +75,18 @@ class MoeTransformer {
 
   // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
   void begin_step();
+  // End of a training step's backward, before the gradient reduction: FSSDP's copies return
+  // their gradients to the owners (spRS) and are freed; the step's loads join the plan's
+  // window. Collective over the owner groups; a no-op without FSSDP.
+  void end_step();
+  // FSSDP: bytes this rank's copies occupy now (0 between training steps).
+  int64_t fssdp_copy_bytes() const;
+  // Dispatch / FSSDP bytes and rows computed by this rank's MoE layers since the last call.
+  MoeExchangeStats take_exchange_stats();
+  // FSSDP re-sharding when step is a multiple of moe.fssdp.reshard_interval: every MoE layer
+  // may move experts (weights and both moments, through `moments`) to new owners. Collective.
+  // Returns the experts moved.
+  int64_t reshard_experts(int64_t step, const FssdpExperts::MomentsOf& moments);
   // The unscaled router-loss values (balance, z) summed over this rank's MoE layers and over the
   // forward passes since begin_step(): one read of the backend's accumulators, so call it once
   // per step.

@@ -10,8 +10,15 @@ namespace origami {
 size_t ParamStore::declare(ParamSpec spec) {
   check(values_.empty(), "ParamStore: parameter '{}' declared after finalize()", spec.name);
   if (spec.local_shape.empty()) spec.local_shape = spec.global_shape;
-  for (auto& p : params_)
-    check(p.spec.name != spec.name, "ParamStore: parameter '{}' declared twice", spec.name);
+  // One name may have several boxes on a rank (FSSDP's owned experts), never the same box twice.
+  for (auto& p : params_) {
+    if (p.spec.name != spec.name) continue;
+    bool same_box = p.spec.global_shape == spec.global_shape;
+    for (size_t d = 0; same_box && d < spec.global_shape.size(); ++d)
+      same_box = p.spec.shard.offset_along(int(d)) == spec.shard.offset_along(int(d));
+    check(!same_box && p.spec.global_shape == spec.global_shape,
+          "ParamStore: parameter '{}' declared twice", spec.name);
+  }
   params_.push_back(Param{std::move(spec), {}, {}});
   return params_.size() - 1;
 }

@@ -58,6 +58,10 @@ struct ParamSpec {
   // as initialised (no weight decay either).
   bool frozen = false;
 
+  // FSSDP's owned experts (split along dim 0 over group "ep_edp"): the one copy in the job, with
+  // no replicas to reduce with or to store it instead.
+  bool owned_once() const { return !shard.dims.empty() && shard.dims[0].group == "ep_edp"; }
+
   // Row-major flat index in the global tensor of local element i (0 <= i < numel(local_shape)):
   // what keys initialisation, checkpoint boxes and the layout-equivalence tests to the layout.
   int64_t global_index(int64_t i) const {
@@ -90,6 +94,7 @@ class ParamStore {
   const Param& operator[](size_t i) const { return params_.at(i); }
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
+  // The first box of `name` on this rank (FSSDP may hold several boxes of an expert tensor).
   const Param& find(const std::string& name) const;
 
   // Contiguous ranges of one gradient group (for reductions).

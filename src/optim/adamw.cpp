@@ -61,6 +61,11 @@ void AdamW::gather_state(std::vector<float>& m, std::vector<float>& v) const {
   be_.copy_to_host(v.data(), v_.data(), v_.bytes());
 }
 
+std::pair<float*, float*> AdamW::moments_of(const Param& p) {
+  const int64_t off = p.value.data() - store_.all_values().data();
+  return {m_.data() + off, v_.data() + off};
+}
+
 void AdamW::load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) {
   check(int64_t(m.size()) == m_.numel() && int64_t(v.size()) == v_.numel(),
         "AdamW::load_state: {} / {} moments for {} parameters", m.size(), v.size(), m_.numel());

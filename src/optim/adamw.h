@@ -24,6 +24,7 @@ class AdamW final : public Optimizer {
   int64_t steps() const override { return t_; }
   void gather_state(std::vector<float>& m, std::vector<float>& v) const override;
   void load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) override;
+  std::pair<float*, float*> moments_of(const Param& p) override;
 
   const Tensor& exp_avg() const { return m_; }
   const Tensor& exp_avg_sq() const { return v_; }

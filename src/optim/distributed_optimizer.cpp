@@ -179,6 +179,13 @@ void DistributedOptimizer::update_shards(double lr, double grad_scale) {
   }
 }
 
+std::pair<float*, float*> DistributedOptimizer::moments_of(const Param& p) {
+  GroupState& gs = state(p.spec.grad_group);
+  const int64_t off = p.value.data() - store_.all_values().data() - gs.offset;  // group-local
+  if (off < gs.begin || off + p.value.numel() > gs.end) return {nullptr, nullptr};
+  return {gs.m.data() + (off - gs.begin), gs.v.data() + (off - gs.begin)};
+}
+
 void DistributedOptimizer::gather_moments(std::vector<float>& m, std::vector<float>& v) const {
   m.assign(size_t(store_.count()), 0.f);
   v.assign(size_t(store_.count()), 0.f);

@@ -38,6 +38,7 @@ class DistributedOptimizer final : public Optimizer {
                   int64_t steps) override {
     load_moments(m, v, steps);
   }
+  std::pair<float*, float*> moments_of(const Param& p) override;
 
   // Reduce-scatter (sum) the local gradients of each group, bucket by bucket, so that this rank's
   // shard of the store's gradient buffer holds the fully reduced gradient. The rest of the

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -35,10 +36,14 @@ struct GradientGroups {
   // before any data-parallel reduction. Null without tied embeddings or with one stage.
   const Communicator* tied_embedding = nullptr;
 
-  static GradientGroups from(const ProcessGroups& pg, bool tied_embeddings = false) {
+  // fssdp: every expert has one owner, whose gradient spRS already summed: no expert replicas
+  // (the expert group is the rank alone) and every rank of the stage holds different experts.
+  static GradientGroups from(const ProcessGroups& pg, bool tied_embeddings = false,
+                             bool fssdp = false) {
     const bool tied = tied_embeddings && pg.pp && pg.pp->size() > 1;
-    return {.dense = pg.dp_cp.get(), .expert = pg.edp.get(), .tp = pg.tp.get(),
-            .tp_kv = pg.tp_kv.get(), .expert_shards = pg.etp_ep.get(), .pp = pg.pp.get(),
+    return {.dense = pg.dp_cp.get(), .expert = fssdp ? pg.self.get() : pg.edp.get(),
+            .tp = pg.tp.get(), .tp_kv = pg.tp_kv.get(),
+            .expert_shards = fssdp ? pg.stage.get() : pg.etp_ep.get(), .pp = pg.pp.get(),
             .tied_embedding = tied ? pg.embedding.get() : nullptr};
   }
 };
@@ -63,6 +68,10 @@ class Optimizer {
   virtual void gather_state(std::vector<float>& m, std::vector<float>& v) const = 0;
   virtual void load_state(const std::vector<float>& m, const std::vector<float>& v,
                           int64_t steps) = 0;
+  // Device pointers to parameter p's two moments when this rank holds all of them (AdamW; ZeRO-1
+  // for a parameter whose gradient group is this rank alone, as FSSDP's owned experts), else
+  // {null, null}. What re-sharding moves with the weights.
+  virtual std::pair<float*, float*> moments_of(const Param& p) = 0;
 };
 
 // The global-norm clipping factor: clip / norm when norm > clip (clip > 0), else 1.

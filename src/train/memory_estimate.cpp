@@ -52,13 +52,17 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   dense += L * (2 * H + (nh + 2 * nkv) * hd * H + H * nh * hd);        // norms, q k v, proj
   dense += dense_layers * 3 * F * H;                                    // mlp fc1 [2,F,H], fc2
   dense += moe_layers * (E * H + 3 * S * H);                            // router, shared expert
-  const int64_t expert = moe_layers * (E / EP) * 3 * Fe * H;            // experts fc1, fc2
+  // FSSDP: the owned experts (the most any rank owns: even_owners), no replicas; the copies are
+  // transient (scratch below, at the slot budget).
+  const int64_t owned = moe.fssdp.enabled ? ceil_div(E / EP, layout.edp()) : E / EP;
+  const int64_t expert = moe_layers * owned * 3 * Fe * H;               // experts fc1, fc2
   MemoryEstimate r;
   r.parameters = dense + expert;
   r.parameter_bytes = r.gradient_bytes = 4.0 * double(dense + expert);
   if (cfg.optimizer.distributed) {
     // DistributedOptimizer: moments of the padded shard, staging of (size + 1) buckets per group.
-    const int64_t dense_ranks = layout.dp() * CP, expert_ranks = layout.edp();
+    const int64_t dense_ranks = layout.dp() * CP;
+    const int64_t expert_ranks = moe.fssdp.enabled ? 1 : layout.edp();  // FSSDP: whole on the owner
     for (auto [count, ranks] : {std::pair{dense, dense_ranks}, std::pair{expert, expert_ranks}}) {
       const int64_t cap = ceil_div(count, ranks);
       r.optimizer_bytes += 4.0 * double(2 * cap + (ranks + 1) * std::min<int64_t>(1 << 20, cap));
@@ -116,6 +120,11 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   if (CP > 1) scr += 2.0 * B * T * nkv * hd + 4.0 * B * T * nkv * hd + double(CP) * Nc * nkv * hd;
   scr += std::max(dense_layers > 0 ? 3.0 * Nc * F : 0.0, S > 0 ? 3.0 * n * S : 0.0);  // mlp dact, dh
   if (has_head) scr += double(Nc) * H + double(n) * H;                   // head dx (owned), final_norm.dy
+  if (moe.fssdp.enabled) {  // copies' weights and gradients: every layer's, or one at a time
+    const int64_t slots = moe.fssdp.placement == "ep" ? E / EP - (E / EP) / std::max<int64_t>(layout.edp(), 1)
+                                                      : moe.fssdp.max_replicas_per_rank;
+    scr += double((moe.fssdp.rematerialize ? 1 : moe_layers) * slots * 2 * 3 * Fe * H);
+  }
   r.scratch_bytes = 4.0 * scr;
   return r;
 }

@@ -56,6 +56,13 @@ void MetricsSink::log(const IterationMetrics& m) {
     spdlog::info("pipeline bubble (idle / compute per stage): {} | theory {:.3f} | peak memory "
                  "per stage (MiB): {}", stages, m.pipeline_bubble_theory.value_or(0.0), peaks);
   }
+  if (m.dispatch_bytes)
+    spdlog::info("moe exchange: dispatch {} | rows per rank max / mean {:.0f} / {:.1f} (straggler "
+                 "ratio {:.3f}){}", format_bytes(*m.dispatch_bytes), m.rows_max.value_or(0),
+                 m.rows_mean.value_or(0), m.straggler_ratio.value_or(1.0),
+                 m.fssdp_bytes ? fmt::format(" | fssdp {} in {:.0f} copies",
+                                             format_bytes(*m.fssdp_bytes), m.fssdp_copies.value_or(0))
+                               : std::string());
   if (!jsonl_.is_open()) return;
   nlohmann::json j = {{"iteration", m.iteration},       {"consumed_samples", m.consumed_samples},
                       {"lm_loss", m.lm_loss},           {"balance_loss", m.balance_loss},
@@ -78,6 +85,16 @@ void MetricsSink::log(const IterationMetrics& m) {
     j["pipeline_bubble"] = m.pipeline_bubble;
     j["pipeline_bubble_theory"] = m.pipeline_bubble_theory.value_or(0.0);
     j["pipeline_peak_mib"] = m.pipeline_peak_mib;
+  }
+  if (m.dispatch_bytes) {
+    j["dispatch_bytes"] = *m.dispatch_bytes;
+    j["straggler_ratio"] = m.straggler_ratio.value_or(1.0);
+    j["expert_rows_max"] = m.rows_max.value_or(0);
+    j["expert_rows_mean"] = m.rows_mean.value_or(0);
+  }
+  if (m.fssdp_bytes) {
+    j["fssdp_bytes"] = *m.fssdp_bytes;
+    j["fssdp_copies"] = m.fssdp_copies.value_or(0);
   }
   jsonl_ << j.dump() << "\n";
   jsonl_.flush();

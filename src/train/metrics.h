@@ -31,6 +31,11 @@ struct IterationMetrics {
   std::vector<double> pipeline_bubble;
   std::vector<double> pipeline_peak_mib;  // each stage's allocator peak (its in-stage rank 0's)
   std::optional<double> pipeline_bubble_theory;
+  // MoE exchange (any MoE model): all-to-all bytes summed over ranks; rows the experts computed
+  // per rank, max and mean, and their ratio (the straggler ratio, 1 = even). FSSDP adds its
+  // spAG + spRS bytes and the materialised copies.
+  std::optional<double> dispatch_bytes, straggler_ratio, rows_max, rows_mean;
+  std::optional<double> fssdp_bytes, fssdp_copies;
 };
 
 class MetricsSink {

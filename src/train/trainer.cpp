@@ -92,7 +92,8 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
       *backend_, cfg_, MicroBatchShape{t.micro_batch_size, t.seq_length}, t.seed,
       ModelGroups::from(groups_));
   optimizer_ = make_optimizer(*backend_, model_->params(), cfg_.optimizer,
-                              GradientGroups::from(groups_, cfg_.model.tie_embeddings));
+                              GradientGroups::from(groups_, cfg_.model.tie_embeddings,
+                                                   cfg_.moe.fssdp.enabled));
   // The pipeline schedule of one step: m micro-batches through PP stages (one stage: the
   // degenerate list F0 B0 F1 B1 ...); activations cross stages as [local_tokens, H].
   const ScheduleShape schedule{.pp = layout_.pp(),
@@ -134,9 +135,10 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
                                  /*allocate_parameters=*/false);
       for (const Param& p : specs.params().all()) whole.insert(p.spec.name);
     }
+    // Buffers first: FSSDP's saved owners relabel this rank's expert boxes before they load.
+    model_->load_buffers(read_checkpoint_buffers(resume));  // expert bias, FSSDP plan
     const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v, &buffers,
                                             layout_.pp() > 1 ? &whole : nullptr);
-    model_->load_buffers(buffers);  // the routers' expert bias
     optimizer_->load_state(m, v, s.optimizer_steps);
     step_ = s.step;
     consumed_samples_ = s.consumed_samples;
@@ -238,6 +240,8 @@ StepResult Trainer::train_step() {
   };
   r.pipeline_bubble = pipeline_->run(work).bubble();
   stats.add_router_losses(model_->router_losses());
+  // FSSDP: the copies' gradients are summed into their owners (spRS) and the copies freed.
+  model_->end_step();
 
   // 4. Gradient reduction: TP replicas, then data-parallel replicas (ZeRO-1: each rank's shard).
   optimizer_->reduce_gradients();
@@ -267,6 +271,16 @@ StepResult Trainer::train_step() {
 
   ++step_;
   consumed_samples_ += t.global_batch_size;
+  // FSSDP re-sharding (every moe.fssdp.reshard_interval steps): owners move with their moments.
+  r.experts_moved = model_->reshard_experts(
+      step_, [&](const Param& p) { return optimizer_->moments_of(p); });
+  const MoeExchangeStats ex = model_->take_exchange_stats();
+  double sums[4] = {double(ex.dispatch_bytes), double(ex.fssdp_bytes), double(ex.copies),
+                    double(ex.rows_computed)};
+  groups_.world->allreduce(std::span<double>(sums, 4));
+  r.dispatch_bytes = sums[0], r.fssdp_bytes = sums[1], r.fssdp_copies = sums[2];
+  r.rows_mean = sums[3] / world_.size();
+  r.rows_max = groups_.world->allreduce_scalar(double(ex.rows_computed), ReduceOp::max);
   return r;
 }
 
@@ -367,6 +381,15 @@ std::vector<double> Trainer::train() {
                          .z_loss = r.z_loss, .grad_norm = r.grad_norm,
                          .skipped_iterations = skipped_};
       if (cfg_.moe.capacity_factor) m.dropped_fraction = r.dropped_fraction;
+      if (L > 0 && world_.size() > 1) {
+        m.dispatch_bytes = r.dispatch_bytes;
+        m.straggler_ratio = r.rows_mean > 0 ? r.rows_max / r.rows_mean : 1.0;
+        m.rows_max = r.rows_max, m.rows_mean = r.rows_mean;
+        if (cfg_.moe.fssdp.enabled) {
+          m.fssdp_bytes = r.fssdp_bytes;
+          m.fssdp_copies = r.fssdp_copies;
+        }
+      }
       if (layout_.pp() > 1) {  // every stage's measured bubble and peak: one gather over PP
         const double mine[2] = {r.pipeline_bubble, double(backend_->peak_bytes()) / double(1 << 20)};
         std::vector<double> all(size_t(2 * layout_.pp()));

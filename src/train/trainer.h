@@ -28,6 +28,12 @@ struct StepResult {
   double dropped_fraction = 0;  // capacity mode: dropped (token, slot)s / all, over the batch
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert], global batch
   GateState gate;  // the gating schedule's gate at this step (moe.router.schedule)
+  // The MoE exchange, summed over all ranks: all-to-all bytes (dispatch and combine, both
+  // directions), FSSDP's spAG + spRS (+ re-sharding) bytes, materialised copies, and the rows
+  // the experts computed per rank (max and mean: their ratio is the straggler ratio).
+  double dispatch_bytes = 0, fssdp_bytes = 0, fssdp_copies = 0;
+  double rows_max = 0, rows_mean = 0;
+  int64_t experts_moved = 0;  // FSSDP re-sharding at the end of this step
 };
 
 class Trainer {
@@ -45,6 +51,7 @@ class Trainer {
 
   MoeTransformer& model() { return *model_; }
   Backend& backend() { return *backend_; }
+  Optimizer& optimizer() { return *optimizer_; }
   const ParallelLayout& layout() const { return layout_; }
   int64_t step() const { return step_; }
 

@@ -300,6 +300,31 @@ TEST(ConfigValidate, AFrozenRouterTakesNoBalanceLoss) {
   EXPECT_NO_THROW(validate(parse("moe:\n  router:\n    freeze: true\n    load_balance: none\n"), 1));
 }
 
+TEST(ConfigValidate, FssdpRefusesWhatItCannotServe) {
+  // Keys out of range are refused by the schema with the file line.
+  EXPECT_ERROR_HAS(parse("moe:\n  fssdp:\n    max_replicas_per_rank: -1\n"),
+                   {"runs/cfg.yaml:3", "moe.fssdp.max_replicas_per_rank"});
+  EXPECT_ERROR_HAS(parse("moe:\n  fssdp:\n    load_window: 0\n"),
+                   {"runs/cfg.yaml:3", "moe.fssdp.load_window"});
+  EXPECT_ERROR_HAS(parse("moe:\n  fssdp:\n    placement: random\n"),
+                   {"runs/cfg.yaml:3", "moe.fssdp.placement", "planned", "ep"});
+  // One owner rank per stage: nothing to shard.
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  fssdp:\n    enabled: true\n"), 1),
+                   {"moe.fssdp.enabled=true (runs/cfg.yaml:3)", "one", "expert_tensor"});
+  EXPECT_ERROR_HAS(
+      validate(parse("moe:\n  fssdp:\n    enabled: true\nparallel:\n  expert_tensor: 2\n"), 2),
+      {"moe.fssdp.enabled=true", "parallel.expert_tensor=2 (runs/cfg.yaml:5)"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  num_experts: 0\n  fssdp:\n    enabled: true\n"), 2),
+                   {"moe.fssdp.enabled=true", "moe.num_experts=0 (runs/cfg.yaml:2)"});
+  EXPECT_ERROR_HAS(
+      validate(parse("moe:\n  fssdp:\n    enabled: true\n  router:\n    schedule:\n"
+                     "      diversify:\n        steps: 5\n"), 2),
+      {"moe.fssdp.enabled=true", "moe.router.schedule.diversify.steps=5 (runs/cfg.yaml:7)"});
+  EXPECT_NO_THROW(validate(parse("moe:\n  fssdp:\n    enabled: true\n"), 2));
+  EXPECT_NO_THROW(
+      validate(parse("moe:\n  fssdp:\n    enabled: true\nparallel:\n  expert: 2\n"), 8));
+}
+
 TEST(ConfigValidatePipeline, OneStageWithTheNewKeysAtTheirDefaultsValidates) {
   const Config c = parse("parallel:\n  pipeline: 1\n  virtual_pipeline: 1\n"
                          "  pipeline_schedule: 1f1b\n  pipeline_first_stage_layers: 0\n"

@@ -38,7 +38,13 @@ Config everything_changed() {
                       .freeze = true,
                       .load_balance = "none",
                       .aux_loss_coeff = 0.0,
-                      .z_loss_coeff = 2.5e-5}};
+                      .z_loss_coeff = 2.5e-5},
+           .fssdp = {.enabled = true,
+                     .placement = "ep",
+                     .max_replicas_per_rank = 3,
+                     .load_window = 7,
+                     .reshard_interval = 50,
+                     .rematerialize = true}};
   c.parallel = {.tensor = 2,
                 .context = 2,
                 .pipeline = 4,

@@ -29,6 +29,10 @@ struct Layout {
   int world;  // 0: every world size, each rank alone (default ModelGroups: no exchange)
   int ep, etp;
   int64_t pad_rows;
+  // FSSDP: rows travel over the EP x EDP group, each (source, expert) block to a rank drawn at
+  // random (the same draw on every rank), as a placement with copies routes them.
+  bool fssdp = false;
+  bool empty_rank = false;  // world rank 1 routes nothing (every slot dropped)
 };
 
 const Layout kLayouts[] = {
@@ -38,6 +42,12 @@ const Layout kLayouts[] = {
     {"ep2_edp2", 4, 2, 1, 0},    {"etp2_edp2", 4, 1, 2, 0},
     {"ep4", 4, 4, 1, 0},         {"ep4_padded", 4, 4, 1, kPad},
     {"ep2_etp2", 4, 2, 2, 0},    {"ep2_etp2_padded", 4, 2, 2, kPad},
+    {"fssdp2", 2, 2, 1, 0, true},
+    {"fssdp2_empty_rank", 2, 1, 1, 0, true, true},
+    {"fssdp4", 4, 2, 1, 0, true},
+    {"fssdp4_padded", 4, 1, 1, kPad, true},
+    {"fssdp4_empty_rank", 4, 4, 1, 0, true, true},
+    {"fssdp_etp2", 4, 1, 2, 0, true},
 };
 
 Config dispatch_config(const Layout& l, int world) {
@@ -60,13 +70,31 @@ struct Rig {
   ModelContext ctx;
   TokenDispatcher dispatcher;
   DispatchPlan plan;
+  ExpertRoute route;  // fssdp layouts
 
   Rig(const Layout& l, const Communicator& world)
       : layout(l), cfg(dispatch_config(l, l.world ? world.size() : 1)),
         pg(l.world ? ProcessGroups::create(world, ParallelLayout::from_config(cfg.parallel, world.size()))
                    : ProcessGroups{}),
         ctx{*be, cfg, MicroBatchShape{1, kN}, l.world ? ModelGroups::from(pg) : ModelGroups{}},
-        dispatcher(ctx) {}
+        dispatcher(ctx) {
+    if (!l.fssdp) return;
+    const Communicator& g = *pg.ep_edp;
+    route.group = &g;
+    std::mt19937 gen(42);  // the same draw on every rank
+    for (int64_t i = 0; i < int64_t(g.size()) * kE; ++i) route.dest.push_back(int(gen() % g.size()));
+    for (int64_t e = 0; e < kE; ++e)
+      for (int s = 0; s < g.size(); ++s)
+        if (route.dest_of(s, e, kE) == g.rank()) {
+          route.resident.push_back(e);
+          break;
+        }
+  }
+  const ExpertRoute* route_ptr() const { return layout.fssdp ? &route : nullptr; }
+  bool empty_here() const { return layout.empty_rank && pg.world && pg.world->rank() == 1; }
+  void dispatch(const std::vector<float>& x, const std::vector<int32_t>& experts) {
+    dispatcher.dispatch(x.data(), experts.data(), layout.pad_rows, plan, route_ptr());
+  }
   bool alone() const { return layout.world == 0; }
   int etp() const { return ctx.etp_size(); }
   // Sum over the ranks whose rows meet in this rank's experts (the ETP x EP group), in place.
@@ -88,7 +116,7 @@ struct Tokens {
   std::vector<float> routed_weight;  // [N] sum of the routed slots' weights: 1, or 0
 };
 
-Tokens make_tokens(uint32_t seed, int64_t pad_rows, bool dyadic) {
+Tokens make_tokens(uint32_t seed, int64_t pad_rows, bool dyadic, bool none = false) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int> q(-64, 64), eighths(1, 7);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -101,7 +129,7 @@ Tokens make_tokens(uint32_t seed, int64_t pad_rows, bool dyadic) {
     int32_t slot[kK] = {first, second};
     for (int32_t& e : slot) {
       const bool full = pad_rows > 0 && load[size_t(e)] >= pad_rows;
-      if (n == kN - 1 || full || gen() % 5 == 0) e = -1;
+      if (none || n == kN - 1 || full || gen() % 5 == 0) e = -1;
       if (e >= 0) ++load[size_t(e)];
     }
     const bool both = slot[0] >= 0 && slot[1] >= 0;
@@ -150,9 +178,10 @@ template <typename Check> void for_each_layout(Check check) {
 
 TEST(TokenDispatcher, RoundTripWithTheIdentityExpertReturnsEachToken) {
   for_each_layout([](Rig& rig, uint32_t seed) {
-    const Tokens t = make_tokens(seed, rig.layout.pad_rows, /*dyadic=*/true);
-    rig.dispatcher.dispatch(t.x.data(), t.experts.data(), rig.layout.pad_rows, rig.plan);
-    ASSERT_EQ(rig.plan.exchanges, !rig.alone() && (rig.ctx.ep_size() > 1 || rig.etp() > 1));
+    const Tokens t = make_tokens(seed, rig.layout.pad_rows, /*dyadic=*/true, rig.empty_here());
+    rig.dispatch(t.x, t.experts);
+    ASSERT_EQ(rig.plan.exchanges, !rig.alone() && (rig.layout.fssdp || rig.ctx.ep_size() > 1 ||
+                                                   rig.etp() > 1));
     // The identity expert: combine reduce-scatters fc2's partial sums over ETP, so each ETP rank
     // returns its share 1/ETP of the row (exact: ETP is a power of two).
     const float* in = rig.dispatcher.expert_input(rig.plan);
@@ -176,8 +205,8 @@ TEST(TokenDispatcher, RoundTripWithTheIdentityExpertReturnsEachToken) {
 
 TEST(TokenDispatcher, DispatchAndCombineBackwardAreAdjoints) {
   for_each_layout([](Rig& rig, uint32_t seed) {
-    const Tokens t = make_tokens(seed, rig.layout.pad_rows, /*dyadic=*/false);
-    rig.dispatcher.dispatch(t.x.data(), t.experts.data(), rig.layout.pad_rows, rig.plan);
+    const Tokens t = make_tokens(seed, rig.layout.pad_rows, /*dyadic=*/false, rig.empty_here());
+    rig.dispatch(t.x, t.experts);
     const int64_t rows = rig.plan.rows;
     // Dispatch only copies rows; its backward adds a token's slots and the ETP partials in fp32
     // (~6e-8 relative per addition), and the dot products are summed in double: 1e-5 of the sum
@@ -221,6 +250,9 @@ TEST(TokenDispatcher, DispatchAndCombineBackwardAreAdjoints) {
 
 TEST(TokenDispatcher, PlanCountsAddUpOverTheExchangingRanks) {
   for_each_layout([](Rig& rig, uint32_t seed) {
+    // FSSDP routes are checked by the round trip and the adjoints (every row reaches a rank
+    // computing its expert and comes back); the counts below assume EP's expert ownership.
+    if (rig.layout.fssdp) return;
     const Tokens t = make_tokens(seed, rig.layout.pad_rows, /*dyadic=*/true);
     const int64_t pad = rig.layout.pad_rows;
     rig.dispatcher.dispatch(t.x.data(), t.experts.data(), pad, rig.plan);

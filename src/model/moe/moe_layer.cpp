@@ -2,6 +2,8 @@
 // backend, and the backward in reverse; the one host sync is the dispatcher's counts.
 #include "model/moe/moe_layer.h"
 
+#include <utility>
+
 #include "model/moe/balance_loss.h"
 #include "model/moe/capacity.h"
 #include "model/moe/gating_schedule.h"
@@ -17,8 +19,11 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
                ctx.groups.tp_cp),
       router_(ctx, store, prefix + ".router"),
       dispatcher_(ctx),
-      experts_(ctx, store, prefix + ".experts", num_layers) {
+      experts_(ctx, store, prefix + ".experts", num_layers,
+               /*declare=*/!ctx.config.moe.fssdp.enabled) {
   const auto& moe = ctx.config.moe;
+  if (moe.fssdp.enabled)
+    fssdp_ = std::make_unique<FssdpExperts>(ctx, store, prefix + ".experts", num_layers);
   if (moe.shared_expert_ffn_hidden_size > 0)
     shared_expert_ = std::make_unique<SwigluMlp>(ctx, store, prefix + ".shared_expert",
                                                  moe.shared_expert_ffn_hidden_size, num_layers,
@@ -39,6 +44,26 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
   own_losses_ = TensorOf<double>::zeros(be, {2});  // until the model hands out its own
   replay_losses_ = TensorOf<double>::zeros(be, {2});
   losses_ = own_losses_.data();
+}
+
+void MoeLayer::begin_step() {
+  balance_.begin_step();
+  if (fssdp_) {
+    fssdp_->begin_step();
+    copies_this_step_ = fssdp_->copies_held();
+  }
+}
+
+void MoeLayer::end_step() {
+  if (fssdp_) fssdp_->end_step();
+}
+
+MoeExchangeStats MoeLayer::take_exchange_stats() {
+  MoeExchangeStats s{.dispatch_bytes = dispatcher_.take_bytes_sent(),
+                     .fssdp_bytes = fssdp_ ? fssdp_->take_bytes_sent() : 0,
+                     .rows_computed = std::exchange(rows_computed_, 0),
+                     .copies = copies_this_step_};
+  return s;
 }
 
 int64_t MoeLayer::apply_capacity() {
@@ -70,12 +95,21 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   router_.forward(x);
   const int64_t capacity = apply_capacity();
   // dispatch (dropless: the router's choice as it is)
+  // (FSSDP: where the iteration's placement computes each expert; the copies gathered first)
   const bool capped = moe.capacity_factor.has_value();
+  if (fssdp_) fssdp_->materialize();
   dispatcher_.dispatch(x, capped ? dispatch_experts_.data() : router_.experts(),
-                       moe.pad_to_capacity ? capacity : 0, plan_);
+                       moe.pad_to_capacity ? capacity : 0, plan_,
+                       fssdp_ ? &fssdp_->route() : nullptr);
+  if (pass == ForwardPass::first) {
+    rows_computed_ += plan_.rows;
+    if (fssdp_) fssdp_->add_load(plan_.routed_counts);
+  }
   // experts
   grow_rows(be, expert_out_, plan_.rows, H);
-  experts_.forward(dispatcher_.expert_input(plan_), plan_.expert_counts, expert_out_.data());
+  experts_.forward(fssdp_ ? fssdp_->weights() : experts_.local_weights(),
+                   dispatcher_.expert_input(plan_), plan_.expert_counts, expert_out_.data());
+  if (fssdp_ && moe.fssdp.rematerialize) fssdp_->release();
   // combine
   dispatcher_.combine(plan_, expert_out_.data(), router_.weights(), out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
@@ -108,8 +142,13 @@ void MoeLayer::backward(const float* dout, const float* x, float* dx) {
   grow_rows(be, dexpert_in_, plan_.rows, H);
   dispatcher_.combine_backward(plan_, dout, expert_out_.data(), router_.weights(),
                                dexpert_out_.data(), dweights_.data());
-  experts_.backward(dexpert_out_.data(), dispatcher_.expert_input(plan_), plan_.expert_counts,
-                    dexpert_in_.data());
+  if (fssdp_) fssdp_->materialize();  // rematerialising: gathered again for the backward
+  experts_.backward(fssdp_ ? fssdp_->weights() : experts_.local_weights(), dexpert_out_.data(),
+                    dispatcher_.expert_input(plan_), plan_.expert_counts, dexpert_in_.data());
+  if (fssdp_ && ctx_.config.moe.fssdp.rematerialize) {
+    fssdp_->reduce_copies();  // this micro-batch's copy gradients to their owners
+    fssdp_->release();
+  }
   dispatcher_.dispatch_backward(plan_, dexpert_in_.data(), dx);
   router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr,
                    has_z_grad_ ? dlse_.data() : nullptr, x, dx);

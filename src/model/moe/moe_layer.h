@@ -11,6 +11,7 @@
 #include "model/mlp.h"
 #include "model/moe/balance_loss.h"
 #include "model/moe/experts.h"
+#include "model/moe/fssdp_experts.h"
 #include "model/moe/router.h"
 #include "model/moe/token_dispatcher.h"
 
@@ -29,6 +30,19 @@ struct MoeLayerStats {
   int64_t dropped_slots = 0;           // capacity mode: slots over capacity on this rank
 };
 
+// What the layer moved and computed since the last take_exchange_stats() (first passes).
+struct MoeExchangeStats {
+  int64_t dispatch_bytes = 0;  // all-to-all bytes this rank sent to others (both directions)
+  int64_t fssdp_bytes = 0;     // spAG + spRS (+ re-sharding) bytes this rank sent
+  int64_t rows_computed = 0;   // rows this rank's experts computed (the straggler measure)
+  int64_t copies = 0;          // FSSDP copies this rank held this step
+  MoeExchangeStats& operator+=(const MoeExchangeStats& o) {
+    dispatch_bytes += o.dispatch_bytes, fssdp_bytes += o.fssdp_bytes;
+    rows_computed += o.rows_computed, copies += o.copies;
+    return *this;
+  }
+};
+
 class MoeLayer {
  public:
   MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& prefix, int num_layers);
@@ -44,8 +58,15 @@ class MoeLayer {
   // losses[1] += mean logsumexp^2 (z-loss, only when moe.router.z_loss_coeff > 0); two doubles
   // in backend memory that the model zeroes per step and reads once.
   void set_loss_accumulators(double* losses) { losses_ = losses; }
-  // Start of an optimizer step: resets the global-batch balance statistics.
-  void begin_step() { balance_.begin_step(); }
+  // Start of an optimizer step: resets the global-batch balance statistics (FSSDP: installs the
+  // iteration's placement).
+  void begin_step();
+  // End of a training step's backward (FSSDP: copies' gradients to their owners, copies freed,
+  // loads recorded; collective over the owner group). No-op without FSSDP.
+  void end_step();
+  FssdpExperts* fssdp() { return fssdp_.get(); }
+  const FssdpExperts* fssdp() const { return fssdp_.get(); }
+  MoeExchangeStats take_exchange_stats();
   // Gating schedule position of the next forward passes (gating_schedule.h).
   void set_router_clock(const RouterClock& clock) { router_.set_clock(clock); }
   Router& router() { return router_; }
@@ -67,6 +88,7 @@ class MoeLayer {
   Router router_;
   TokenDispatcher dispatcher_;
   GroupedExperts experts_;
+  std::unique_ptr<FssdpExperts> fssdp_;  // moe.fssdp.enabled: the experts' owner and copies
   std::unique_ptr<SwigluMlp> shared_expert_;
   DispatchPlan plan_;             // this micro-batch's routing, from dispatch to backward
   IndexTensor dispatch_experts_;  // capacity mode: the router's choice minus dropped slots
@@ -76,6 +98,7 @@ class MoeLayer {
   TensorOf<double> own_losses_, replay_losses_;  // replay adds its values to the latter
   double* losses_ = nullptr;
   MoeLayerStats stats_;
+  int64_t rows_computed_ = 0, copies_this_step_ = 0;
 };
 
 }  // namespace origami
