@@ -15,6 +15,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/json_field.h"
+
 #include "backend/backend.h"
 #include "base/error.h"
 #include "base/rng.h"
@@ -135,10 +137,12 @@ std::string save_fresh_checkpoint(const std::string& out, const Config& cfg, Fil
 int import_hf(const std::string& hf_dir, const std::string& out) {
   // The naming follows config.json's model_type (both loaders refuse the other's files).
   std::string model_type;
-  try {
-    model_type = nlohmann::json::parse(std::ifstream(hf_dir + "/config.json")).value("model_type", "");
-  } catch (const std::exception& e) {
-    fail("import-hf {}: config.json is missing or not JSON: {}", hf_dir, e.what());
+  {
+    const std::string path = hf_dir + "/config.json";
+    const nlohmann::json doc = read_json_file(path, "import-hf: Hugging Face config");
+    const JsonField root(doc, path);
+    check(root.is_object(), "{}: expected an object at the top, found {}", path, root.type());
+    if (auto t = root.find("model_type")) model_type = t->str();
   }
   struct {
     Config config;
@@ -401,6 +405,9 @@ int main(int argc, char** argv) {
     if (*lg) return logits(a, tokens, out);
   } catch (const Error& e) {
     std::fprintf(stderr, "origami-ckpt: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {  // a library's exception Origami did not explain: say so
+    std::fprintf(stderr, "origami-ckpt: internal error (%s): %s\n", exception_type(e).c_str(), e.what());
     return 1;
   }
   return 0;

@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::fprintf(stderr, "origami-data: error: %s\n", e.what());
     return 1;
+  } catch (const std::exception& e) {  // a library's exception Origami did not explain: say so
+    std::fprintf(stderr, "origami-data: internal error (%s): %s\n", exception_type(e).c_str(), e.what());
+    return 1;
   }
   return 0;
 }

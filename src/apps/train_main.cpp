@@ -58,6 +58,11 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     if (root) std::fprintf(stderr, "origami-train: config error: %s\n", e.what());
     return 1;
+  } catch (const std::exception& e) {  // a library's exception Origami did not explain: say so
+    if (root)
+      std::fprintf(stderr, "origami-train: internal error reading the config (%s): %s\n",
+                   exception_type(e).c_str(), e.what());
+    return 1;
   }
   if (print_config) {
     if (root) std::fputs(to_yaml(cfg).c_str(), stdout);
@@ -76,6 +81,12 @@ int main(int argc, char** argv) {
     trainer.train();
   } catch (const Error& e) {
     std::fprintf(stderr, "origami-train [rank %d]: error: %s\n", world->rank(), e.what());
+    std::fflush(stderr);
+    if (world->size() > 1) abort_all_ranks(1);
+    return 1;
+  } catch (const std::exception& e) {  // a library's exception Origami did not explain: say so
+    std::fprintf(stderr, "origami-train [rank %d]: internal error (%s): %s\n", world->rank(),
+                 exception_type(e).c_str(), e.what());
     std::fflush(stderr);
     if (world->size() > 1) abort_all_ranks(1);
     return 1;

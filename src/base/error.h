@@ -3,9 +3,13 @@
 // file and line, dataset path, tensor name, rank). Apps catch it at the top, print it on rank 0
 // (or on the rank that saw it) and exit non-zero on every rank.
 #pragma once
+#include <cxxabi.h>
 #include <fmt/format.h>
+
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <typeinfo>
 
 namespace origami {
 
@@ -22,6 +26,16 @@ template <typename... Args>
 template <typename... Args>
 void check(bool ok, fmt::format_string<Args...> f, Args&&... args) {
   if (!ok) throw Error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// The readable type of an exception the apps did not expect (their last-resort handlers print
+// "internal error (nlohmann::json_abi_v3_11_2::detail::type_error): ..." in one line).
+inline std::string exception_type(const std::exception& e) {
+  int status = 0;
+  char* name = abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status);
+  std::string out = status == 0 && name ? name : typeid(e).name();
+  std::free(name);
+  return out;
 }
 
 }  // namespace origami

@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "checkpoint/checkpoint_index.h"
 #include "checkpoint/hdf5_file.h"
 
 namespace origami {
@@ -130,20 +131,22 @@ json write_buffers(Hdf5File& f, const std::string& file, const CheckpointBuffers
   return out;
 }
 
-CheckpointBuffers read_buffers(const std::string& path, const json& index,
+CheckpointBuffers read_buffers(const std::string& path,
+                               const std::map<std::string, CheckpointBufferEntry>& entries,
                                std::map<std::string, Hdf5File>& files) {
   CheckpointBuffers out;
-  if (!index.contains("buffers")) return out;
-  for (auto it = index["buffers"].begin(); it != index["buffers"].end(); ++it) {
-    const std::string file = (fs::path(path) / it.value()["file"].get<std::string>()).string();
-    auto fit = files.find(file);
-    if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
-    const std::string ds = "buffers/" + it.key();
-    check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, file, ds);
+  for (const auto& [name, entry] : entries) {
+    auto fit = files.find(entry.file);
+    if (fit == files.end()) fit = files.emplace(entry.file, Hdf5File::open_read(entry.file)).first;
+    const std::string ds = "buffers/" + name;
+    check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, entry.file, ds);
     auto data = fit->second.read(ds);
-    check(checksum(data.data(), int64_t(data.size())) == it.value()["checksum"].get<uint64_t>(),
-          "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds, file);
-    out[it.key()] = std::move(data);
+    check(int64_t(data.size()) == entry.shape.at(0), "checkpoint '{}': buffer '{}' has {} values, "
+          "its index says {}", path, name, data.size(), entry.shape.at(0));
+    check(checksum(data.data(), int64_t(data.size())) == entry.checksum,
+          "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
+          entry.file);
+    out[name] = std::move(data);
   }
   return out;
 }
@@ -223,8 +226,14 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
       // 2. Verify: read every piece back and compare its checksum before the save counts.
       Hdf5File f = Hdf5File::open_read((tmp_dir / file).string());
       std::map<std::string, Hdf5File> reread;
-      if (writes_buffers)
-        read_buffers(tmp_dir.string(), json{{"buffers", buffer_index}}, reread);  // verifies
+      if (writes_buffers) {  // verifies what was just written
+        std::map<std::string, CheckpointBufferEntry> entries;
+        for (auto it = buffer_index.begin(); it != buffer_index.end(); ++it)
+          entries[it.key()] = {.file = (tmp_dir / file).string(),
+                               .shape = it.value()["shape"].get<std::vector<int64_t>>(),
+                               .checksum = it.value()["checksum"].get<uint64_t>()};
+        read_buffers(tmp_dir.string(), entries, reread);
+      }
       for (const auto& piece : pieces)
         for (int k = 0; k < 3; ++k) {
           const auto data = f.read(std::string(kKinds[k]) + "/" +
@@ -315,22 +324,13 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
                               CheckpointBuffers* buffers,
                               const std::set<std::string>* whole_model) {
   const std::string path = resolve_checkpoint(path_in);
-  json index;
-  try {
-    index = json::parse(std::ifstream(fs::path(path) / "index.json"));
-  } catch (const std::exception& e) {
-    fail("checkpoint '{}': index.json is not valid JSON: {}", path, e.what());
-  }
-  const int64_t version = index.value("format_version", int64_t(-1));
-  check(version >= 1 && version <= kCheckpointFormatVersion,
-        "checkpoint '{}': format version {} is not readable by this build (reads 1..{}); a newer "
-        "Origami wrote it", path, version, kCheckpointFormatVersion);
-  const auto& tensors = index["tensors"];
-  for (auto it = tensors.begin(); it != tensors.end(); ++it) {
-    bool known = whole_model && whole_model->contains(it.key());
-    for (const Param& p : store.all()) known |= p.spec.name == it.key();
+  const CheckpointIndex index = read_checkpoint_index(path, kCheckpointFormatVersion);
+  const auto& tensors = index.tensors;
+  for (const auto& [name, t] : tensors) {
+    bool known = whole_model && whole_model->contains(name);
+    for (const Param& p : store.all()) known |= p.spec.name == name;
     check(known, "checkpoint '{}': tensor '{}' does not exist in this run's model (the model "
-          "config differs: layers, experts, shared expert or tied embeddings)", path, it.key());
+          "config differs: layers, experts, shared expert or tied embeddings)", path, name);
   }
 
   // Validate and assemble every local shard on the host first; overwrite nothing until all pass.
@@ -342,111 +342,101 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
   const float* base = store.all_values().data();
   for (const Param& p : store.all()) {
     const std::string& name = p.spec.name;
-    check(tensors.contains(name), "checkpoint '{}': tensor '{}' is missing (the run's model has "
+    auto tit = tensors.find(name);
+    check(tit != tensors.end(), "checkpoint '{}': tensor '{}' is missing (the run's model has "
           "it: was the checkpoint written with another model config?)", path, name);
-    const auto saved_shape = tensors[name]["global_shape"].get<std::vector<int64_t>>();
-    check(saved_shape == p.spec.global_shape, "checkpoint '{}': tensor '{}' has global shape {}, "
-          "the run's model needs {}", path, name, shape_str(saved_shape),
-          shape_str(p.spec.global_shape));
+    check(tit->second.global_shape == p.spec.global_shape, "checkpoint '{}': tensor '{}' has "
+          "global shape {}, the run's model needs {}", path, name,
+          shape_str(tit->second.global_shape), shape_str(p.spec.global_shape));
     const int64_t off = p.value.data() - base;
     float* dst[3] = {values.data() + off, m.data() + off, v.data() + off};
     int64_t covered = 0;
     const std::vector<int64_t> mine_at = offsets_of(p.spec);
-    for (const auto& piece : tensors[name]["pieces"]) {
-      const auto po = piece["offsets"].get<std::vector<int64_t>>();
-      const auto ps = piece["shape"].get<std::vector<int64_t>>();
-      bool overlaps = po.size() == mine_at.size() && ps.size() == mine_at.size();
+    for (const CheckpointPiece& piece : tit->second.pieces) {
+      const auto& po = piece.offsets;
+      const auto& ps = piece.shape;
+      bool overlaps = true;
       for (size_t d = 0; overlaps && d < po.size(); ++d)
         overlaps = po[d] < mine_at[d] + p.spec.local_shape[d] && mine_at[d] < po[d] + ps[d];
       if (!overlaps) continue;  // another rank's box (FSSDP: another expert)
-      const std::string file = (fs::path(path) / piece["file"].get<std::string>()).string();
-      auto fit = files.find(file);
-      if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
-      const std::string key = piece.value("dataset", name);
+      auto fit = files.find(piece.file);
+      if (fit == files.end()) fit = files.emplace(piece.file, Hdf5File::open_read(piece.file)).first;
       for (int k = 0; k < 3; ++k) {
-        const std::string ds = std::string(kKinds[k]) + "/" + key;
-        check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, file, ds);
+        const std::string ds = std::string(kKinds[k]) + "/" + piece.dataset;
+        check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
         check(fit->second.shape(ds) == ps, "checkpoint '{}': dataset '{}' in {} has shape {}, "
-              "its index says {}", path, ds, file, shape_str(fit->second.shape(ds)), shape_str(ps));
+              "its index says {}", path, ds, piece.file, shape_str(fit->second.shape(ds)),
+              shape_str(ps));
         const auto data = fit->second.read(ds);
-        check(checksum(data.data(), int64_t(data.size())) ==
-                  piece[std::string("checksum_") + kKinds[k]].get<uint64_t>(),
+        check(checksum(data.data(), int64_t(data.size())) == piece.checksum[size_t(k)],
               "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
-              file);
-        const int64_t n = copy_intersection(po, ps, data.data(), offsets_of(p.spec),
-                                            p.spec.local_shape, dst[k]);
+              piece.file);
+        const int64_t n = copy_intersection(po, ps, data.data(), mine_at, p.spec.local_shape,
+                                            dst[k]);
         if (k == 0) covered += n;
       }
     }
     check(covered == p.value.numel(), "checkpoint '{}': tensor '{}' covers {} of the {} elements "
-          "this rank holds (pieces missing)", path, name, covered, p.value.numel());
+          "this rank holds (pieces missing or overlapping)", path, name, covered, p.value.numel());
   }
-  if (buffers) *buffers = read_buffers(path, index, files);
+  if (buffers) *buffers = read_buffers(path, index.buffers, files);
   // All valid: now the weights change.
   Tensor all = store.all_values();
   be.copy_from_host(all.data(), values.data(), values.size() * sizeof(float));
-  return TrainingState{.step = index["step"], .consumed_samples = index["consumed_samples"],
-                       .skipped = index["skipped_iterations"],
-                       .optimizer_steps = index["optimizer_steps"]};
+  return TrainingState{.step = index.step, .consumed_samples = index.consumed_samples,
+                       .skipped = index.skipped, .optimizer_steps = index.optimizer_steps};
 }
 
 CheckpointBuffers read_checkpoint_buffers(const std::string& path_in) {
   const std::string path = resolve_checkpoint(path_in);
-  const json index = json::parse(std::ifstream(fs::path(path) / "index.json"));
+  const CheckpointIndex index = read_checkpoint_index(path, kCheckpointFormatVersion);
   std::map<std::string, Hdf5File> files;
-  return read_buffers(path, index, files);
+  return read_buffers(path, index.buffers, files);
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path_in) {
   CheckpointInfo info;
   info.path = resolve_checkpoint(path_in);
-  json index;
-  try {
-    index = json::parse(std::ifstream(fs::path(info.path) / "index.json"));
-  } catch (const std::exception& e) {
-    fail("checkpoint '{}': index.json is not valid JSON: {}", info.path, e.what());
-  }
-  info.format_version = index.value("format_version", int64_t(-1));
-  check(info.format_version >= 1 && info.format_version <= kCheckpointFormatVersion,
-        "checkpoint '{}': format version {} is not readable by this build (reads 1..{})",
-        info.path, info.format_version, kCheckpointFormatVersion);
-  info.state = {.step = index["step"], .consumed_samples = index["consumed_samples"],
-                .skipped = index["skipped_iterations"], .optimizer_steps = index["optimizer_steps"]};
-  info.world_size = index["world_size"];
-  info.config_yaml = index["config"];
-  for (auto it = index["tensors"].begin(); it != index["tensors"].end(); ++it)
-    info.shapes[it.key()] = it.value()["global_shape"].get<std::vector<int64_t>>();
+  const CheckpointIndex index = read_checkpoint_index(info.path, kCheckpointFormatVersion);
+  info.format_version = index.format_version;
+  info.state = {.step = index.step, .consumed_samples = index.consumed_samples,
+                .skipped = index.skipped, .optimizer_steps = index.optimizer_steps};
+  info.world_size = index.world_size;
+  info.config_yaml = index.config_yaml;
+  for (const auto& [name, t] : index.tensors) info.shapes[name] = t.global_shape;
   return info;
 }
 
-GlobalTensors read_checkpoint_tensors(
-    const std::string& path_in, const std::string& kind) {
-  const CheckpointInfo info = read_checkpoint_info(path_in);
-  const json index = json::parse(std::ifstream(fs::path(info.path) / "index.json"));
+GlobalTensors read_checkpoint_tensors(const std::string& path_in, const std::string& kind) {
+  const std::string path = resolve_checkpoint(path_in);
+  const CheckpointIndex index = read_checkpoint_index(path, kCheckpointFormatVersion);
+  const int k = kind == "model" ? 0 : kind == "exp_avg" ? 1 : kind == "exp_avg_sq" ? 2 : -1;
+  check(k >= 0, "read_checkpoint_tensors: kind '{}' (model, exp_avg or exp_avg_sq)", kind);
   std::map<std::string, Hdf5File> files;
-  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> out;
-  for (const auto& [name, shape] : info.shapes) {
+  GlobalTensors out;
+  for (const auto& [name, t] : index.tensors) {
     auto& [gshape, data] = out[name];
-    gshape = shape;
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
+    gshape = t.global_shape;
+    const int64_t n = numel_of(gshape);
     data.assign(static_cast<size_t>(n), 0.f);
     int64_t covered = 0;
-    for (const auto& piece : index["tensors"][name]["pieces"]) {
-      const std::string file = (fs::path(info.path) / piece["file"].get<std::string>()).string();
-      auto fit = files.find(file);
-      if (fit == files.end()) fit = files.emplace(file, Hdf5File::open_read(file)).first;
-      const auto piece_data = fit->second.read(kind + "/" + piece.value("dataset", name));
-      check(checksum(piece_data.data(), int64_t(piece_data.size())) ==
-                piece["checksum_" + kind].get<uint64_t>(),
-            "checkpoint '{}': dataset '{}/{}' in {} fails its checksum (corrupted file)", info.path,
-            kind, name, file);
-      covered += copy_intersection(piece["offsets"].get<std::vector<int64_t>>(),
-                                   piece["shape"].get<std::vector<int64_t>>(), piece_data.data(),
-                                   std::vector<int64_t>(shape.size(), 0), shape, data.data());
+    for (const CheckpointPiece& piece : t.pieces) {
+      auto fit = files.find(piece.file);
+      if (fit == files.end()) fit = files.emplace(piece.file, Hdf5File::open_read(piece.file)).first;
+      const std::string ds = kind + "/" + piece.dataset;
+      check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
+      check(fit->second.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape "
+            "{}, its index says {}", path, ds, piece.file, shape_str(fit->second.shape(ds)),
+            shape_str(piece.shape));
+      const auto piece_data = fit->second.read(ds);
+      check(checksum(piece_data.data(), int64_t(piece_data.size())) == piece.checksum[size_t(k)],
+            "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
+            piece.file);
+      covered += copy_intersection(piece.offsets, piece.shape, piece_data.data(),
+                                   std::vector<int64_t>(gshape.size(), 0), gshape, data.data());
     }
     check(covered == n, "checkpoint '{}': the pieces of '{}' cover {} of its {} elements",
-          info.path, name, covered, n);
+          path, name, covered, n);
   }
   return out;
 }

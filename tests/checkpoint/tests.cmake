@@ -28,3 +28,11 @@ add_test(NAME cli.ckpt_router_buffers
           ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
 set_tests_properties(cli.ckpt_router_buffers PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
   LABELS cli TIMEOUT 300 PROCESSORS 2)
+
+# index.json of the wrong shape (valid JSON): refused by origami-train and every origami-ckpt
+# subcommand with exit 1 and a message naming the file and field (issue 18).
+add_test(NAME cli.ckpt_damaged_index
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/checkpoint/damaged_index.sh ${PROJECT_SOURCE_DIR}
+          ${PROJECT_BINARY_DIR} ${ORIGAMI_MPIRUN})
+set_tests_properties(cli.ckpt_damaged_index PROPERTIES ENVIRONMENT "${ORIGAMI_MPI_ENV}"
+  LABELS cli TIMEOUT 600 PROCESSORS 2)
