@@ -6,7 +6,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <functional>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -79,10 +82,44 @@ int64_t copy_intersection(const std::vector<int64_t>& so, const std::vector<int6
 
 std::string iter_name(int64_t step) { return fmt::format("iter_{:07d}", step); }
 
-// Everyone learns whether every rank succeeded; the message of the first failing rank is kept.
-void agree(const Communicator& world, bool ok, const std::string& what) {
-  const int32_t all_ok = world.allreduce_scalar<int32_t>(ok ? 1 : 0, ReduceOp::min);
-  if (!all_ok) fail("{}", what);
+// Everyone learns whether every rank succeeded and, if not, every failing rank's reason: all
+// ranks then fail with the same message (so rank 0's log and the failing rank's both say why).
+// cleanup runs on rank 0 first (the half-written .tmp directory goes).
+void agree(const Communicator& world, const std::string& error, const std::string& what,
+           const std::function<void()>& cleanup = {}) {
+  if (world.allreduce_scalar<int32_t>(error.empty() ? 1 : 0, ReduceOp::min)) return;
+  const int64_t len = int64_t(error.size());
+  std::vector<int64_t> lens(size_t(world.size())), displs(size_t(world.size()), 0);
+  world.allgather(&len, lens.data(), 1, CommDType::i64);
+  for (size_t r = 1; r < lens.size(); ++r) displs[r] = displs[r - 1] + lens[r - 1];
+  std::string all(size_t(displs.back() + lens.back()), '\0');
+  world.allgatherv(error.data(), len, all.data(), lens, displs, CommDType::u8);
+  std::string reasons;
+  for (size_t r = 0; r < lens.size(); ++r)
+    if (lens[r] > 0)
+      reasons += fmt::format("\n  rank {}: {}", r, all.substr(size_t(displs[r]), size_t(lens[r])));
+  if (world.rank() == 0 && cleanup) cleanup();
+  fail("{}{}", what, reasons);
+}
+
+// The checkpoint `latest` names now, for messages ("none" before the first save).
+std::string latest_of(const std::string& dir) {
+  std::string name;
+  std::ifstream(fs::path(dir) / "latest") >> name;
+  return name.empty() ? "none yet" : name;
+}
+
+// Writes a small text file whole, checked: a full disk or a read-only file system is an Error
+// with the OS reason.
+void write_text(const fs::path& path, const std::string& text) {
+  errno = 0;
+  std::ofstream out(path);
+  out << text;
+  out.flush();
+  const bool ok = out.good();
+  out.close();
+  check(ok && !out.fail(), "cannot write '{}': {}", path.string(),
+        errno ? std::strerror(errno) : "stream error");
 }
 
 json index_header(const TrainingState& state, int64_t world_size, const std::string& config_yaml,
@@ -102,12 +139,12 @@ json index_header(const TrainingState& state, int64_t world_size, const std::str
 void publish(const std::string& dir, const fs::path& tmp_dir, const fs::path& final_dir,
              const json& index, int64_t step, int64_t keep_last) {
   const fs::path index_tmp = tmp_dir / "index.json.tmp";
-  std::ofstream(index_tmp) << index.dump(1) << "\n";
+  write_text(index_tmp, index.dump(1) + "\n");
   fs::rename(index_tmp, tmp_dir / "index.json");
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
   const fs::path latest_tmp = fs::path(dir) / "latest.tmp";
-  std::ofstream(latest_tmp) << iter_name(step) << "\n";
+  write_text(latest_tmp, iter_name(step) + "\n");
   fs::rename(latest_tmp, fs::path(dir) / "latest");
   std::vector<fs::path> saved;
   for (const auto& e : fs::directory_iterator(dir))
@@ -163,15 +200,24 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
   const fs::path final_dir = fs::path(dir) / iter_name(state.step);
   const fs::path tmp_dir = fs::path(dir) / (iter_name(state.step) + ".tmp");
   std::string error;
+  const std::string before = world.rank() == 0 ? latest_of(dir) : std::string();
+  const std::string failed = fmt::format("checkpoint save to '{}' failed (the previous checkpoint "
+                                         "is untouched; latest: {}):", dir,
+                                         world.rank() == 0 ? before : "see rank 0");
+  auto drop_tmp = [&] {
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);  // best effort: a read-only or full file system may refuse
+  };
   if (world.rank() == 0) {
     std::error_code ec;
-    fs::create_directories(dir, ec);
-    fs::remove_all(tmp_dir, ec);
-    fs::create_directory(tmp_dir, ec);
-    if (ec) error = fmt::format("cannot create '{}': {}", tmp_dir.string(), ec.message());
+    if (!fs::create_directories(dir, ec) && ec)
+      error = fmt::format("cannot create '{}': {}", dir, ec.message());
+    else if (fs::remove_all(tmp_dir, ec), ec)
+      error = fmt::format("cannot clear '{}': {}", tmp_dir.string(), ec.message());
+    else if (fs::create_directory(tmp_dir, ec); ec)
+      error = fmt::format("cannot create '{}': {}", tmp_dir.string(), ec.message());
   }
-  agree(world, error.empty(), fmt::format("checkpoint save to '{}' failed: {}", dir,
-                                          error.empty() ? "see rank 0's log" : error));
+  agree(world, error, failed, drop_tmp);
 
   // 1. Each rank writes the pieces it is the first holder of (replicas are not stored twice):
   //    dense parameters from DP x CP rank 0 (TP-replicated ones from their first TP holder as
@@ -222,6 +268,7 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
           }
           pieces.push_back(piece);
         }
+        f.close();  // checked: the last writes may only fail here (a full disk)
       }
       // 2. Verify: read every piece back and compare its checksum before the save counts.
       Hdf5File f = Hdf5File::open_read((tmp_dir / file).string());
@@ -244,12 +291,10 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
                 piece["name"].get<std::string>());
         }
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     error = e.what();
   }
-  agree(world, error.empty(),
-        fmt::format("checkpoint save to '{}' failed on rank {} or another: {}; the previous "
-                    "checkpoint is untouched", dir, world.rank(), error));
+  agree(world, error, failed, drop_tmp);
 
   // Every rank file written, nothing published: the test seam's point (set_save_fault_hook).
   if (g_save_fault_hook) g_save_fault_hook(state.step, world.rank());
@@ -286,8 +331,7 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
       error = e.what();
     }
   }
-  agree(world, error.empty(), fmt::format("checkpoint save to '{}' failed: {}", dir,
-                                          error.empty() ? "see rank 0's log" : error));
+  agree(world, error, failed, drop_tmp);
   if (world.rank() == 0) {
     uintmax_t bytes = 0;
     for (const auto& e : fs::directory_iterator(final_dir)) bytes += e.file_size();

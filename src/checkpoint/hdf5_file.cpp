@@ -4,6 +4,9 @@
 
 #include <hdf5.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "base/error.h"
 
 namespace origami {
@@ -27,6 +30,25 @@ struct Id {  // closes an HDF5 object id with the matching close function
   }
 };
 
+// What the HDF5 error stack says went wrong underneath (the POSIX layer reports "errno = 28,
+// error message = 'No space left on device'"), or errno's text, for a failure just seen.
+std::string reason() {
+  const int err = errno;
+  std::string out;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned, const H5E_error2_t* e, void* data) -> herr_t {
+        auto& s = *static_cast<std::string*>(data);
+        if (e->desc && std::string(e->desc).find("errno") != std::string::npos && s.empty())
+          s = e->desc;
+        return 0;
+      },
+      &out);
+  H5Eclear2(H5E_DEFAULT);
+  if (out.empty() && err != 0) out = std::strerror(err);
+  return out.empty() ? "" : ": " + out;
+}
+
 hid_t link_creation_with_groups() {
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
@@ -37,8 +59,9 @@ hid_t link_creation_with_groups() {
 
 Hdf5File Hdf5File::create(const std::string& path) {
   quiet();
+  errno = 0;
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  check(id >= 0, "cannot create HDF5 file '{}'", path);
+  if (id < 0) fail("cannot create HDF5 file '{}'{}", path, reason());
   return Hdf5File(id, path);
 }
 
@@ -61,6 +84,17 @@ Hdf5File::~Hdf5File() {
   if (id_ >= 0) H5Fclose(hid_t(id_));
 }
 
+void Hdf5File::close() {
+  if (id_ < 0) return;
+  errno = 0;
+  const herr_t flushed = H5Fflush(hid_t(id_), H5F_SCOPE_LOCAL);
+  const std::string why = flushed < 0 ? reason() : "";
+  const herr_t closed = H5Fclose(hid_t(id_));
+  id_ = -1;
+  if (flushed < 0 || closed < 0)
+    fail("{}: cannot finish writing the file{}", path_, why.empty() ? reason() : why);
+}
+
 void Hdf5File::write(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   Id space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
@@ -68,9 +102,10 @@ void Hdf5File::write(const std::string& name, const std::vector<int64_t>& shape,
   Id ds{H5Dcreate2(hid_t(id_), name.c_str(), H5T_IEEE_F32LE, space.id, lcpl.id, H5P_DEFAULT,
                    H5P_DEFAULT),
         H5Dclose};
-  check(ds.id >= 0, "{}: cannot create dataset '{}'", path_, name);
-  check(H5Dwrite(ds.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0,
-        "{}: cannot write dataset '{}'", path_, name);
+  if (ds.id < 0) fail("{}: cannot create dataset '{}'{}", path_, name, reason());
+  errno = 0;
+  if (H5Dwrite(ds.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail("{}: cannot write dataset '{}'{}", path_, name, reason());
 }
 
 void Hdf5File::set_attribute(const std::string& name, const std::string& attr,

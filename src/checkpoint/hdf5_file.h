@@ -16,6 +16,9 @@ class Hdf5File {
   Hdf5File(Hdf5File&& other) noexcept;
   Hdf5File& operator=(Hdf5File&& other) noexcept;
   ~Hdf5File();
+  // Flushes and closes, checked (the destructor closes silently): a written file's last data may
+  // only reach the disk here, so a full disk shows up here. Errors carry the OS reason.
+  void close();
 
   // Dataset at `name` ("model/layers.0.attention.q.weight"; intermediate groups created).
   void write(const std::string& name, const std::vector<int64_t>& shape, const float* data);
