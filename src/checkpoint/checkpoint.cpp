@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -78,6 +80,61 @@ int64_t copy_intersection(const std::vector<int64_t>& so, const std::vector<int6
     if (d < 0) break;
   }
   return copied;
+}
+
+// Pieces hold at most this many elements, so a save stages one bounded piece at a time.
+constexpr int64_t kPieceElements = int64_t(1) << 17;
+
+// A box of a row-major tensor that is one contiguous run of its flat elements.
+struct FlatBox {
+  std::vector<int64_t> offsets, shape;
+  int64_t flat = 0;  // first flat element
+  int64_t numel() const { return numel_of(shape); }
+};
+
+// The flat range [lo, hi) of a row-major `shape` as boxes, each contiguous and at most `cap`
+// elements: the partial leading row, the whole rows, the partial trailing row, recursively.
+void flat_boxes_into(const std::vector<int64_t>& shape, size_t dim, std::vector<int64_t> prefix,
+                     int64_t base, int64_t lo, int64_t hi, std::vector<FlatBox>& out) {
+  if (lo >= hi) return;
+  const size_t nd = shape.size();
+  int64_t row = 1;
+  for (size_t d = dim + 1; d < nd; ++d) row *= shape[d];
+  auto box = [&](int64_t first, int64_t count) {  // rows [first, first+count) of dim, whole below
+    FlatBox b;
+    b.offsets = prefix;
+    b.offsets.push_back(first);
+    b.shape.assign(dim, 1);
+    b.shape.push_back(count);
+    for (size_t d = dim + 1; d < nd; ++d) b.offsets.push_back(0), b.shape.push_back(shape[d]);
+    b.flat = base + first * row;
+    out.push_back(std::move(b));
+  };
+  int64_t r0 = lo / row;
+  const int64_t r1 = hi / row;
+  if (lo % row != 0 || (r0 == r1)) {  // a partial row: recurse into it
+    std::vector<int64_t> p = prefix;
+    p.push_back(r0);
+    const int64_t end = r0 == r1 ? hi % row : row;
+    if (dim + 1 < nd) flat_boxes_into(shape, dim + 1, p, base + r0 * row, lo % row, end, out);
+    if (r0 == r1) return;
+    ++r0;
+  }
+  if (r1 > r0) box(r0, r1 - r0);
+  if (hi % row != 0 && dim + 1 < nd) {
+    std::vector<int64_t> p = prefix;
+    p.push_back(r1);
+    flat_boxes_into(shape, dim + 1, p, base + r1 * row, 0, hi % row, out);
+  }
+}
+
+std::vector<FlatBox> flat_boxes(const std::vector<int64_t>& shape, int64_t lo, int64_t hi,
+                                int64_t cap) {
+  std::vector<FlatBox> out;
+  for (int64_t a = lo; a < hi; a += cap) flat_boxes_into(shape, 0, {}, 0, a, std::min(hi, a + cap), out);
+  // Whole rows over `cap` (a chunk boundary inside a row run is handled by the chunking above;
+  // a box of whole rows within one chunk is at most cap elements).
+  return out;
 }
 
 std::string iter_name(int64_t step) { return fmt::format("iter_{:07d}", step); }
@@ -190,12 +247,53 @@ CheckpointBuffers read_buffers(const std::string& path,
 
 }  // namespace
 
+namespace {
+
+// Moments in host vectors laid out like the store's value buffer (every rank holds all of its).
+class HostMoments final : public MomentAccess {
+ public:
+  HostMoments(const ParamStore& store, const float* m, const float* v, float* m_out = nullptr,
+              float* v_out = nullptr)
+      : base_(store.all_values().data()), m_(m), v_(v), m_out_(m_out), v_out_(v_out) {}
+  bool sharded() const override { return false; }
+  std::pair<int64_t, int64_t> held(const Param& p) const override { return {0, p.value.numel()}; }
+  void read(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const override {
+    const int64_t off = p.value.data() - base_;
+    std::copy(m_ + off + lo, m_ + off + hi, m);
+    std::copy(v_ + off + lo, v_ + off + hi, v);
+  }
+  void write(const Param& p, int64_t lo, int64_t hi, const float* m, const float* v) override {
+    const int64_t off = p.value.data() - base_;
+    std::copy(m, m + (hi - lo), m_out_ + off + lo);
+    std::copy(v, v + (hi - lo), v_out_ + off + lo);
+  }
+
+ private:
+  const float* base_;
+  const float *m_, *v_;
+  float *m_out_, *v_out_;
+};
+
+}  // namespace
+
 std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
                             const TrainingState& state,
                             const std::string& config_yaml, const ParamStore& store,
                             const std::vector<float>& m, const std::vector<float>& v,
                             const ProcessGroups& groups, const Communicator& world,
                             const CheckpointBuffers& buffers) {
+  check(int64_t(m.size()) == store.count() && int64_t(v.size()) == store.count(),
+        "save_checkpoint: {} / {} moments for {} parameters", m.size(), v.size(), store.count());
+  const HostMoments host(store, m.data(), v.data());
+  return save_checkpoint(be, dir, keep_last, state, config_yaml, store, host, groups, world,
+                         buffers);
+}
+
+std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
+                            const TrainingState& state,
+                            const std::string& config_yaml, const ParamStore& store,
+                            const MomentAccess& moments, const ProcessGroups& groups,
+                            const Communicator& world, const CheckpointBuffers& buffers) {
   const auto start = std::chrono::steady_clock::now();
   const fs::path final_dir = fs::path(dir) / iter_name(state.step);
   const fs::path tmp_dir = fs::path(dir) / (iter_name(state.step) + ".tmp");
@@ -226,48 +324,56 @@ std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_la
   json buffer_index = json::object();
   const std::string file = fmt::format("rank_{:05d}.h5", world.rank());
   try {
-    const float* base = store.all_values().data();
-    std::vector<const Param*> mine;
+    // What this rank writes of each parameter: a flat range of its local elements. Replicated
+    // moments (AdamW): the first replica writes all of it. Sharded moments (ZeRO-1): every
+    // rank writes the part it holds. Both: only the first TP holder of a TP-replicated
+    // parameter, never the last stage's copy of a tied embedding (the first stage stores it).
+    std::vector<std::tuple<const Param*, int64_t, int64_t>> mine;
     for (const Param& p : store.all()) {
       const Communicator& replicas =
           p.spec.grad_group == GradGroup::dense ? *groups.dp_cp : *groups.edp;
       const bool tp_first = p.spec.grad_group == GradGroup::expert ||
                             first_tp_holder(p.spec, groups.tp->rank(), groups.tp->size());
-      // The last pipeline stage's copy of a tied embedding: the first stage stores it. FSSDP's
-      // owned experts have no replicas: their owner stores them.
-      if ((replicas.rank() == 0 || p.spec.owned_once()) && tp_first && !p.spec.pipeline_copy)
-        mine.push_back(&p);
+      if (!tp_first || p.spec.pipeline_copy) continue;
+      std::pair<int64_t, int64_t> range{0, 0};
+      if (moments.sharded())
+        range = moments.held(p);
+      else if (replicas.rank() == 0 || p.spec.owned_once())  // FSSDP's experts: their owner
+        range = {0, p.value.numel()};
+      if (range.first < range.second) mine.emplace_back(&p, range.first, range.second);
     }
     // Replicated over the stage: its first rank writes its layers' buffers, once.
     const bool writes_buffers = groups.stage->rank() == 0 && !buffers.empty();
     if (!mine.empty() || writes_buffers) {
-      std::vector<float> host;
       {
         Hdf5File f = Hdf5File::create((tmp_dir / file).string());
         if (writes_buffers) buffer_index = write_buffers(f, file, buffers);
         std::map<std::string, int> written;  // pieces of one name in this file so far
-        for (const Param* p : mine) {
-          const int64_t off = p->value.data() - base, n = p->value.numel();
-          json piece{{"name", p->spec.name}, {"file", file}, {"offsets", offsets_of(p->spec)},
-                     {"shape", p->spec.local_shape}, {"global_shape", p->spec.global_shape}};
-          // FSSDP: one rank may own several boxes of a tensor (experts that are not adjacent);
-          // the second and later get their own dataset names.
-          const int nth = written[p->spec.name]++;
-          const std::string key = nth == 0 ? p->spec.name : fmt::format("{}@{}", p->spec.name, nth);
-          if (nth > 0) piece["dataset"] = key;
-          const float* sources[3] = {nullptr, m.data() + off, v.data() + off};
-          host.resize(size_t(n));
-          be.copy_to_host(host.data(), p->value.data(), size_t(n) * sizeof(float));
-          sources[0] = host.data();
-          for (int k = 0; k < 3; ++k) {
-            const std::string ds = std::string(kKinds[k]) + "/" + key;
-            f.write(ds, p->spec.local_shape, sources[k]);
-            f.set_attribute(ds, "offsets", offsets_of(p->spec));
-            f.set_attribute(ds, "global_shape", p->spec.global_shape);
-            piece[std::string("checksum_") + kKinds[k]] = checksum(sources[k], n);
+        std::vector<float> host[3];  // one piece's values and moments: <= kPieceElements each
+        for (const auto& [p, lo, hi] : mine)
+          for (const FlatBox& box : flat_boxes(p->spec.local_shape, lo, hi, kPieceElements)) {
+            std::vector<int64_t> at = offsets_of(p->spec);
+            for (size_t d = 0; d < at.size(); ++d) at[d] += box.offsets[d];
+            json piece{{"name", p->spec.name}, {"file", file}, {"offsets", at},
+                       {"shape", box.shape}, {"global_shape", p->spec.global_shape}};
+            // A rank may write several boxes of a tensor (FSSDP's experts, ZeRO-1's shard
+            // pieces): the second and later get their own dataset names.
+            const int nth = written[p->spec.name]++;
+            const std::string key = nth == 0 ? p->spec.name : fmt::format("{}@{}", p->spec.name, nth);
+            if (nth > 0) piece["dataset"] = key;
+            const int64_t n = box.numel();
+            for (auto& h : host) h.resize(size_t(n));
+            be.copy_to_host(host[0].data(), p->value.data() + box.flat, size_t(n) * sizeof(float));
+            moments.read(*p, box.flat, box.flat + n, host[1].data(), host[2].data());
+            for (int k = 0; k < 3; ++k) {
+              const std::string ds = std::string(kKinds[k]) + "/" + key;
+              f.write(ds, box.shape, host[k].data());
+              f.set_attribute(ds, "offsets", at);
+              f.set_attribute(ds, "global_shape", p->spec.global_shape);
+              piece[std::string("checksum_") + kKinds[k]] = checksum(host[k].data(), n);
+            }
+            pieces.push_back(piece);
           }
-          pieces.push_back(piece);
-        }
         f.close();  // checked: the last writes may only fail here (a full disk)
       }
       // 2. Verify: read every piece back and compare its checksum before the save counts.
@@ -363,9 +469,37 @@ std::string resolve_checkpoint(const std::string& path) {
        "'latest')", path);
 }
 
+namespace {
+
+bool boxes_overlap(const std::vector<int64_t>& ao, const std::vector<int64_t>& as,
+                   const std::vector<int64_t>& bo, const std::vector<int64_t>& bs) {
+  for (size_t d = 0; d < ao.size(); ++d)
+    if (!(ao[d] < bo[d] + bs[d] && bo[d] < ao[d] + as[d])) return false;
+  return true;
+}
+
+int64_t overlap_volume(const std::vector<int64_t>& ao, const std::vector<int64_t>& as,
+                       const std::vector<int64_t>& bo, const std::vector<int64_t>& bs) {
+  int64_t n = 1;
+  for (size_t d = 0; d < ao.size(); ++d)
+    n *= std::max<int64_t>(0, std::min(ao[d] + as[d], bo[d] + bs[d]) - std::max(ao[d], bo[d]));
+  return n;
+}
+
+}  // namespace
+
 TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStore& store,
                               std::vector<float>& m, std::vector<float>& v,
                               CheckpointBuffers* buffers,
+                              const std::set<std::string>* whole_model) {
+  m.assign(size_t(store.count()), 0.f);
+  v.assign(size_t(store.count()), 0.f);
+  HostMoments host(store, nullptr, nullptr, m.data(), v.data());
+  return load_checkpoint(be, path_in, store, host, buffers, whole_model);
+}
+
+TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStore& store,
+                              MomentAccess& moments, CheckpointBuffers* buffers,
                               const std::set<std::string>* whole_model) {
   const std::string path = resolve_checkpoint(path_in);
   const CheckpointIndex index = read_checkpoint_index(path, kCheckpointFormatVersion);
@@ -376,15 +510,25 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
     check(known, "checkpoint '{}': tensor '{}' does not exist in this run's model (the model "
           "config differs: layers, experts, shared expert or tied embeddings)", path, name);
   }
-
-  // Validate and assemble every local shard on the host first; overwrite nothing until all pass.
-  const int64_t total = store.count();
-  std::vector<float> values(static_cast<size_t>(total));
-  m.assign(size_t(total), 0.f);
-  v.assign(size_t(total), 0.f);
+  // One rank file open at a time: HDF5 keeps caches per open file, and a ZeRO-1 load reads
+  // pieces of every rank's file.
   std::map<std::string, Hdf5File> files;
-  const float* base = store.all_values().data();
-  for (const Param& p : store.all()) {
+  auto file_of = [&](const std::string& f) -> Hdf5File& {
+    auto it = files.find(f);
+    if (it == files.end()) {
+      files.clear();
+      it = files.emplace(f, Hdf5File::open_read(f)).first;
+    }
+    return it->second;
+  };
+  // The pieces overlapping each of this rank's parameters.
+  std::vector<std::vector<const CheckpointPiece*>> pieces_of(store.all().size());
+
+  // Pass 1: validate everything this rank will read (names, shapes, coverage, datasets and their
+  // checksums), one dataset in memory at a time; nothing is overwritten until all pass.
+  std::set<std::pair<std::string, std::string>> verified;  // (file, dataset)
+  for (size_t i = 0; i < store.all().size(); ++i) {
+    const Param& p = store.all()[i];
     const std::string& name = p.spec.name;
     auto tit = tensors.find(name);
     check(tit != tensors.end(), "checkpoint '{}': tensor '{}' is missing (the run's model has "
@@ -392,41 +536,58 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
     check(tit->second.global_shape == p.spec.global_shape, "checkpoint '{}': tensor '{}' has "
           "global shape {}, the run's model needs {}", path, name,
           shape_str(tit->second.global_shape), shape_str(p.spec.global_shape));
-    const int64_t off = p.value.data() - base;
-    float* dst[3] = {values.data() + off, m.data() + off, v.data() + off};
-    int64_t covered = 0;
     const std::vector<int64_t> mine_at = offsets_of(p.spec);
+    int64_t covered = 0;
     for (const CheckpointPiece& piece : tit->second.pieces) {
-      const auto& po = piece.offsets;
-      const auto& ps = piece.shape;
-      bool overlaps = true;
-      for (size_t d = 0; overlaps && d < po.size(); ++d)
-        overlaps = po[d] < mine_at[d] + p.spec.local_shape[d] && mine_at[d] < po[d] + ps[d];
-      if (!overlaps) continue;  // another rank's box (FSSDP: another expert)
-      auto fit = files.find(piece.file);
-      if (fit == files.end()) fit = files.emplace(piece.file, Hdf5File::open_read(piece.file)).first;
+      if (!boxes_overlap(piece.offsets, piece.shape, mine_at, p.spec.local_shape)) continue;
+      pieces_of[i].push_back(&piece);  // (another rank's box otherwise: FSSDP, ZeRO-1 pieces)
+      covered += overlap_volume(piece.offsets, piece.shape, mine_at, p.spec.local_shape);
+      Hdf5File& f = file_of(piece.file);
       for (int k = 0; k < 3; ++k) {
         const std::string ds = std::string(kKinds[k]) + "/" + piece.dataset;
-        check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
-        check(fit->second.shape(ds) == ps, "checkpoint '{}': dataset '{}' in {} has shape {}, "
-              "its index says {}", path, ds, piece.file, shape_str(fit->second.shape(ds)),
-              shape_str(ps));
-        const auto data = fit->second.read(ds);
+        if (!verified.insert({piece.file, ds}).second) continue;
+        check(f.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
+        check(f.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape {}, "
+              "its index says {}", path, ds, piece.file, shape_str(f.shape(ds)),
+              shape_str(piece.shape));
+        const auto data = f.read(ds);
         check(checksum(data.data(), int64_t(data.size())) == piece.checksum[size_t(k)],
               "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
               piece.file);
-        const int64_t n = copy_intersection(po, ps, data.data(), mine_at, p.spec.local_shape,
-                                            dst[k]);
-        if (k == 0) covered += n;
       }
     }
     check(covered == p.value.numel(), "checkpoint '{}': tensor '{}' covers {} of the {} elements "
           "this rank holds (pieces missing or overlapping)", path, name, covered, p.value.numel());
   }
   if (buffers) *buffers = read_buffers(path, index.buffers, files);
-  // All valid: now the weights change.
-  Tensor all = store.all_values();
-  be.copy_from_host(all.data(), values.data(), values.size() * sizeof(float));
+
+  // Pass 2: all valid, now the weights change, a bounded box at a time (the parameter's flat
+  // elements cut as a save cuts its pieces): its values and the moments this rank holds of it
+  // (ZeRO-1: its shard's part) staged on the host, each overlapping piece read in turn.
+  std::vector<float> stage[3];
+  for (size_t i = 0; i < store.all().size(); ++i) {
+    Param& p = store.all()[i];
+    const std::vector<int64_t> mine_at = offsets_of(p.spec);
+    const auto [lo, hi] = moments.held(p);
+    for (const FlatBox& box : flat_boxes(p.spec.local_shape, 0, p.value.numel(), kPieceElements)) {
+      std::vector<int64_t> at = mine_at;
+      for (size_t d = 0; d < at.size(); ++d) at[d] += box.offsets[d];
+      const int64_t n = box.numel(), a = std::max(lo, box.flat), b = std::min(hi, box.flat + n);
+      const int kinds = a < b ? 3 : 1;  // moments only where this rank holds them
+      for (int k = 0; k < kinds; ++k) {
+        stage[k].assign(size_t(n), 0.f);
+        for (const CheckpointPiece* piece : pieces_of[i]) {
+          if (!boxes_overlap(piece->offsets, piece->shape, at, box.shape)) continue;
+          const auto data = file_of(piece->file).read(std::string(kKinds[k]) + "/" + piece->dataset);
+          copy_intersection(piece->offsets, piece->shape, data.data(), at, box.shape,
+                            stage[k].data());
+        }
+      }
+      be.copy_from_host(p.value.data() + box.flat, stage[0].data(), size_t(n) * sizeof(float));
+      if (a < b)
+        moments.write(p, a, b, stage[1].data() + (a - box.flat), stage[2].data() + (a - box.flat));
+    }
+  }
   return TrainingState{.step = index.step, .consumed_samples = index.consumed_samples,
                        .skipped = index.skipped, .optimizer_steps = index.optimizer_steps};
 }

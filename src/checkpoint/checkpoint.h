@@ -10,11 +10,13 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
 #include "comm/parallel_layout.h"
 #include "model/parameters.h"
+#include "optim/optimizer.h"
 
 namespace origami {
 
@@ -32,10 +34,46 @@ struct TrainingState {
   int64_t optimizer_steps = 0;   // AdamW's bias-correction count
 };
 
-// Collective over `world`. m / v: this rank's Adam moments laid out like store's value buffer.
+// Where a save reads and a load writes the Adam moments: one range of one parameter at a time,
+// so neither needs every moment on the host (ZeRO-1 keeps 1/DP of them on the device).
+class MomentAccess {
+ public:
+  virtual ~MomentAccess() = default;
+  // Shards (each rank writes the part it holds) rather than replicas (the first replica writes).
+  virtual bool sharded() const = 0;
+  virtual std::pair<int64_t, int64_t> held(const Param& p) const = 0;  // p's local flat range
+  virtual void read(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const = 0;
+  virtual void write(const Param& p, int64_t lo, int64_t hi, const float* m, const float* v) = 0;
+};
+
+// The optimizer's own moments (the trainer's saves and loads).
+class OptimizerMoments final : public MomentAccess {
+ public:
+  explicit OptimizerMoments(Optimizer& o) : o_(o) {}
+  bool sharded() const override { return o_.shards_moments(); }
+  std::pair<int64_t, int64_t> held(const Param& p) const override { return o_.held_moments(p); }
+  void read(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const override {
+    o_.read_moments(p, lo, hi, m, v);
+  }
+  void write(const Param& p, int64_t lo, int64_t hi, const float* m, const float* v) override {
+    o_.write_moments(p, lo, hi, m, v);
+  }
+
+ private:
+  Optimizer& o_;
+};
+
+// Collective over `world`. moments: the optimizer's, read a piece at a time (the extra host
+// memory of a save is one piece, at most 2^17 elements x value, m, v).
 // Writes <dir>/iter_<step>, points <dir>/latest at it, keeps the newest keep_last (0 = all).
 // Returns the checkpoint's path.
 // `be` holds the store's memory (device or host); m and v are host vectors.
+std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
+                            const TrainingState& state,
+                            const std::string& config_yaml, const ParamStore& store,
+                            const MomentAccess& moments, const ProcessGroups& groups,
+                            const Communicator& world, const CheckpointBuffers& buffers = {});
+// The same with every moment on the host, laid out like store's value buffer (tools).
 std::string save_checkpoint(Backend& be, const std::string& dir, int64_t keep_last,
                             const TrainingState& state,
                             const std::string& config_yaml, const ParamStore& store,
@@ -63,6 +101,12 @@ bool first_tp_holder(const ParamSpec& spec, int tp_rank, int tp_size);
 // buffers (optional): receives every buffer the checkpoint holds (checksums verified).
 // whole_model: under pipeline parallelism, the names of every stage's parameters (this rank's
 // store holds its stage's only); a checkpoint tensor outside them is an Error. Null: the store.
+// moments: where each parameter's held moments go (a parameter at a time: the extra host memory
+// of a load is one parameter's values and held moments, plus one piece being read).
+TrainingState load_checkpoint(Backend& be, const std::string& path, ParamStore& store,
+                              MomentAccess& moments, CheckpointBuffers* buffers = nullptr,
+                              const std::set<std::string>* whole_model = nullptr);
+// The same into host vectors laid out like the store's value buffer (resized; tools).
 TrainingState load_checkpoint(Backend& be, const std::string& path, ParamStore& store,
                               std::vector<float>& m, std::vector<float>& v,
                               CheckpointBuffers* buffers = nullptr,

@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -67,7 +68,19 @@ Hdf5File Hdf5File::create(const std::string& path) {
 
 Hdf5File Hdf5File::open_read(const std::string& path) {
   quiet();
-  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  // Reads are one pass over whole datasets: a small metadata cache is enough, and a load keeps
+  // every rank file open at once (HDF5's default starts each file's cache at 2 MiB).
+  Id fapl{H5Pcreate(H5P_FILE_ACCESS), H5Pclose};
+  H5AC_cache_config_t mdc;
+  mdc.version = H5AC__CURR_CACHE_CONFIG_VERSION;
+  if (H5Pget_mdc_config(fapl.id, &mdc) >= 0) {
+    mdc.set_initial_size = true;
+    mdc.initial_size = 64 * 1024;
+    mdc.min_size = 32 * 1024;
+    mdc.max_size = std::max<size_t>(mdc.max_size, mdc.initial_size);
+    H5Pset_mdc_config(fapl.id, &mdc);
+  }
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.id);
   check(id >= 0, "cannot open HDF5 file '{}' (missing, truncated or not HDF5)", path);
   return Hdf5File(id, path);
 }

@@ -66,6 +66,18 @@ std::pair<float*, float*> AdamW::moments_of(const Param& p) {
   return {m_.data() + off, v_.data() + off};
 }
 
+void AdamW::read_moments(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const {
+  const int64_t off = p.value.data() - store_.all_values().data() + lo;
+  be_.copy_to_host(m, m_.data() + off, size_t(hi - lo) * sizeof(float));
+  be_.copy_to_host(v, v_.data() + off, size_t(hi - lo) * sizeof(float));
+}
+
+void AdamW::write_moments(const Param& p, int64_t lo, int64_t hi, const float* m, const float* v) {
+  const int64_t off = p.value.data() - store_.all_values().data() + lo;
+  be_.copy_from_host(m_.data() + off, m, size_t(hi - lo) * sizeof(float));
+  be_.copy_from_host(v_.data() + off, v, size_t(hi - lo) * sizeof(float));
+}
+
 void AdamW::load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) {
   check(int64_t(m.size()) == m_.numel() && int64_t(v.size()) == v_.numel(),
         "AdamW::load_state: {} / {} moments for {} parameters", m.size(), v.size(), m_.numel());

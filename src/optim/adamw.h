@@ -25,6 +25,13 @@ class AdamW final : public Optimizer {
   void gather_state(std::vector<float>& m, std::vector<float>& v) const override;
   void load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps) override;
   std::pair<float*, float*> moments_of(const Param& p) override;
+  bool shards_moments() const override { return false; }
+  std::pair<int64_t, int64_t> held_moments(const Param& p) const override {
+    return {0, p.value.numel()};
+  }
+  void read_moments(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const override;
+  void write_moments(const Param& p, int64_t lo, int64_t hi, const float* m, const float* v) override;
+  void set_steps(int64_t steps) override { t_ = steps; }
 
   const Tensor& exp_avg() const { return m_; }
   const Tensor& exp_avg_sq() const { return v_; }

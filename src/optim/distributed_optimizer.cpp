@@ -186,6 +186,33 @@ std::pair<float*, float*> DistributedOptimizer::moments_of(const Param& p) {
   return {gs.m.data() + (off - gs.begin), gs.v.data() + (off - gs.begin)};
 }
 
+std::pair<int64_t, int64_t> DistributedOptimizer::held_moments(const Param& p) const {
+  const GroupState& gs = geom(p.spec.grad_group);
+  const int64_t off = p.value.data() - store_.all_values().data() - gs.offset;  // group-local
+  const int64_t lo = std::max(off, gs.begin), hi = std::min(off + p.value.numel(), gs.end);
+  return lo < hi ? std::pair{lo - off, hi - off} : std::pair{int64_t{0}, int64_t{0}};
+}
+
+void DistributedOptimizer::read_moments(const Param& p, int64_t lo, int64_t hi, float* m,
+                                        float* v) const {
+  const GroupState& gs = geom(p.spec.grad_group);
+  const int64_t at = p.value.data() - store_.all_values().data() - gs.offset + lo - gs.begin;
+  check(lo >= held_moments(p).first && hi <= held_moments(p).second,
+        "ZeRO-1: moments [{}, {}) of '{}' are not this rank's", lo, hi, p.spec.name);
+  be_.copy_to_host(m, gs.m.data() + at, size_t(hi - lo) * sizeof(float));
+  be_.copy_to_host(v, gs.v.data() + at, size_t(hi - lo) * sizeof(float));
+}
+
+void DistributedOptimizer::write_moments(const Param& p, int64_t lo, int64_t hi, const float* m,
+                                         const float* v) {
+  GroupState& gs = state(p.spec.grad_group);
+  const int64_t at = p.value.data() - store_.all_values().data() - gs.offset + lo - gs.begin;
+  check(lo >= held_moments(p).first && hi <= held_moments(p).second,
+        "ZeRO-1: moments [{}, {}) of '{}' are not this rank's", lo, hi, p.spec.name);
+  be_.copy_from_host(gs.m.data() + at, m, size_t(hi - lo) * sizeof(float));
+  be_.copy_from_host(gs.v.data() + at, v, size_t(hi - lo) * sizeof(float));
+}
+
 void DistributedOptimizer::gather_moments(std::vector<float>& m, std::vector<float>& v) const {
   m.assign(size_t(store_.count()), 0.f);
   v.assign(size_t(store_.count()), 0.f);

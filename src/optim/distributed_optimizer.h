@@ -39,6 +39,11 @@ class DistributedOptimizer final : public Optimizer {
     load_moments(m, v, steps);
   }
   std::pair<float*, float*> moments_of(const Param& p) override;
+  bool shards_moments() const override { return true; }
+  std::pair<int64_t, int64_t> held_moments(const Param& p) const override;
+  void read_moments(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const override;
+  void write_moments(const Param& p, int64_t lo, int64_t hi, const float* m, const float* v) override;
+  void set_steps(int64_t steps) override { t_ = steps; }
 
   // Reduce-scatter (sum) the local gradients of each group, bucket by bucket, so that this rank's
   // shard of the store's gradient buffer holds the fully reduced gradient. The rest of the

@@ -72,6 +72,17 @@ class Optimizer {
   // for a parameter whose gradient group is this rank alone, as FSSDP's owned experts), else
   // {null, null}. What re-sharding moves with the weights.
   virtual std::pair<float*, float*> moments_of(const Param& p) = 0;
+
+  // Checkpoints a range at a time, with no full copy of the state on the host: whether ranks
+  // hold shards of the moments (ZeRO-1: each writes its own) rather than all of them (the
+  // first replica writes); the flat range [lo, hi) of p's local elements whose moments this
+  // rank holds (empty: lo == hi); copies of a sub-range of it out to and in from the host.
+  virtual bool shards_moments() const = 0;
+  virtual std::pair<int64_t, int64_t> held_moments(const Param& p) const = 0;
+  virtual void read_moments(const Param& p, int64_t lo, int64_t hi, float* m, float* v) const = 0;
+  virtual void write_moments(const Param& p, int64_t lo, int64_t hi, const float* m,
+                             const float* v) = 0;
+  virtual void set_steps(int64_t steps) = 0;
 };
 
 // The global-norm clipping factor: clip / norm when norm > clip (clip > 0), else 1.

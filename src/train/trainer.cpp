@@ -122,7 +122,6 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     }
   }
   if (!resume.empty()) {
-    std::vector<float> m, v;
     CheckpointBuffers buffers;
     // Under pipeline parallelism this stage's store is part of the model: check the
     // checkpoint's tensors against every stage's names (a spec-only model of the whole).
@@ -137,9 +136,11 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     }
     // Buffers first: FSSDP's saved owners relabel this rank's expert boxes before they load.
     model_->load_buffers(read_checkpoint_buffers(resume));  // expert bias, FSSDP plan
-    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), m, v, &buffers,
-                                            layout_.pp() > 1 ? &whole : nullptr);
-    optimizer_->load_state(m, v, s.optimizer_steps);
+    // The moments go straight into the optimizer, a parameter at a time (ZeRO-1: its shard).
+    OptimizerMoments moments(*optimizer_);
+    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), moments,
+                                            &buffers, layout_.pp() > 1 ? &whole : nullptr);
+    optimizer_->set_steps(s.optimizer_steps);
     step_ = s.step;
     consumed_samples_ = s.consumed_samples;
     skipped_ = s.skipped;
@@ -285,14 +286,14 @@ StepResult Trainer::train_step() {
 }
 
 std::string Trainer::save_checkpoint_now() {
-  std::vector<float> m, v;
-  optimizer_->gather_state(m, v);
+  // The moments are read a piece at a time (ZeRO-1: each rank writes its shard).
+  const OptimizerMoments moments(*optimizer_);
   const std::string dir =
       cfg_.checkpoint.dir.empty() ? cfg_.logging.dir + "/checkpoints" : cfg_.checkpoint.dir;
   return save_checkpoint(*backend_, dir, cfg_.checkpoint.keep_last,
                          {.step = step_, .consumed_samples = consumed_samples_, .skipped = skipped_,
                           .optimizer_steps = optimizer_->steps()},
-                         to_yaml(cfg_), model_->params(), m, v, groups_, world_,
+                         to_yaml(cfg_), model_->params(), moments, groups_, world_,
                          model_->buffers());
 }
 
