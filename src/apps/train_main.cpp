@@ -37,9 +37,14 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   bool print_config = false;
+  int check_ranks = 0;
   app.add_option("config", config_path, "YAML config (default: the embedded small MoE on Brown)");
   app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
   app.add_flag("--print-config", print_config, "print the effective config and exit");
+  app.add_option("--ranks", check_ranks,
+                 "with --print-config: validate for this many ranks (launch/train.sh's pre-check)")
+      ->needs("--print-config")
+      ->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -54,7 +59,7 @@ int main(int argc, char** argv) {
     cfg = config_path.empty() ? parse_config(kEmbeddedDefaultConfig, "<embedded default config>")
                               : load_config(config_path);
     for (const auto& o : overrides) apply_override(cfg, o);
-    validate(cfg, world->size());
+    validate(cfg, check_ranks > 0 ? check_ranks : world->size());
   } catch (const Error& e) {
     if (root) std::fprintf(stderr, "origami-train: config error: %s\n", e.what());
     return 1;
