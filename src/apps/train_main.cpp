@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/logging.h"
 #include "checkpoint/checkpoint.h"
+#include "comm/collective_watchdog.h"
 #include "comm/communicator.h"
 #include "comm/mpi_runtime.h"
 #include "config/config.h"
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   init_logging(world->rank(), cfg.logging.level);
+  CollectiveWatchdog watchdog(cfg.training.collective_timeout_s, world->rank());
   if (const char* crash = std::getenv("ORIGAMI_TEST_CRASH_IN_SAVE_AT_STEP")) {
     g_crash_step = std::atoll(crash);
     set_save_fault_hook(crash_in_save);
