@@ -5,6 +5,8 @@
 set -uo pipefail
 : "${src:?}" "${build:?}" "${test_name:?}"
 build=$(cd "$build" && pwd)
+src=$(cd "$src" && pwd)
+cd "$src"  # the default config's data paths are relative to the source tree
 work=$build/test-multinode/$test_name
 rm -rf "$work"; mkdir -p "$work"
 cluster_name=mn$(echo "$test_name" | tr -dc 'a-z0-9' | cut -c1-10)
@@ -41,10 +43,14 @@ train_on() {
 # same_losses A.jsonl B.jsonl REL [FIRST_ITER]: every iteration's lm_loss from FIRST_ITER on.
 same_losses() { python3 "$src/tests/multinode/compare_losses.py" "$@" || fail "losses differ"; }
 
-# wait_for FILE SECONDS: bounded wait for a file to appear.
+# wait_for FILE SECONDS [PID]: bounded wait for a file to appear (gives up if PID exits).
 wait_for() {
   local t
-  for ((t = 0; t < $2 * 10; t++)); do [ -e "$1" ] && return 0; sleep 0.1; done
+  for ((t = 0; t < $2 * 10; t++)); do
+    [ -e "$1" ] && return 0
+    [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || return 1
+    sleep 0.1
+  done
   return 1
 }
 
