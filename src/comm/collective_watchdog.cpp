@@ -18,6 +18,8 @@
 
 #include <fmt/format.h>
 
+#include "base/logging.h"
+
 namespace origami {
 namespace {
 
@@ -27,9 +29,10 @@ struct InFlight {
   std::atomic<const std::string*> group{nullptr};
   std::atomic<const std::vector<int>*> members{nullptr};
   std::atomic<int64_t> step{0};
+  std::atomic<int64_t> busy_ns{0};      // time in collectives since training_start_ns
+  std::atomic<int64_t> training_start_ns{0};
 };
 InFlight g_flight;
-std::atomic<bool> g_active{false};
 int g_rank = 0;
 char g_host[256] = "?";
 std::vector<std::string> g_node_names;  // set once at start-up, before training
@@ -154,11 +157,14 @@ CollectiveWatchdog::CollectiveWatchdog(double timeout_s, int world_rank) {
   if (timeout_s <= 0) return;
   g_thread = new Thread{.timeout_s = timeout_s};
   g_thread->t = std::thread(watch, g_thread);
-  g_active.store(true);
 }
 
 CollectiveWatchdog::~CollectiveWatchdog() {
-  g_active.store(false);
+  if (g_rank == 0 && training_seconds() > 0)
+    spdlog::info("time in collectives on this rank: {:.2f} s of {:.2f} s of training ({:.1f}%, "
+                 "waiting for peers included)",
+                 collective_seconds(), training_seconds(),
+                 100.0 * collective_seconds() / training_seconds());
   if (!g_thread) return;
   {
     std::lock_guard lock(g_thread->m);
@@ -170,7 +176,20 @@ CollectiveWatchdog::~CollectiveWatchdog() {
   g_thread = nullptr;
 }
 
-void watchdog_set_step(int64_t step) { g_flight.step.store(step); }
+void watchdog_set_step(int64_t step) {
+  if (step >= 1 && g_flight.training_start_ns.load() == 0) {
+    g_flight.busy_ns.store(0);
+    g_flight.training_start_ns.store(now_ns());
+  }
+  g_flight.step.store(step);
+}
+
+double collective_seconds() { return double(g_flight.busy_ns.load()) * 1e-9; }
+
+double training_seconds() {
+  const int64_t start = g_flight.training_start_ns.load();
+  return start == 0 ? 0.0 : double(now_ns() - start) * 1e-9;
+}
 
 void watchdog_set_node_names(std::vector<std::string> per_world_rank) {
   std::lock_guard lock(g_node_mutex);
@@ -188,7 +207,10 @@ CollectiveGuard::CollectiveGuard(const char* call, const std::string& group,
 }
 
 CollectiveGuard::~CollectiveGuard() {
-  if (outer_) g_flight.started_ns.store(0, std::memory_order_release);
+  if (!outer_) return;
+  const int64_t start = g_flight.started_ns.load(std::memory_order_relaxed);
+  g_flight.busy_ns.fetch_add(now_ns() - start, std::memory_order_relaxed);
+  g_flight.started_ns.store(0, std::memory_order_release);
 }
 
 }  // namespace origami

@@ -4,7 +4,9 @@
 // drops silently, waits forever. Each MpiCommunicator call holds a CollectiveGuard; while a
 // CollectiveWatchdog lives, a collective in flight longer than training.collective_timeout_s
 // prints the rank, node, iteration, call, group and its members, then exits this rank with
-// kWatchdogExitCode, which makes mpirun end the whole job. The state is process-wide on
+// kWatchdogExitCode, which makes mpirun end the whole job. The guards also add up the time
+// spent in collectives from iteration 1 on; the watchdog's destructor logs that share (rank 0),
+// which tools/scaling reads as "communication". The state is process-wide on
 // purpose: one process has one thread of MPI calls and one watchdog.
 #pragma once
 #include <cstdint>
@@ -25,10 +27,15 @@ class CollectiveWatchdog {
   CollectiveWatchdog& operator=(const CollectiveWatchdog&) = delete;
 };
 
-// The iteration being run (1-based; 0 = start-up), reported with a hung collective.
+// The iteration being run (1-based; 0 = start-up), reported with a hung collective. The first
+// call with step >= 1 starts the clock of collective_seconds().
 void watchdog_set_step(int64_t step);
 // Hostname of each world rank (NodeMap::names[node_of[r]]), to name the nodes of a hung group.
 void watchdog_set_node_names(std::vector<std::string> per_world_rank);
+// Seconds this process spent inside collectives (waiting for peers included), and wall seconds,
+// since the first iteration began.
+double collective_seconds();
+double training_seconds();
 
 class CollectiveGuard {
  public:
