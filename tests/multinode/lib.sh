@@ -43,11 +43,11 @@ train_on() {
 # same_losses A.jsonl B.jsonl REL [FIRST_ITER]: every iteration's lm_loss from FIRST_ITER on.
 same_losses() { python3 "$src/tests/multinode/compare_losses.py" "$@" || fail "losses differ"; }
 
-# wait_for FILE SECONDS [PID]: bounded wait for a file to appear (gives up if PID exits).
+# wait_for FILE SECONDS [PID]: bounded wait for a non-empty file (gives up if PID exits).
 wait_for() {
   local t
   for ((t = 0; t < $2 * 10; t++)); do
-    [ -e "$1" ] && return 0
+    [ -s "$1" ] && return 0
     [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || return 1
     sleep 0.1
   done

@@ -29,7 +29,14 @@ foreach(kind rank node cut stop)
   origami_multinode_test(fault_${kind} fault.sh ${kind})
 endforeach()
 
-# The placement report's rules without a cluster (NodeMap::by_slot).
-add_executable(origami-multinode-tests ${mn_dir}/test_placement_report.cpp)
+# The watchdog on one host, without namespaces (runs wherever mpirun does).
+add_test(NAME multinode.watchdog_one_host
+  COMMAND ${mn_dir}/watchdog_one_host.sh ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+set_tests_properties(multinode.watchdog_one_host PROPERTIES LABELS multinode TIMEOUT 120
+  PROCESSORS 2)
+
+# The placement report's rules (NodeMap::by_slot) and the collective watchdog, without a cluster.
+add_executable(origami-multinode-tests ${mn_dir}/test_placement_report.cpp
+  ${mn_dir}/test_collective_watchdog.cpp)
 target_link_libraries(origami-multinode-tests PRIVATE origami_train GTest::gtest_main)
 gtest_discover_tests(origami-multinode-tests DISCOVERY_TIMEOUT 60 PROPERTIES LABELS unit)
