@@ -188,7 +188,8 @@ def main():
         w.writeheader()
         w.writerows(points)
     plots(points, args.out)
-    print(f"wrote {args.out}/scaling.md, scaling.csv, weak.png, strong.png")
+    pngs = ", ".join(f"{x}.png" for x in ("weak", "strong") if any(p["series"] == x for p in points))
+    print(f"wrote {args.out}/scaling.md, scaling.csv, {pngs}")
 
 
 if __name__ == "__main__":
