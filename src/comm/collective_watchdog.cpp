@@ -88,7 +88,9 @@ void watch(Thread* self) {
   std::unique_lock lock(self->m);
   while (!self->cv.wait_for(lock, poll, [&] { return self->stop; })) {
     const int64_t start = g_flight.started_ns.load(std::memory_order_acquire);
-    if (start == 0) continue;
+    // Start-up is not watched: rank 0 may build data index caches for many minutes while the
+    // others wait in a broadcast; a rank that dies then is still seen by mpirun.
+    if (start == 0 || g_flight.step.load() < 1) continue;
     const double waited = double(now_ns() - start) * 1e-9;
     if (waited < self->timeout_s) continue;
     const char* call = g_flight.call.load();

@@ -3,11 +3,11 @@
 // Open MPI 4.1 has no collective timeout: a rank whose peer is stopped, or whose peer's link
 // drops silently, waits forever. Each MpiCommunicator call holds a CollectiveGuard; while a
 // CollectiveWatchdog lives, a collective in flight longer than training.collective_timeout_s
-// prints the rank, node, iteration, call, group and its members, then exits this rank with
-// kWatchdogExitCode, which makes mpirun end the whole job. The guards also add up the time
-// spent in collectives from iteration 1 on; the watchdog's destructor logs that share (rank 0),
-// which tools/scaling reads as "communication". The state is process-wide on
-// purpose: one process has one thread of MPI calls and one watchdog.
+// (from iteration 1 on: start-up is not watched) prints the rank, node, iteration, call, group
+// and members, then exits this rank with kWatchdogExitCode, which makes mpirun end the job.
+// The guards also add up the time spent in collectives from iteration 1 on; the watchdog's
+// destructor logs that share (rank 0), which tools/scaling reads as "communication". The state
+// is process-wide on purpose: one process has one thread of MPI calls and one watchdog.
 #pragma once
 #include <cstdint>
 #include <string>
