@@ -29,6 +29,10 @@ foreach(kind rank node cut stop)
   origami_multinode_test(fault_${kind} fault.sh ${kind})
 endforeach()
 
+# The cluster tool itself, and the scaling tools' smallest series on it.
+origami_multinode_test(cluster_tool cluster_tool.sh)
+origami_multinode_test(scaling scaling_smoke.sh)
+
 # The watchdog on one host, without namespaces (runs wherever mpirun does).
 add_test(NAME multinode.watchdog_one_host
   COMMAND ${mn_dir}/watchdog_one_host.sh ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
