@@ -1,6 +1,7 @@
 // origami-train: loads a YAML config (or the embedded default), applies --set overrides,
 // validates everything before allocating, then trains. Launch under mpirun (launch/train.sh).
-// Exit codes: 0 done, 1 bad input (config / data / tokenizer), 2 bad command line.
+// Exit codes: 0 done, 1 bad input (config / data / tokenizer), 2 bad command line, 75 a
+// collective timed out (training.collective_timeout_s, comm/collective_watchdog.h).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
