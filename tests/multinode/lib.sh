@@ -9,12 +9,11 @@ src=$(cd "$src" && pwd)
 cd "$src"  # the default config's data paths are relative to the source tree
 work=$build/test-multinode/$test_name
 rm -rf "$work"; mkdir -p "$work"
-cluster_name=mn$(echo "$test_name" | tr -dc 'a-z0-9' | cut -c1-10)
+# Unique per test and per build dir, so two build trees on one machine never share a cluster.
+cluster_name=m$(echo -n "$build" | md5sum | cut -c1-3)$(echo "$test_name" | tr -dc 'a-z0-9' | cut -c1-10)
 cluster=("$src/tools/cluster/cluster" --name "$cluster_name")
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export ORIGAMI_BUILD_DIR=$build
-# An absolute build dir for launch/train.sh whether BUILD_DIR is relative or not.
-export ORIGAMI_TRAIN=$build/src/origami-train
+export ORIGAMI_TRAIN=$build/src/origami-train  # the binary launch/train.sh runs
 steps=8
 # The default model (configs/default.yaml), 8 steps, every step logged, no evaluation.
 job=(--set "training.train_steps=$steps" --set training.eval_interval=0 --set logging.interval=1
