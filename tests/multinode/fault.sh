@@ -54,6 +54,12 @@ summary="launch/train.sh: job failed with exit status $rc; last logged iteration
 grep -qE "$summary" "$work/run.log" || { tail -20 "$work/run.log"; fail "no failure summary from launch/train.sh"; }
 show "launch/train.sh: job failed" 1
 show "ended by signal" 6 || true
+# What the survivors were doing when the launcher ended them (the stopped case ends by the
+# watchdog's own message above instead).
+if [ "$kind" != stop ]; then
+  grep -qE "origami-train \[rank [0-9]+ on $cluster_name-n[02]\]: ended by signal 15 at iteration [0-9]+" "$work/run.log" ||
+    fail "no surviving rank said what it was doing when the job was ended"
+fi
 
 # Nothing left running on any node (bounded: the runtime's cleanup takes a few seconds).
 for ((t = 0; t < 150; t++)); do
