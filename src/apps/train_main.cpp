@@ -1,6 +1,7 @@
 // origami-train: loads a YAML config (or the embedded default), applies --set overrides,
 // validates everything before allocating, then trains. Launch under mpirun (launch/train.sh).
-// Exit codes: 0 done, 1 bad input (config / data / tokenizer), 2 bad command line.
+// Exit codes: 0 done, 1 bad input (config / data / tokenizer), 2 bad command line, 75 a
+// collective timed out (training.collective_timeout_s, comm/collective_watchdog.h).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include "base/error.h"
 #include "base/logging.h"
 #include "checkpoint/checkpoint.h"
+#include "comm/collective_watchdog.h"
 #include "comm/communicator.h"
 #include "comm/mpi_runtime.h"
 #include "config/config.h"
@@ -37,9 +39,14 @@ int main(int argc, char** argv) {
   std::string config_path;
   std::vector<std::string> overrides;
   bool print_config = false;
+  int check_ranks = 0;
   app.add_option("config", config_path, "YAML config (default: the embedded small MoE on Brown)");
   app.add_option("--set", overrides, "override a key: --set section.key=value (repeatable)");
   app.add_flag("--print-config", print_config, "print the effective config and exit");
+  app.add_option("--ranks", check_ranks,
+                 "with --print-config: validate for this many ranks (launch/train.sh's pre-check)")
+      ->needs("--print-config")
+      ->check(CLI::PositiveNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -54,7 +61,7 @@ int main(int argc, char** argv) {
     cfg = config_path.empty() ? parse_config(kEmbeddedDefaultConfig, "<embedded default config>")
                               : load_config(config_path);
     for (const auto& o : overrides) apply_override(cfg, o);
-    validate(cfg, world->size());
+    validate(cfg, check_ranks > 0 ? check_ranks : world->size());
   } catch (const Error& e) {
     if (root) std::fprintf(stderr, "origami-train: config error: %s\n", e.what());
     return 1;
@@ -69,6 +76,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   init_logging(world->rank(), cfg.logging.level);
+  CollectiveWatchdog watchdog(cfg.training.collective_timeout_s, world->rank());
   if (const char* crash = std::getenv("ORIGAMI_TEST_CRASH_IN_SAVE_AT_STEP")) {
     g_crash_step = std::atoll(crash);
     set_save_fault_hook(crash_in_save);

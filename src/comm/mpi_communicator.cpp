@@ -8,6 +8,7 @@
 #include <climits>
 
 #include "base/error.h"
+#include "comm/collective_watchdog.h"
 
 namespace origami {
 namespace {
@@ -94,6 +95,7 @@ MpiCommunicator::~MpiCommunicator() {
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key,
                                                      const std::string& name) const {
+  CollectiveGuard guard("MPI_Comm_split", name_, world_ranks_);
   check(color >= 0, "split of communicator '{}' into '{}': color {} must be >= 0", name_, name,
         color);
   MPI_Comm out = MPI_COMM_NULL;
@@ -101,10 +103,14 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key,
   return std::make_unique<MpiCommunicator>(out, name);
 }
 
-void MpiCommunicator::barrier() const { mpi_check(MPI_Barrier(comm_), "MPI_Barrier", name_); }
+void MpiCommunicator::barrier() const {
+  CollectiveGuard guard("MPI_Barrier", name_, world_ranks_);
+  mpi_check(MPI_Barrier(comm_), "MPI_Barrier", name_);
+}
 
 void MpiCommunicator::allreduce(const void* send, void* recv, int64_t count, CommDType t,
                                 ReduceOp op) const {
+  CollectiveGuard guard("MPI_Allreduce", name_, world_ranks_);
   const int n = to_int(count, "count", "allreduce", name_);
   mpi_check(
       MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(op), comm_),
@@ -112,6 +118,7 @@ void MpiCommunicator::allreduce(const void* send, void* recv, int64_t count, Com
 }
 
 void MpiCommunicator::broadcast(void* buf, int64_t count, CommDType t, int root) const {
+  CollectiveGuard guard("MPI_Bcast", name_, world_ranks_);
   check(root >= 0 && root < size_,
         "broadcast on communicator '{}': root {} is not a rank of "
         "this group (size {})",
@@ -121,6 +128,7 @@ void MpiCommunicator::broadcast(void* buf, int64_t count, CommDType t, int root)
 }
 
 void MpiCommunicator::allgather(const void* send, void* recv, int64_t count, CommDType t) const {
+  CollectiveGuard guard("MPI_Allgather", name_, world_ranks_);
   const int n = to_int(count, "count", "allgather", name_);
   to_int(count * size_, "count x size", "allgather", name_);
   mpi_check(MPI_Allgather(send, n, mpi_type(t), recv, n, mpi_type(t), comm_), "MPI_Allgather",
@@ -130,6 +138,7 @@ void MpiCommunicator::allgather(const void* send, void* recv, int64_t count, Com
 void MpiCommunicator::allgatherv(const void* send, int64_t send_count, void* recv,
                                  std::span<const int64_t> recv_counts,
                                  std::span<const int64_t> displs, CommDType t) const {
+  CollectiveGuard guard("MPI_Allgatherv", name_, world_ranks_);
   const int n = to_int(send_count, "send_count", "allgatherv", name_);
   auto counts = to_ints(recv_counts, size_, "recv_counts", "allgatherv", name_);
   auto offsets = to_ints(displs, size_, "displs", "allgatherv", name_);
@@ -144,6 +153,7 @@ void MpiCommunicator::allgatherv(const void* send, int64_t send_count, void* rec
 
 void MpiCommunicator::reduce_scatter(const void* send, void* recv, int64_t recv_count, CommDType t,
                                      ReduceOp op) const {
+  CollectiveGuard guard("MPI_Reduce_scatter_block", name_, world_ranks_);
   const int n = to_int(recv_count, "recv_count", "reduce_scatter", name_);
   to_int(recv_count * size_, "recv_count x size", "reduce_scatter", name_);
   mpi_check(MPI_Reduce_scatter_block(send, recv, n, mpi_type(t), mpi_op(op), comm_),
@@ -153,12 +163,14 @@ void MpiCommunicator::reduce_scatter(const void* send, void* recv, int64_t recv_
 void MpiCommunicator::reduce_scatterv(const void* send, void* recv,
                                       std::span<const int64_t> recv_counts, CommDType t,
                                       ReduceOp op) const {
+  CollectiveGuard guard("MPI_Reduce_scatter", name_, world_ranks_);
   auto rc = to_ints(recv_counts, size_, "recv_counts", "reduce_scatterv", name_);
   mpi_check(MPI_Reduce_scatter(send, recv, rc.data(), mpi_type(t), mpi_op(op), comm_),
             "MPI_Reduce_scatter", name_);
 }
 
 void MpiCommunicator::alltoall(const void* send, void* recv, int64_t count, CommDType t) const {
+  CollectiveGuard guard("MPI_Alltoall", name_, world_ranks_);
   const int n = to_int(count, "count", "alltoall", name_);
   to_int(count * size_, "count x size", "alltoall", name_);
   mpi_check(MPI_Alltoall(send, n, mpi_type(t), recv, n, mpi_type(t), comm_), "MPI_Alltoall", name_);
@@ -168,6 +180,7 @@ void MpiCommunicator::alltoallv(const void* send, std::span<const int64_t> send_
                                 std::span<const int64_t> send_displs, void* recv,
                                 std::span<const int64_t> recv_counts,
                                 std::span<const int64_t> recv_displs, CommDType t) const {
+  CollectiveGuard guard("MPI_Alltoallv", name_, world_ranks_);
   auto sc = to_ints(send_counts, size_, "send_counts", "alltoallv", name_);
   auto sd = to_ints(send_displs, size_, "send_displs", "alltoallv", name_);
   auto rc = to_ints(recv_counts, size_, "recv_counts", "alltoallv", name_);
@@ -178,6 +191,7 @@ void MpiCommunicator::alltoallv(const void* send, std::span<const int64_t> send_
 }
 
 void MpiCommunicator::send(const void* buf, int64_t count, CommDType t, int dst, int tag) const {
+  CollectiveGuard guard("MPI_Send", name_, world_ranks_);
   check(dst >= 0 && dst < size_,
         "send on communicator '{}': destination {} is not a rank of "
         "this group (size {})",
@@ -187,6 +201,7 @@ void MpiCommunicator::send(const void* buf, int64_t count, CommDType t, int dst,
 }
 
 void MpiCommunicator::recv(void* buf, int64_t count, CommDType t, int src, int tag) const {
+  CollectiveGuard guard("MPI_Recv", name_, world_ranks_);
   check(src >= 0 && src < size_,
         "recv on communicator '{}': source {} is not a rank of this "
         "group (size {})",

@@ -135,6 +135,7 @@ struct TrainingConfig {
   int64_t logits_chunk_tokens = 4096;  // LM head + loss rows at a time (0 = all at once)
   int64_t eval_interval = 0;           // 0 = no evaluation
   int64_t eval_steps = 10;
+  double collective_timeout_s = 300;   // a collective not done by then ends the job (0 = never)
   friend bool operator==(const TrainingConfig&, const TrainingConfig&) = default;
 };
 

@@ -322,6 +322,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(int_field, training.logits_chunk_tokens, non_negative),
       ORIGAMI_KEY(int_field, training.eval_interval, non_negative),
       ORIGAMI_KEY(int_field, training.eval_steps, positive_int),
+      ORIGAMI_KEY(number_field, training.collective_timeout_s, non_negative),
 
       ORIGAMI_KEY(number_field, optimizer.lr, non_negative),
       ORIGAMI_KEY(number_field, optimizer.min_lr, non_negative),

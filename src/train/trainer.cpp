@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/logging.h"
 #include "checkpoint/checkpoint.h"
+#include "comm/collective_watchdog.h"
 #include "comm/mpi_runtime.h"
 #include "data/tokenizer.h"
 #include "model/moe/gating_schedule.h"
@@ -21,6 +22,7 @@
 #include "train/device_staged_communicator.h"
 #include "train/flops.h"
 #include "train/memory_estimate.h"
+#include "train/placement_report.h"
 #include "train/step_stats.h"
 #include "pipeline/stage_layers.h"
 
@@ -53,6 +55,7 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   metrics_ = std::make_unique<MetricsSink>(run_dir);
   run_dir_ = run_dir;
   spdlog::info("parallel layout over {} ranks: {}", world_.size(), layout_.describe());
+  log_placement(world_, layout_);  // which groups span nodes (train/placement_report.h)
 
   // Tokenizer and data: every file is checked before the model is allocated.
   auto tokenizer = make_tokenizer(cfg_.data.tokenizer);
@@ -363,6 +366,7 @@ std::vector<double> Trainer::train() {
   spdlog::info("training {} steps of {} samples x {} tokens ({:.3f} GFLOP per step)",
                t.train_steps, t.global_batch_size, t.seq_length, flops_per_step / 1e9);
   while (step_ < t.train_steps) {
+    watchdog_set_step(step_ + 1);  // what a hung collective reports (comm/collective_watchdog.h)
     const auto start = std::chrono::steady_clock::now();
     StepResult r = train_step();
     const double secs =
