@@ -1,0 +1,97 @@
+// defines: fuzz::scratch_dir(), fuzz::write_file(), fuzz::expect_clean(), fuzz::seed_dir()
+// What every fuzz target shares (docs/fuzzing.md). A reader may refuse any input, but only with
+// origami::Error, the project's "clear message" exception; any other exception that escapes it
+// (nlohmann::json::exception, YAML::Exception, std::bad_alloc, std::out_of_range, ...) would reach
+// a program's top level unexplained, so it is a finding: expect_clean() prints it and traps, and
+// libFuzzer saves the input as crash-<sha1>. Sanitizer reports are findings too.
+#pragma once
+#include <cxxabi.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <typeinfo>
+
+#include "base/error.h"
+
+namespace origami::fuzz {
+
+// A private directory for this process's files (libFuzzer's -fork / -jobs run several processes
+// at once), removed at exit.
+inline const std::filesystem::path& scratch_dir() {
+  static std::filesystem::path dir;
+  if (dir.empty()) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "origami-fuzz-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) {
+      std::perror("origami fuzz: mkdtemp");
+      std::abort();
+    }
+    dir = tmpl;
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    });
+  }
+  return dir;
+}
+
+inline void write_file(const std::filesystem::path& path, const uint8_t* data, size_t size) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
+  out.close();
+  if (!out) {
+    std::fprintf(stderr, "origami fuzz: cannot write %s\n", path.c_str());
+    std::abort();
+  }
+}
+
+inline std::string current_exception_type() {
+  const std::type_info* t = abi::__cxa_current_exception_type();
+  if (!t) return "?";
+  int status = 0;
+  char* name = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+  std::string out = status == 0 && name ? name : t->name();
+  std::free(name);
+  return out;
+}
+
+// Runs f(); origami::Error is the reader refusing the input (fine). Returns whether f() finished.
+template <typename F>
+bool expect_clean(const char* what, F&& f) {
+  try {
+    f();
+    return true;
+  } catch (const origami::Error&) {
+    return false;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\n==origami-fuzz== FINDING: %s let %s escape (not origami::Error): %s\n",
+                 what, current_exception_type().c_str(), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "\n==origami-fuzz== FINDING: %s let %s escape (not a std::exception)\n",
+                 what, current_exception_type().c_str());
+  }
+  __builtin_trap();
+}
+
+// A violated invariant on an accepted input (e.g. a config that does not survive to_yaml).
+[[noreturn]] inline void finding(const char* what, const std::string& detail) {
+  std::fprintf(stderr, "\n==origami-fuzz== FINDING: %s: %s\n", what, detail.c_str());
+  __builtin_trap();
+}
+
+// ORIGAMI_FUZZ_WRITE_SEEDS=<dir>: a target writes the seeds it generates (files made by the
+// project's own writers, see tools/fuzz.sh) into <dir> and exits instead of fuzzing.
+inline const char* seed_dir() { return std::getenv("ORIGAMI_FUZZ_WRITE_SEEDS"); }
+
+inline void copy_seed(const std::filesystem::path& from, const std::string& name) {
+  std::filesystem::create_directories(seed_dir());
+  std::filesystem::copy_file(from, std::filesystem::path(seed_dir()) / name,
+                             std::filesystem::copy_options::overwrite_existing);
+}
+
+}  // namespace origami::fuzz
