@@ -20,6 +20,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fuzz::set_input(data, size);
   const std::string text(reinterpret_cast<const char*>(data), size);
   Config cfg;
   if (!fuzz::expect_clean("parse_config", [&] { cfg = parse_config(text, "fuzz.yaml"); }))

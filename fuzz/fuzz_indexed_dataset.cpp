@@ -52,6 +52,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fuzz::set_input(data, size);
   fuzz::write_file(prefix() + ".idx", data, size);
   fuzz::expect_clean("IndexedDataset", [&] {
     const IndexedDataset ds(prefix());

@@ -65,6 +65,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fuzz::set_input(data, size);
   if (size > 0 && data[0] == '{') {
     fuzz::write_file(model_dir() / "model.safetensors.index.json", data, size);
     fuzz::expect_clean("read_safetensors_model (index)",
