@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev            # metrics JSONL, command lines
   python3 python3-numpy python3-torch        # reference scripts in tests/ (Mixtral golden)
   python3-matplotlib                         # plots from tools/ (plot_router_schedules.py)
+  clang libclang-rt-dev libomp-dev           # fuzz targets (tools/fuzz.sh): libFuzzer, OpenMP
 )
 missing=()
 for p in "${packages[@]}"; do
