@@ -1,7 +1,7 @@
 // Fuzz target: the indexed-dataset reader (src/data/indexed_dataset.cpp). The input is a
-// <prefix>.idx (Megatron MMIDIDX); <prefix>.bin is fixed, 512 KiB of a byte pattern written at
-// start-up (larger than every data/brown/*.bin, so their real .idx files validate), holding NaN,
-// infinite and out-of-range values for every dtype. An accepted dataset is read in full, the way
+// <prefix>.idx (Megatron MMIDIDX); <prefix>.bin is fixed, 512 KiB written at start-up (larger
+// than every data/brown/*.bin, so their real .idx files validate): 4 KiB of zeros, then a byte
+// pattern holding NaN, infinite and out-of-range values for every dtype. An accepted dataset is read in full, the way
 // training (read<int32_t>) and the inspector (sequence<int32_t>) do. Seeds: data/brown/*.idx
 // (tools/fuzz.sh) and small datasets of every dtype written by IndexedDatasetWriter.
 #include <vector>
@@ -46,7 +46,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     std::exit(0);
   }
   std::vector<uint8_t> bin(kBinBytes);
-  for (size_t i = 0; i < bin.size(); ++i) bin[i] = uint8_t(i * 131 + (i >> 9) * 7 + 1);
+  // Zeros first (a valid token 0 in every dtype, so the writer seeds' small datasets are read
+  // in full), then the pattern.
+  for (size_t i = 4096; i < bin.size(); ++i) bin[i] = uint8_t(i * 131 + (i >> 9) * 7 + 1);
   fuzz::write_file(prefix() + ".bin", bin.data(), bin.size());
   return 0;
 }
