@@ -48,7 +48,11 @@ for t in "${targets[@]}"; do
   rm -rf "$seeds"
   mkdir -p "$corpus" "$findings"
   # Seeds: files the project's own writers make (the target writes them), the project's files...
-  ORIGAMI_FUZZ_WRITE_SEEDS=$seeds "$exe" >/dev/null 2>&1
+  if ! ORIGAMI_FUZZ_WRITE_SEEDS=$seeds "$exe" >"$build/seeds_$t.log" 2>&1; then
+    failed+=("$t")
+    echo "fuzz: $t could not write its seeds (log $build/seeds_$t.log)" >&2
+    continue
+  fi
   case $t in
     indexed_dataset) cp data/brown/*.idx "$seeds/" ;;
     config_yaml) cp configs/*.yaml tests/config/data/*.yaml "$seeds/" ;;
@@ -67,9 +71,9 @@ for t in "${targets[@]}"; do
   else
     failed+=("$t")
     echo "fuzz: $t FOUND A BUG (log $log):" >&2
-    grep -E -A12 '==origami-fuzz==|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error' \
-      "$log" | head -40 >&2 || tail -40 "$log" >&2
-    grep -E 'Test unit written to' "$log" >&2 || true
+    { grep -a -E -A12 '==origami-fuzz==|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error' \
+        "$log" || tail -40 "$log"; } | head -40 >&2 || true
+    grep -a -E 'Test unit written to' "$log" >&2 || true
     echo "fuzz: reproduce with: $exe <that file>" >&2
   fi
 done
