@@ -26,10 +26,20 @@
 
 namespace origami::fuzz {
 
-// A private directory for this process's files (libFuzzer's -fork / -jobs run several processes
-// at once), removed at exit.
-inline const std::filesystem::path& scratch_dir() {
+inline std::filesystem::path& scratch_path() {
   static std::filesystem::path dir;
+  return dir;
+}
+
+inline void remove_scratch() {
+  std::error_code ec;
+  if (!scratch_path().empty()) std::filesystem::remove_all(scratch_path(), ec);
+}
+
+// A private directory for this process's files (libFuzzer's -fork / -jobs run several processes
+// at once), removed at exit and before a finding's trap (a sanitizer's abort leaves it behind).
+inline const std::filesystem::path& scratch_dir() {
+  std::filesystem::path& dir = scratch_path();
   if (dir.empty()) {
     std::string tmpl = (std::filesystem::temp_directory_path() / "origami-fuzz-XXXXXX").string();
     if (!::mkdtemp(tmpl.data())) {
@@ -37,10 +47,7 @@ inline const std::filesystem::path& scratch_dir() {
       std::abort();
     }
     dir = tmpl;
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    });
+    std::atexit(remove_scratch);
   }
   return dir;
 }
@@ -123,12 +130,14 @@ bool expect_clean(const char* what, F&& f) {
     std::fprintf(stderr, "\n==origami-fuzz== FINDING: %s let %s escape (not a std::exception)\n",
                  what, current_exception_type().c_str());
   }
+  remove_scratch();
   __builtin_trap();
 }
 
 // A violated invariant on an accepted input (e.g. a config that does not survive to_yaml).
 [[noreturn]] inline void finding(const char* what, const std::string& detail) {
   std::fprintf(stderr, "\n==origami-fuzz== FINDING: %s: %s\n", what, detail.c_str());
+  remove_scratch();
   __builtin_trap();
 }
 
