@@ -14,6 +14,7 @@ packages=(
   python3 python3-numpy python3-torch        # reference scripts in tests/ (Mixtral golden)
   python3-matplotlib                         # plots from tools/ (plot_router_schedules.py)
   iproute2 nftables                          # tools/cluster: namespaces, tbf shaping, link cuts
+  clang libclang-rt-dev libomp-dev           # fuzz targets (tools/fuzz.sh): libFuzzer, OpenMP
 )
 missing=()
 for p in "${packages[@]}"; do

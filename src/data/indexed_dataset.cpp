@@ -9,6 +9,8 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "base/error.h"
 
@@ -27,19 +29,48 @@ template <typename T> T load_at(const std::byte* p) {
   return v;
 }
 
-// Element k of a token array of dtype t, as T.
-template <typename T> T element(const std::byte* base, TokenDType t, int64_t k) {
-  switch (t) {
-    case TokenDType::u8: return T(load_at<uint8_t>(base + k));
-    case TokenDType::i8: return T(load_at<int8_t>(base + k));
-    case TokenDType::i16: return T(load_at<int16_t>(base + 2 * k));
-    case TokenDType::u16: return T(load_at<uint16_t>(base + 2 * k));
-    case TokenDType::i32: return T(load_at<int32_t>(base + 4 * k));
-    case TokenDType::i64: return T(load_at<int64_t>(base + 8 * k));
-    case TokenDType::f32: return T(load_at<float>(base + 4 * k));
-    case TokenDType::f64: return T(load_at<double>(base + 8 * k));
+// Stored value v as T, or false when T cannot hold it: read as integers (the tokens training
+// takes), a float dataset's NaN, infinity, fraction or out-of-range value and an int64 value past
+// the int32 range would be undefined or a silently wrapped token id.
+template <typename T, typename S> bool convert(S v, T& out) {
+  if constexpr (std::is_floating_point_v<T>) {
+    out = T(v);
+    return true;
+  } else if constexpr (std::is_floating_point_v<S>) {
+    static_assert(std::is_signed_v<T>);
+    // [lowest, -lowest) is exact in double for every signed T: -lowest is a power of two.
+    const double lo = double(std::numeric_limits<T>::lowest());
+    if (!(std::isfinite(v) && v == std::trunc(v) && double(v) >= lo && double(v) < -lo))
+      return false;
+    out = T(v);
+    return true;
+  } else {
+    if (!std::in_range<T>(v)) return false;
+    out = T(v);
+    return true;
   }
-  return T{};
+}
+
+// Element k of a token array of dtype t as T; false as convert().
+template <typename T> bool element(const std::byte* base, TokenDType t, int64_t k, T& out) {
+  switch (t) {
+    case TokenDType::u8: return convert(load_at<uint8_t>(base + k), out);
+    case TokenDType::i8: return convert(load_at<int8_t>(base + k), out);
+    case TokenDType::i16: return convert(load_at<int16_t>(base + 2 * k), out);
+    case TokenDType::u16: return convert(load_at<uint16_t>(base + 2 * k), out);
+    case TokenDType::i32: return convert(load_at<int32_t>(base + 4 * k), out);
+    case TokenDType::i64: return convert(load_at<int64_t>(base + 8 * k), out);
+    case TokenDType::f32: return convert(load_at<float>(base + 4 * k), out);
+    case TokenDType::f64: return convert(load_at<double>(base + 8 * k), out);
+  }
+  return false;
+}
+
+// The stored element k as a double, for the error message.
+double stored_value(const std::byte* base, TokenDType t, int64_t k) {
+  double v = 0;
+  element<double>(base, t, k, v);
+  return v;
 }
 
 template <typename D, typename T> bool fits(T v) {
@@ -180,7 +211,11 @@ void IndexedDataset::read(int64_t sequence, int64_t offset, std::span<T> out) co
     for (int64_t k = 0; k < n; ++k) out[k] = T(load_at<uint16_t>(base + 2 * k));
     return;
   }
-  for (int64_t k = 0; k < n; ++k) out[k] = element<T>(base, dtype_, k);
+  for (int64_t k = 0; k < n; ++k)
+    if (!element<T>(base, dtype_, k, out[k]))
+      fail("{}: token {} of sequence {} is {}, which is not an integer {} can hold ({} dataset)",
+           prefix_ + ".bin", offset + k, sequence, stored_value(base, dtype_, k),
+           sizeof(T) == 4 ? "int32" : "int64", dtype_name(dtype_));
 }
 
 template void IndexedDataset::read<int32_t>(int64_t, int64_t, std::span<int32_t>) const;

@@ -46,7 +46,8 @@ class IndexedDataset {
   int64_t document_index(int64_t k) const { return load<int64_t>(doc_index_, k); }
 
   // Tokens [offset, offset + out.size()) of sequence i, converted to T. Throws on a range outside
-  // the sequence.
+  // the sequence, and on a value T cannot hold exactly (read as int32 or int64: a float
+  // dataset's NaN, infinity or fraction, an int64 token past the int32 range), naming the .bin.
   template <typename T> void read(int64_t sequence, int64_t offset, std::span<T> out) const;
   template <typename T> std::vector<T> sequence(int64_t i) const {
     std::vector<T> v(size_t(sequence_length(i)));

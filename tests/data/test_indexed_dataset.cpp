@@ -3,6 +3,7 @@
 // bad files must raise before training (each naming the file).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -97,6 +98,45 @@ TEST(IndexedDatasetWriter, RejectsValuesOutsideTheDtype) {
   EXPECT_THROW(w.add_sequence(std::span<const int32_t>(bad)), Error);
   std::vector<int32_t> negative{-1};
   EXPECT_THROW(w.add_sequence(std::span<const int32_t>(negative)), Error);
+}
+
+// Found by fuzz/fuzz_indexed_dataset.cpp: reading a float32 dataset's NaN or 3e9 as an int32
+// token was undefined behaviour, an int64 one past 2^31 wrapped silently. Now an Error names
+// the .bin, the sequence and the value; read as double, every value still comes back.
+TEST(IndexedDataset, RefusesTokensTheReadTypeCannotHold) {
+  TempDir dir("unrepresentable");
+  const std::string f32 = dir / "f32", i64 = dir / "i64";
+  {
+    IndexedDatasetWriter w(f32, TokenDType::f32);
+    for (const std::vector<double>& doc : std::vector<std::vector<double>>{
+             {1.0, 2.0}, {1.0, 2.5}, {3e9}, {4.0, 5.0}}) {
+      w.add_sequence(std::span<const double>(doc));
+      w.end_document();
+    }
+    w.finish();
+  }
+  auto bin = file_bytes(f32 + ".bin");  // the writer refuses NaN: put one in the last token
+  const float nan = std::nanf("");
+  std::memcpy(bin.data() + 24, &nan, 4);
+  write_bytes(f32 + ".bin", bin);
+  IndexedDataset ds(f32);
+  EXPECT_EQ(ds.sequence<int32_t>(0), (std::vector<int32_t>{1, 2}));
+  expect_error([&] { ds.sequence<int32_t>(1); }, f32 + ".bin", "token 1 of sequence 1 is 2.5");
+  expect_error([&] { ds.sequence<int32_t>(2); }, f32 + ".bin", "is 3000000000, which is not an "
+               "integer int32 can hold");
+  EXPECT_EQ(ds.sequence<int64_t>(2), (std::vector<int64_t>{3000000000}));
+  expect_error([&] { ds.sequence<int64_t>(3); }, f32 + ".bin", "token 1 of sequence 3 is nan");
+  EXPECT_TRUE(std::isnan(ds.sequence<double>(3)[1]));
+  {
+    IndexedDatasetWriter w(i64, TokenDType::i64);
+    const std::vector<int64_t> doc{5, int64_t(1) << 40};
+    w.add_sequence(std::span<const int64_t>(doc));
+    w.end_document();
+    w.finish();
+  }
+  IndexedDataset wide(i64);
+  expect_error([&] { wide.sequence<int32_t>(0); }, i64 + ".bin", "is 1099511627776");
+  EXPECT_EQ(wide.sequence<int64_t>(0), (std::vector<int64_t>{5, int64_t(1) << 40}));
 }
 
 TEST(IndexedDatasetWriter, AnUnfinishedWriterLeavesNothingBehind) {
