@@ -197,6 +197,9 @@ Config config_from_mixtral_json(const nlohmann::json& j, const std::string& sour
   m.vocab_size = integer("vocab_size", std::nullopt);
   m.hidden_size = integer("hidden_size", std::nullopt);
   m.num_layers = integer("num_hidden_layers", std::nullopt);
+  // Bounded before anything loops over the layers (a fuzzed 10^12 would spin, not fail).
+  check(m.num_layers <= 100000, "{}: num_hidden_layers {} is not a plausible layer count "
+        "(allowed: <= 100000)", source, m.num_layers);
   m.num_attention_heads = integer("num_attention_heads", std::nullopt);
   m.num_query_groups = integer("num_key_value_heads", m.num_attention_heads);
   check(m.hidden_size % m.num_attention_heads == 0,
