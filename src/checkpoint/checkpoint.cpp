@@ -225,16 +225,25 @@ json write_buffers(Hdf5File& f, const std::string& file, const CheckpointBuffers
   return out;
 }
 
+// The rank file `path` from a cache of open files; only_one: close the others first (HDF5 keeps
+// caches per open file, and a ZeRO-1 load reads pieces of every rank's file).
+Hdf5File& open_cached(std::map<std::string, Hdf5File>& files, const std::string& path,
+                      bool only_one = false) {
+  auto it = files.find(path);
+  if (it != files.end()) return it->second;
+  if (only_one) files.clear();
+  return files.emplace(path, Hdf5File::open_read(path)).first->second;
+}
+
 CheckpointBuffers read_buffers(const std::string& path,
                                const std::map<std::string, CheckpointBufferEntry>& entries,
                                std::map<std::string, Hdf5File>& files) {
   CheckpointBuffers out;
   for (const auto& [name, entry] : entries) {
-    auto fit = files.find(entry.file);
-    if (fit == files.end()) fit = files.emplace(entry.file, Hdf5File::open_read(entry.file)).first;
+    Hdf5File& f = open_cached(files, entry.file);
     const std::string ds = "buffers/" + name;
-    check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, entry.file, ds);
-    auto data = fit->second.read(ds);
+    check(f.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, entry.file, ds);
+    auto data = f.read(ds);
     check(int64_t(data.size()) == entry.shape.at(0), "checkpoint '{}': buffer '{}' has {} values, "
           "its index says {}", path, name, data.size(), entry.shape.at(0));
     check(checksum(data.data(), int64_t(data.size())) == entry.checksum,
@@ -510,17 +519,8 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
     check(known, "checkpoint '{}': tensor '{}' does not exist in this run's model (the model "
           "config differs: layers, experts, shared expert or tied embeddings)", path, name);
   }
-  // One rank file open at a time: HDF5 keeps caches per open file, and a ZeRO-1 load reads
-  // pieces of every rank's file.
   std::map<std::string, Hdf5File> files;
-  auto file_of = [&](const std::string& f) -> Hdf5File& {
-    auto it = files.find(f);
-    if (it == files.end()) {
-      files.clear();
-      it = files.emplace(f, Hdf5File::open_read(f)).first;
-    }
-    return it->second;
-  };
+  auto file_of = [&](const std::string& f) -> Hdf5File& { return open_cached(files, f, true); };
   // The pieces overlapping each of this rank's parameters.
   std::vector<std::vector<const CheckpointPiece*>> pieces_of(store.all().size());
 
@@ -626,14 +626,13 @@ GlobalTensors read_checkpoint_tensors(const std::string& path_in, const std::str
     data.assign(static_cast<size_t>(n), 0.f);
     int64_t covered = 0;
     for (const CheckpointPiece& piece : t.pieces) {
-      auto fit = files.find(piece.file);
-      if (fit == files.end()) fit = files.emplace(piece.file, Hdf5File::open_read(piece.file)).first;
+      Hdf5File& f = open_cached(files, piece.file);
       const std::string ds = kind + "/" + piece.dataset;
-      check(fit->second.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
-      check(fit->second.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape "
-            "{}, its index says {}", path, ds, piece.file, shape_str(fit->second.shape(ds)),
+      check(f.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
+      check(f.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape "
+            "{}, its index says {}", path, ds, piece.file, shape_str(f.shape(ds)),
             shape_str(piece.shape));
-      const auto piece_data = fit->second.read(ds);
+      const auto piece_data = f.read(ds);
       check(checksum(piece_data.data(), int64_t(piece_data.size())) == piece.checksum[size_t(k)],
             "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
             piece.file);

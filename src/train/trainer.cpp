@@ -125,7 +125,6 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     }
   }
   if (!resume.empty()) {
-    CheckpointBuffers buffers;
     // Under pipeline parallelism this stage's store is part of the model: check the
     // checkpoint's tensors against every stage's names (a spec-only model of the whole).
     std::set<std::string> whole;
@@ -142,7 +141,8 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     // The moments go straight into the optimizer, a parameter at a time (ZeRO-1: its shard).
     OptimizerMoments moments(*optimizer_);
     const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), moments,
-                                            &buffers, layout_.pp() > 1 ? &whole : nullptr);
+                                            /*buffers=*/nullptr,  // read above
+                                            layout_.pp() > 1 ? &whole : nullptr);
     optimizer_->set_steps(s.optimizer_steps);
     step_ = s.step;
     consumed_samples_ = s.consumed_samples;

@@ -27,6 +27,15 @@ TEST(FssdpPlacement, EvenOwnersSplitEachEpRanksExpertsOverItsReplicas) {
   EXPECT_EQ(counts_per_rank(sparse, 8), (std::vector<int>{1, 1, 1, 1, 0, 0, 0, 0}));
 }
 
+TEST(FssdpPlacement, OwnerPlacementSendsEveryBlockToTheOwner) {
+  const auto owner = even_owners(8, 2, 2);
+  const FssdpPlacement p = owner_placement(4, 8, owner);
+  EXPECT_EQ(p.copies(), 0);
+  for (int64_t e = 0; e < 8; ++e)
+    for (int d = 0; d < 4; ++d) EXPECT_EQ(p.route_of(d, e), owner[size_t(e)]);
+  EXPECT_EQ(p.resident(2), (std::vector<int64_t>{2, 3}));
+}
+
 TEST(FssdpPlacement, EpPlacementIsExpertParallelismOnEveryReplicaGroup) {
   const auto owner = even_owners(8, 2, 2);
   const FssdpPlacement p = ep_placement(8, 2, 2, owner);

@@ -235,11 +235,12 @@ TEST(Fssdp, ReshardMovesWeightsAndMomentsExactlyAndTrainingContinues) {
   // Step 3 ended with b's re-shard: the same experts, weights and moments, at other owners.
   const auto ea = owned_experts(a, *world), eb = owned_experts(b, *world);
   EXPECT_EQ(ea, eb);
+  // ... and the owners differ somewhere (the plan buffers).
+  const auto ba = a.model().buffers(), bb = b.model().buffers();
   bool moved = false;
   for (int l = 0; l < 2; ++l) {
-    // the owners differ somewhere (checked through the plan buffers)
-    const auto ba = a.model().buffers(), bb = b.model().buffers();
-    moved |= ba.at(fmt::format("layers.{}.moe.fssdp.owner", l)) != bb.at(fmt::format("layers.{}.moe.fssdp.owner", l));
+    const std::string owner = fmt::format("layers.{}.moe.fssdp.owner", l);
+    moved |= ba.at(owner) != bb.at(owner);
   }
   EXPECT_TRUE(moved);
   for (int s = 3; s < 8; ++s) {

@@ -14,21 +14,6 @@
 
 namespace origami {
 
-namespace {
-
-FssdpPlacement owners_only(int ranks, int64_t experts, const std::vector<int>& owner) {
-  FssdpPlacement p{.ranks = ranks, .experts = experts, .owner = owner};
-  p.holders.resize(size_t(experts));
-  p.route.resize(size_t(ranks) * size_t(experts));
-  for (int64_t e = 0; e < experts; ++e) {
-    p.holders[size_t(e)] = {owner[size_t(e)]};
-    for (int d = 0; d < ranks; ++d) p.route[size_t(d) * size_t(experts) + size_t(e)] = owner[size_t(e)];
-  }
-  return p;
-}
-
-}  // namespace
-
 FssdpExperts::FssdpExperts(ModelContext& ctx, ParamStore& store, const std::string& prefix,
                            int num_layers)
     : ctx_(ctx), store_(store), group_(ctx.groups.fssdp) {
@@ -57,8 +42,14 @@ FssdpExperts::FssdpExperts(ModelContext& ctx, ParamStore& store, const std::stri
     slot_expert_.push_back(e);
   }
   step_load_.assign(size_t(E_), 0);
-  placement_ = owners_only(D_, E_, owner_);
+  placement_ = owner_placement(D_, E_, owner_);
   set_route();
+}
+
+size_t FssdpExperts::slot_of(int64_t e) const {
+  const auto it = std::find(slot_expert_.begin(), slot_expert_.end(), e);
+  check(it != slot_expert_.end(), "FSSDP: expert {} is not owned by rank {}", e, me_);
+  return size_t(it - slot_expert_.begin());
 }
 
 void FssdpExperts::set_route() {
@@ -86,7 +77,7 @@ void FssdpExperts::begin_step() {
   if (f.placement == "ep") {
     placement_ = ep_placement(E_, EP_, EDP_, owner_);
   } else if (window_.empty()) {
-    placement_ = owners_only(D_, E_, owner_);
+    placement_ = owner_placement(D_, E_, owner_);
   } else {
     if (node_of_.empty()) node_of_ = NodeMap::gather(*group_).node_of;  // collective, once
     placement_ = plan_placement({.ranks = D_, .experts = E_, .load = window_mean(),
@@ -138,9 +129,6 @@ void FssdpExperts::materialize() {
   for (auto& s : sends) std::sort(s.begin(), s.end());
   for (const auto& [e, row] : copy_of_) recvs[size_t(owner_[size_t(e)])].push_back(e);  // ascending
   const int64_t w1 = 2 * F_ * H_, w2 = H_ * F_;
-  auto slot_of = [&](int64_t e) {
-    return size_t(std::find(slot_expert_.begin(), slot_expert_.end(), e) - slot_expert_.begin());
-  };
   exchange(sends, recvs, per,
            [&](int64_t e, float* dst) {
              const size_t j = slot_of(e);
@@ -176,8 +164,7 @@ void FssdpExperts::reduce_copies() {
              be.copy(dst, copy_grads_.data() + copy_of_.at(e) * per, size_t(per) * sizeof(float));
            },
            [&](int64_t e, const float* src) {
-             const size_t j = size_t(std::find(slot_expert_.begin(), slot_expert_.end(), e) -
-                                     slot_expert_.begin());
+             const size_t j = slot_of(e);
              float* g1 = store_[fc1_[j]].grad.data();
              float* g2 = store_[fc2_[j]].grad.data();
              be.add(g1, src, g1, w1);
@@ -213,7 +200,7 @@ ExpertWeights FssdpExperts::weights() {
   for (int64_t e : route_.resident) {
     auto it = copy_of_.find(e);
     if (it == copy_of_.end()) {
-      const size_t j = size_t(std::find(slot_expert_.begin(), slot_expert_.end(), e) - slot_expert_.begin());
+      const size_t j = slot_of(e);
       Param& p1 = store_[fc1_[j]];
       Param& p2 = store_[fc2_[j]];
       w.fc1.push_back(p1.value.data());
@@ -263,9 +250,6 @@ int64_t FssdpExperts::reshard(const MomentsOf& moments) {
           "this rank", p1.spec.name);
     return std::array<std::pair<float*, int64_t>, 6>{{{p1.value.data(), w1}, {p2.value.data(), per - w1},
                                                        {m1, w1}, {m2, per - w1}, {v1, w1}, {v2, per - w1}}};
-  };
-  auto slot_of = [&](int64_t e) {
-    return size_t(std::find(slot_expert_.begin(), slot_expert_.end(), e) - slot_expert_.begin());
   };
   exchange(sends, recvs, 3 * per,
            [&](int64_t e, float* dst) {
@@ -338,7 +322,7 @@ void FssdpExperts::load_buffers(const std::string& prefix,
   window_.clear();
   for (int64_t i = 0; i < n; ++i)
     window_.emplace_back(win->second.begin() + 2 + i * DE, win->second.begin() + 2 + (i + 1) * DE);
-  placement_ = owners_only(D_, E_, owner_);
+  placement_ = owner_placement(D_, E_, owner_);
   set_route();
 }
 

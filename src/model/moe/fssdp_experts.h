@@ -84,6 +84,7 @@ class FssdpExperts {
                 const std::function<void(int64_t, const float*)>& unpack);
   void set_route();
   void record_loads();
+  size_t slot_of(int64_t e) const;  // the owned slot holding expert e
   std::vector<double> window_mean() const;
 
   ModelContext& ctx_;

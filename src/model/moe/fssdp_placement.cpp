@@ -47,6 +47,17 @@ std::vector<int> even_owners(int64_t experts, int ep, int edp) {
   return owner;
 }
 
+FssdpPlacement owner_placement(int ranks, int64_t experts, const std::vector<int>& owner) {
+  FssdpPlacement p{.ranks = ranks, .experts = experts, .owner = owner};
+  p.holders.resize(size_t(experts));
+  p.route.resize(size_t(ranks) * size_t(experts));
+  for (int64_t e = 0; e < experts; ++e) {
+    p.holders[size_t(e)] = {owner[size_t(e)]};
+    for (int d = 0; d < ranks; ++d) p.route[size_t(d) * size_t(experts) + size_t(e)] = owner[size_t(e)];
+  }
+  return p;
+}
+
 FssdpPlacement ep_placement(int64_t experts, int ep, int edp, const std::vector<int>& owner) {
   FssdpPlacement p{.ranks = ep * edp, .experts = experts, .owner = owner};
   const int64_t per_ep = experts / ep;
@@ -103,9 +114,7 @@ FssdpPlacement plan_placement(const FssdpPlanInputs& in) {
             int64_t(in.owner.size()) == E && int(in.node_of.size()) == in.ranks,
         "FSSDP plan: inputs for {} ranks x {} experts have {} loads, {} owners, {} nodes",
         in.ranks, E, in.load.size(), in.owner.size(), in.node_of.size());
-  FssdpPlacement p{.ranks = in.ranks, .experts = E, .owner = in.owner};
-  p.holders.resize(size_t(E));
-  for (int64_t e = 0; e < E; ++e) p.holders[size_t(e)] = {in.owner[size_t(e)]};
+  FssdpPlacement p = owner_placement(in.ranks, E, in.owner);
   // Candidates by benefit (bytes a copy keeps off the exchange per iteration).
   const double cost = (in.rematerialize ? 3.0 : 2.0) * in.expert_bytes;
   std::vector<std::tuple<double, int64_t, int>> cand;  // (benefit, e, d)

@@ -35,6 +35,9 @@ struct FssdpPlacement {
 // replicas, one or none), and the EP placement below holds every owner.
 std::vector<int> even_owners(int64_t experts, int ep, int edp);
 
+// Owners only: every expert on its owner, every block routed there (the plan before any loads).
+FssdpPlacement owner_placement(int ranks, int64_t experts, const std::vector<int>& owner);
+
 // The EP layout on every replica group: e is held by (ep(e), edp) for every edp, and source
 // (ep_s, edp_s) sends it to the copy in its own replica group (ep(e), edp_s): exactly where EP
 // computes it.
