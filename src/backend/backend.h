@@ -53,6 +53,13 @@ struct RouterGate {
   float temperature = 1.f;
   float threshold = 0.f;
   bool gate_weights = false;     // combine with the gate's values instead of the scores
+  // Experts [silent_from, E) output nothing (MoE++'s zero experts, AdaMoE's null experts): a
+  // selected one gets weight 0 and stays out of the renormalising sum, which then runs over the
+  // other selected experts only (all selected silent: every weight 0). 0 = none.
+  int64_t silent_from = 0;
+  // [E] factors on the balance-loss scores (MoE++'s tau for its zero-computation experts):
+  // probs[t,e] = w_e p[t,e], and dprobs is scaled back by w_e. null = all 1.
+  const float* score_weight = nullptr;
 };
 
 class Backend {

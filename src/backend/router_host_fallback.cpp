@@ -30,6 +30,8 @@ void check_gate(const RouterGate& g, int64_t E) {
               g.k >= g.group_topk && g.k <= g.group_topk * (E / g.num_groups),
           "router_gate: group-limited top-k {} over {} groups (keep {}) of {} experts is not "
           "possible", g.k, g.num_groups, g.group_topk, E);
+  check(g.silent_from >= 0 && g.silent_from <= E, "router_gate: silent_from {} outside [0, {}]",
+        g.silent_from, E);
   check(!g.dense_to_sparse || (g.temperature > 0.f && g.num_groups == 0 && g.bias == nullptr),
         "router_gate: dense_to_sparse needs temperature > 0 (got {}) and no groups or bias",
         g.temperature);
@@ -65,6 +67,8 @@ bool softmax_of_selected(const RouterGate& g) {
 }
 // Whether the weights are divided by their sum over the selected experts.
 bool normalised(const RouterGate& g) { return g.renormalize || softmax_of_selected(g); }
+// Whether expert e outputs nothing (its weight is 0, outside the renormalising sum).
+bool silent(const RouterGate& g, int32_t e) { return g.silent_from > 0 && e >= g.silent_from; }
 
 }  // namespace
 
@@ -86,6 +90,11 @@ void Backend::router_gate_forward(const float* logits, const RouterGate& g, floa
     bias.resize(size_t(E));
     copy_to_host(bias.data(), g.bias, size_t(E) * sizeof(float));
   }
+  std::vector<float> sw;
+  if (g.score_weight) {
+    sw.resize(size_t(E));
+    copy_to_host(sw.data(), g.score_weight, size_t(E) * sizeof(float));
+  }
 #pragma omp parallel
   {
     Row row(E);
@@ -97,7 +106,9 @@ void Backend::router_gate_forward(const float* logits, const RouterGate& g, floa
       row.scores(zt, g, E);
       lse_h[size_t(t)] = float(row.lse);
       for (int64_t e = 0; e < E; ++e)
-        probs_h[size_t(t * E + e)] = float(g.sigmoid ? row.s[size_t(e)] / row.s_sum : row.p[size_t(e)]);
+        probs_h[size_t(t * E + e)] =
+            float((g.sigmoid ? row.s[size_t(e)] / row.s_sum : row.p[size_t(e)]) *
+                  (sw.empty() ? 1.0 : double(sw[size_t(e)])));
       std::iota(order.begin(), order.end(), 0);
       int64_t n = g.k;
       if (g.dense_to_sparse) {
@@ -147,12 +158,14 @@ void Backend::router_gate_forward(const float* logits, const RouterGate& g, floa
       row.weight_base(g);
       double sum = 0, mx_sel = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
+        if (silent(g, order[size_t(j)])) continue;
         sum += row.base[size_t(order[size_t(j)])];
         mx_sel = std::max(mx_sel, double(zt[order[size_t(j)]]));
       }
       double den_sel = 0;
       if (softmax_of_selected(g))
-        for (int64_t j = 0; j < n; ++j) den_sel += std::exp(double(zt[order[size_t(j)]]) - mx_sel);
+        for (int64_t j = 0; j < n; ++j)
+          if (!silent(g, order[size_t(j)])) den_sel += std::exp(double(zt[order[size_t(j)]]) - mx_sel);
       for (int64_t j = 0; j < S; ++j) {
         if (j >= n) {
           idx_h[size_t(t * S + j)] = -1;
@@ -161,7 +174,9 @@ void Backend::router_gate_forward(const float* logits, const RouterGate& g, floa
         }
         const int32_t e = order[size_t(j)];
         double w = row.base[size_t(e)];
-        if (den_sel > 0)
+        if (silent(g, e))
+          w = 0;  // selected (and counted by the balance loss), but nothing to combine
+        else if (den_sel > 0)
           w = std::exp(double(zt[e]) - mx_sel) / den_sel;  // softmax over the selected logits
         else if (g.renormalize)
           w /= sum;
@@ -205,6 +220,11 @@ void Backend::router_gate_backward(const float* dweights, const float* dprobs, c
     gate_h.resize(NE);
     copy_to_host(gate_h.data(), gate, NE * sizeof(float));
   }
+  std::vector<float> sw;
+  if (g.score_weight) {
+    sw.resize(size_t(E));
+    copy_to_host(sw.data(), g.score_weight, size_t(E) * sizeof(float));
+  }
   const bool from_gate = g.dense_to_sparse && g.gate_weights;
   const double c = g.scaling_factor;
 #pragma omp parallel
@@ -225,26 +245,29 @@ void Backend::router_gate_backward(const float* dweights, const float* dprobs, c
       const int32_t* it = idx_h.data() + t * S;
       const float* dwt = dw.data() + t * S;
       double sum = 0, dw_dot_w = 0;
+      // Silent experts' weights are the constant 0: no gradient, and not in the sum.
       for (int64_t j = 0; j < S; ++j)
-        if (it[j] >= 0) sum += row.base[size_t(it[j])];
-      const bool norm = normalised(g);
+        if (it[j] >= 0 && !silent(g, it[j])) sum += row.base[size_t(it[j])];
+      const bool norm = normalised(g) && sum > 0;
       if (norm)
         for (int64_t j = 0; j < S; ++j)
-          if (it[j] >= 0) dw_dot_w += double(dwt[j]) * c * row.base[size_t(it[j])] / sum;
+          if (it[j] >= 0 && !silent(g, it[j]))
+            dw_dot_w += double(dwt[j]) * c * row.base[size_t(it[j])] / sum;
       std::vector<double>& into = from_gate ? gg : (g.sigmoid ? gs : gp);
       for (int64_t j = 0; j < S; ++j) {
-        if (it[j] < 0) continue;
+        if (it[j] < 0 || silent(g, it[j])) continue;
         into[size_t(it[j])] += norm ? (c * dwt[j] - dw_dot_w) / sum : c * dwt[j];
       }
       // 2. Balance-loss scores: softmax p, or s / sum s for sigmoid.
       if (dprobs) {
-        const float* d = dp.data() + t * E;
+        const float* dt = dp.data() + t * E;
+        auto d = [&](int64_t e) { return double(dt[e]) * (sw.empty() ? 1.0 : double(sw[size_t(e)])); };
         if (g.sigmoid) {
           double dot = 0;
-          for (int64_t e = 0; e < E; ++e) dot += double(d[e]) * row.s[size_t(e)] / row.s_sum;
-          for (int64_t e = 0; e < E; ++e) gs[size_t(e)] += (double(d[e]) - dot) / row.s_sum;
+          for (int64_t e = 0; e < E; ++e) dot += d(e) * row.s[size_t(e)] / row.s_sum;
+          for (int64_t e = 0; e < E; ++e) gs[size_t(e)] += (d(e) - dot) / row.s_sum;
         } else {
-          for (int64_t e = 0; e < E; ++e) gp[size_t(e)] += d[e];
+          for (int64_t e = 0; e < E; ++e) gp[size_t(e)] += d(e);
         }
       }
       // 3. Through softmax, logsumexp, sigmoid and the tempered gate softmax to the logits.

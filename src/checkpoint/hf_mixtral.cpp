@@ -41,6 +41,7 @@ LlamaShapes llama_shapes(const Dims& d) {
 Dims mixtral_dims(const Config& cfg, const char* fn) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
+  hf::refuse_moe_variants(cfg, fn);
   check(moe.num_experts > 0, "{}: moe.num_experts = 0 makes every layer a dense MLP; {}", fn,
         kQwenHint);
   check(moe.shared_expert_ffn_hidden_size == 0,

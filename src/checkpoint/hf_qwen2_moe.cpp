@@ -39,6 +39,7 @@ LlamaShapes llama_shapes(const Dims& d) {
 Dims qwen_dims(const Config& cfg, const char* fn) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
+  hf::refuse_moe_variants(cfg, fn);
   check(moe.num_experts > 0,
         "{}: moe.num_experts = 0 makes every layer dense; Qwen2-MoE needs at least one MoE layer",
         fn);

@@ -56,6 +56,21 @@ void ends_from_hf(TensorSource& src, HostTensorMap& out, const LlamaShapes& s, c
   }
 }
 
+void refuse_moe_variants(const Config& cfg, const char* fn) {
+  const auto& moe = cfg.moe;
+  const auto& zc = moe.zero_compute_experts;
+  const std::pair<const char*, bool> variants[] = {
+      {"moe.zero_compute_experts (MoE++)", zc.total() > 0},
+      {"moe.null_experts (AdaMoE)", moe.null_experts > 0},
+      {"moe.residual (residual MoE)", moe.residual},
+      {"moe.router.gating_residual (MoE++)", moe.router.gating_residual},
+      {"moe.router.kind: recurrent (RMoE)", moe.router.kind != "linear"},
+  };
+  for (const auto& [key, on] : variants)
+    check(!on, "{}: the Hugging Face MoE models compute top-k FFN experts only and cannot express "
+          "{}; keep this model in Origami's checkpoint format", fn, key);
+}
+
 }  // namespace hf
 
 void write_hf_directory(const std::string& dir, const StTensorMap& tensors,

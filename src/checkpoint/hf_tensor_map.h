@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "config/config.h"
 #include "checkpoint/safetensors.h"
 
 namespace origami::hf {
@@ -80,6 +81,11 @@ void attention_from_hf(TensorSource& src, HostTensorMap& out, const std::string&
 // equals the embedding.
 void ends_to_hf(TensorSource& src, HostTensorMap& hf, const LlamaShapes& s);
 void ends_from_hf(TensorSource& src, HostTensorMap& out, const LlamaShapes& s, const char* fn);
+
+// The MoE variants no Hugging Face MoE class computes (MoE++'s zero-computation experts and
+// gating residual, AdaMoE's null experts, the recurrent router, residual MoE): an Error naming
+// the first such key, for both namings' export and import. A frozen router exports as it is.
+void refuse_moe_variants(const Config& cfg, const char* fn);
 
 }  // namespace origami::hf
 

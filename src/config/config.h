@@ -69,6 +69,13 @@ struct RouterConfig {
   // SMoE-Dropout: the router keeps its random initialisation: no weight gradient, no update
   // (gradients still reach the layer input through the gate weights); no balance loss.
   bool freeze = false;
+  // MoE++'s gating residual: logits of MoE layer l add W_map (E x E, trained) times layer l-1's
+  // logits (the first MoE layer has none), so routing decisions are carried across layers.
+  bool gating_residual = false;
+  // linear: logits = W x. recurrent (RMoE): u = W1 x (to recurrent_dim), g_l = GRU(u, g_{l-1})
+  // with one GRU cell shared by every MoE layer (g_0 = 0), logits = W2_l g_l.
+  std::string kind = "linear";
+  int64_t recurrent_dim = 256;
   double bias_update_rate = 1e-3;      // b_i += rate * sign(mean load - load_i) after each step
   std::string load_balance = "micro_batch";  // none | micro_batch | sequence | global_batch
   double aux_loss_coeff = 1e-2;
@@ -93,6 +100,17 @@ struct FssdpConfig {
   friend bool operator==(const FssdpConfig&, const FssdpConfig&) = default;
 };
 
+// MoE++'s zero-computation experts (docs/moe.md), routed like the FFN experts after them in the
+// router's rows (FFN, copy, constant, zero) and computed on every rank (no all-to-all).
+struct ZeroComputeConfig {
+  int64_t zero = 0;                    // E(x) = 0: the slot's weight is 0, outside renormalising
+  int64_t copy = 0;                    // E(x) = x
+  int64_t constant = 0;                // E(x) = a1 x + a2 v, [a1, a2] = softmax(W_c x), v trained
+  double balance_weight = 1.0;         // MoE++'s tau: these experts' weight in the balance loss
+  int64_t total() const { return zero + copy + constant; }
+  friend bool operator==(const ZeroComputeConfig&, const ZeroComputeConfig&) = default;
+};
+
 struct MoeConfig {
   int64_t num_experts = 8;             // 0 = a dense model (every layer a SwiGLU MLP)
   int64_t top_k = 2;
@@ -104,6 +122,13 @@ struct MoeConfig {
   std::string drop_policy = "probs";   // probs: keep each expert's C highest-probability slots;
                                        // position: keep the first C in token order
   bool pad_to_capacity = false;        // pad every expert's rows to C (static expert shapes)
+  ZeroComputeConfig zero_compute_experts;
+  // AdaMoE: router rows of experts that output nothing and cost nothing (last in the router);
+  // the weights renormalise over the true experts selected, the balance loss counts all rows.
+  int64_t null_experts = 0;
+  // DeepSpeed's residual MoE (PR-MoE): a dense SwiGLU MLP of the expert's shape beside the routed
+  // experts, out = moe * c0 + mlp * c1 with [c0, c1] = softmax(W_coef x), W_coef [2, H] trained.
+  bool residual = false;
   RouterConfig router;
   FssdpConfig fssdp;
   friend bool operator==(const MoeConfig&, const MoeConfig&) = default;

@@ -94,10 +94,11 @@ void validate_router(const Config& cfg, const auto& require) {
                       "expert_bias false with dense_to_sparse",
                       ref(cfg, "moe.router.schedule.kind", s.kind),
                       ref(cfg, "moe.router.expert_bias", "true")));
-  require(!anneal_k || s.k_start <= moe.num_experts,
+  const int64_t rows = moe.num_experts + moe.zero_compute_experts.total() + moe.null_experts;
+  require(!anneal_k || s.k_start <= rows,
           fmt::format("{} exceeds {}; allowed: <= {}",
                       ref(cfg, "moe.router.schedule.k_start", s.k_start),
-                      ref(cfg, "moe.num_experts", moe.num_experts), moe.num_experts));
+                      ref(cfg, "moe.num_experts", moe.num_experts), rows));
   require(s.end_step >= s.start_step,
           fmt::format("{} is before {}; allowed: >= {}",
                       ref(cfg, "moe.router.schedule.end_step", s.end_step),
@@ -111,6 +112,39 @@ void validate_router(const Config& cfg, const auto& require) {
                                                s.diversify.steps),
                       ref(cfg, "moe.capacity_factor",
                           moe.capacity_factor ? fmt::format("{}", *moe.capacity_factor) : "null")));
+}
+
+// The MoE variants (docs/moe.md "Variants"): what each needs and what it cannot serve.
+void validate_variants(const Config& cfg, const auto& require) {
+  const auto& moe = cfg.moe;
+  const auto& zc = moe.zero_compute_experts;
+  std::vector<std::pair<std::string, std::string>> extra;  // the keys that add router rows
+  for (auto [key, n] : {std::pair{"moe.zero_compute_experts.zero", zc.zero},
+                        std::pair{"moe.zero_compute_experts.copy", zc.copy},
+                        std::pair{"moe.zero_compute_experts.constant", zc.constant},
+                        std::pair{"moe.null_experts", moe.null_experts}})
+    if (n > 0) extra.push_back({key, ref(cfg, key, n)});
+  std::vector<std::string> on;  // every variant that is switched on
+  for (const auto& [key, r] : extra) on.push_back(r);
+  if (moe.residual) on.push_back(ref(cfg, "moe.residual", "true"));
+  if (moe.router.gating_residual) on.push_back(ref(cfg, "moe.router.gating_residual", "true"));
+  if (moe.router.kind != "linear") on.push_back(ref(cfg, "moe.router.kind", moe.router.kind));
+  for (const auto& v : on)
+    require(moe.num_experts > 0,
+            fmt::format("{} changes the MoE layer, but {} is a dense model; allowed: "
+                        "num_experts > 0", v, ref(cfg, "moe.num_experts", moe.num_experts)));
+  for (const auto& [key, r] : extra) {
+    // Capacity is counted per FFN expert; a slot on a zero-computation or null row has none.
+    require(!moe.capacity_factor,
+            fmt::format("{} routes tokens to experts outside the dispatcher, which {} cannot "
+                        "count; allowed: capacity_factor null (dropless) with these experts",
+                        r, ref(cfg, "moe.capacity_factor",
+                               moe.capacity_factor ? fmt::format("{}", *moe.capacity_factor) : "null")));
+    require(moe.router.num_groups == 0,
+            fmt::format("{} adds router rows outside the expert groups of {}; allowed: "
+                        "num_groups 0 with these experts",
+                        r, ref(cfg, "moe.router.num_groups", moe.router.num_groups)));
+  }
 }
 
 // FSSDP (docs/moe.md): the layouts and features it serves.
@@ -333,9 +367,17 @@ void validate(const Config& cfg, int world_size) {
       t.seq_length <= m.max_seq_length,
       fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "training.seq_length", t.seq_length),
                   ref(cfg, "model.max_seq_length", m.max_seq_length), m.max_seq_length));
-  require(moe.num_experts == 0 || moe.top_k <= moe.num_experts,
-          fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "moe.top_k", moe.top_k),
-                      ref(cfg, "moe.num_experts", moe.num_experts), moe.num_experts));
+  {
+    // The router chooses among the FFN experts and the zero-computation / null rows.
+    const int64_t rows = moe.num_experts + moe.zero_compute_experts.total() + moe.null_experts;
+    require(moe.num_experts == 0 || moe.top_k <= rows,
+            fmt::format("{} exceeds {}; allowed: <= {}", ref(cfg, "moe.top_k", moe.top_k),
+                        rows == moe.num_experts
+                            ? ref(cfg, "moe.num_experts", moe.num_experts)
+                            : fmt::format("the router's {} rows (moe.num_experts + "
+                                          "zero_compute_experts + null_experts)", rows),
+                        rows));
+  }
   if (p.tensor > 1) {
     for (auto [key, value] : {std::pair{"model.num_attention_heads", m.num_attention_heads},
                               std::pair{"model.ffn_hidden_size", m.ffn_hidden_size},
@@ -393,6 +435,7 @@ void validate(const Config& cfg, int world_size) {
                       ref(cfg, "training.backend", t.backend)));
 
   if (moe.num_experts > 0) validate_router(cfg, require);
+  validate_variants(cfg, require);
   if (moe.fssdp.enabled) validate_fssdp(cfg, world_size, require);
 
 

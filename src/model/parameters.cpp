@@ -34,8 +34,14 @@ void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>&
   // Counter-based draws: elements are independent, so the loop is parallel and still exact.
   const Rng rng(seed, hash_name(spec.name));
   float* out = local.data();
+  const int64_t row = gs.empty() ? 1 : numel_of(gs) / gs[0];
+  const auto drawn = [&](int64_t g) {  // the global index whose number element g draws
+    if (spec.tile_period <= 0 || g / row < spec.tile_from) return g;
+    return ((g / row - spec.tile_from) % spec.tile_period) * row + g % row;
+  };
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) out[i] = float(spec.init_std * rng.normal(uint64_t(spec.global_index(i))));
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = float(spec.init_std * rng.normal(uint64_t(drawn(spec.global_index(i)))));
 }
 
 void ParamStore::finalize(Backend& backend, uint64_t seed) {

@@ -57,6 +57,9 @@ struct ParamSpec {
   // Not trained (a frozen router): no gradient is accumulated and the optimizer leaves the value
   // as initialised (no weight decay either).
   bool frozen = false;
+  // Rows (dim 0) from tile_from on repeat rows [0, tile_period) cyclically at initialisation
+  // (AdaMoE's null router rows tile the true experts' rows); 0 = every row its own draw.
+  int64_t tile_from = 0, tile_period = 0;
 
   // FSSDP's owned experts (split along dim 0 over group "ep_edp"): the one copy in the job, with
   // no replicas to reduce with or to store it instead.

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/logging.h"
+#include "model/moe/expert_kinds.h"
 #include "model/moe_transformer.h"
 #include "pipeline/schedule.h"
 #include "train/pipeline_executor.h"
@@ -39,6 +40,8 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   const int64_t B = t.micro_batch_size, T = t.seq_length;
   const int64_t Nc = B * T / CP, n = Nc / TP;  // context rows, sequence-parallel rows
   const int64_t E = moe.num_experts, k = moe.top_k, Fe = moe.expert_ffn_hidden_size / ETP;
+  const int64_t Er = ExpertKinds::of(moe).routed();  // router rows (MoE++ / AdaMoE add some)
+  const int64_t Fr = moe.residual ? moe.expert_ffn_hidden_size : 0;  // PR-MoE's dense MLP
   const int64_t S = moe.shared_expert_ffn_hidden_size, F = m.ffn_hidden_size / TP;
   const bool full = t.recompute == "full", core = t.recompute != "none";
   int64_t moe_layers = 0;
@@ -51,7 +54,9 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   if (has_head && (!m.tie_embeddings || !embeds)) dense += V / TP * H;
   dense += L * (2 * H + (nh + 2 * nkv) * hd * H + H * nh * hd);        // norms, q k v, proj
   dense += dense_layers * 3 * F * H;                                    // mlp fc1 [2,F,H], fc2
-  dense += moe_layers * (E * H + 3 * S * H);                            // router, shared expert
+  dense += moe_layers * (Er * H + 3 * S * H);                           // router, shared expert
+  dense += moe_layers * (3 * Fr * H + (moe.residual ? 2 * H : 0));      // residual MLP, coefficient
+  dense += moe_layers * moe.zero_compute_experts.constant * 3 * H;      // constant experts W_c, v
   // FSSDP: the owned experts (the most any rank owns: even_owners), no replicas; the copies are
   // transient (scratch below, at the slot budget).
   const int64_t owned = moe.fssdp.enabled ? ceil_div(E / EP, layout.edp()) : E / EP;
@@ -83,8 +88,9 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   // idx [n,k], lse; the layer's dispatch idx, dweights [n,k], dprobs [n,E], dlse; shared expert
   // h, act (shared under full recompute); dispatcher and experts for a balanced load.
   const double rows = double(n) * k * ETP;                              // expert rows per rank
-  double moe_layer = 3.0 * n * E + 2.0 * n * k + n + 2.0 * n * k + n * E + n;
-  if (moe.router.schedule.kind == "dense_to_sparse") moe_layer += 2.0 * n * E;  // gate, noise
+  double moe_layer = 3.0 * n * Er + 2.0 * n * k + n + 2.0 * n * k + n * Er + n;
+  if (moe.router.schedule.kind == "dense_to_sparse") moe_layer += 2.0 * n * Er;  // gate, noise
+  if (moe.residual) moe_layer += 2.0 * n * H + 2.0 * n + n * H;         // routed, dense, logits, drouted
   moe_layer += E + 2.0 * n * k;                                          // dispatcher counts, row
   moe_layer += 3.0 * n * k * H;                                          // permuted, y_local, scratch
   moe_layer += double(n) * k * H + 2.0 * rows * H + rows;               // recv, gathered, sorted, sort_row
@@ -92,6 +98,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   moe_layer += 6.0 * rows * Fe;                                          // experts h, act, dact, dh
   act += moe_layer * double(moe_layers);
   if (S > 0) act += per_layer(double(n) * 3 * S, full) * (full ? 1.0 : double(moe_layers) / double(L));
+  if (Fr > 0) act += per_layer(double(n) * 3 * Fr, full) * (full ? 1.0 : double(moe_layers) / double(L));
   // Model: residual stream (L+1) x [n,H], final norm out, two gradient buffers, rstd; one
   // chunk's logits [chunk, V/TP] (their gradient overwrites them), per-token loss and lse; token
   // ids, targets, positions.
@@ -125,6 +132,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
                                                       : moe.fssdp.max_replicas_per_rank;
     scr += double((moe.fssdp.rematerialize ? 1 : moe_layers) * slots * 2 * 3 * Fe * H);
   }
+  if (moe.residual && moe_layers > 0) scr += double(n) * H + 2.0 * n;  // residual dmlp, dlogits
   r.scratch_bytes = 4.0 * scr;
   return r;
 }

@@ -36,6 +36,14 @@ void MetricsSink::log(const IterationMetrics& m) {
       loads += fmt::format("{}L{} {:.2f}", l ? " " : "", l, m.expert_load_imbalance[l]);
     spdlog::info("expert load (max/mean per MoE layer): {}", loads);
   }
+  if (m.ffn_flops_per_token) {
+    std::string per_layer;
+    for (size_t l = 0; l < m.zero_compute_share.size(); ++l)
+      per_layer += fmt::format("{}L{} {:.3f}", l ? " " : "", l, m.zero_compute_share[l]);
+    spdlog::info("moe variants: FFN MFLOP per token (forward) {:.3f}{}", *m.ffn_flops_per_token / 1e6,
+                 per_layer.empty() ? std::string()
+                                   : " | slots on zero-computation / null experts: " + per_layer);
+  }
   if (!m.router_gate.empty()) {
     std::string per_layer;
     for (size_t l = 0; l < m.experts_per_token.size(); ++l)
@@ -80,6 +88,10 @@ void MetricsSink::log(const IterationMetrics& m) {
     j["router_temperature"] =
         m.router_temperature ? nlohmann::json(*m.router_temperature) : nlohmann::json(nullptr);
     j["experts_per_token"] = m.experts_per_token;
+  }
+  if (m.ffn_flops_per_token) {
+    j["ffn_flops_per_token"] = *m.ffn_flops_per_token;
+    if (!m.zero_compute_share.empty()) j["zero_compute_share"] = m.zero_compute_share;
   }
   if (!m.pipeline_bubble.empty()) {
     j["pipeline_bubble"] = m.pipeline_bubble;

@@ -17,6 +17,7 @@
 #include "comm/collective_watchdog.h"
 #include "comm/mpi_runtime.h"
 #include "data/tokenizer.h"
+#include "model/moe/expert_kinds.h"
 #include "model/moe/gating_schedule.h"
 #include "optim/lr_schedule.h"
 #include "train/device_staged_communicator.h"
@@ -222,7 +223,7 @@ StepResult Trainer::train_step() {
   be.fill(grads.data(), 0.f, grads.numel());
   model_->begin_step();
   const int L = model_->num_moe_layers();
-  StepStats stats(L, cfg_.moe.num_experts);
+  StepStats stats(L, ExpertKinds::of(cfg_.moe).routed());  // every router row
   // The micro-batch's place in the global batch keys the dense-to-sparse gate's noise.
   auto clock = [&](int mb) {
     model_->set_router_clock({.step = step_,
@@ -333,7 +334,7 @@ double Trainer::evaluate() {
 ExpertReport Trainer::expert_report() {
   const auto& t = cfg_.training;
   const int L = model_->num_moe_layers();
-  const int64_t E = cfg_.moe.num_experts;
+  const int64_t E = ExpertKinds::of(cfg_.moe).routed();
   ExpertReport r{.iteration = step_};
   model_->set_router_clock({.step = step_, .noise = false});
   for (size_t d = 0; d < report_data_.size(); ++d) {
@@ -417,6 +418,17 @@ std::vector<double> Trainer::train() {
           m.experts_per_token.push_back(
               double(std::accumulate(counts.begin(), counts.end(), int64_t{0})) /
               double(t.global_batch_size * t.seq_length));
+      }
+      const ExpertKinds kinds = ExpertKinds::of(cfg_.moe);
+      if (L > 0 && (kinds.any_extra() || cfg_.moe.residual)) {
+        m.ffn_flops_per_token =
+            ffn_flops_per_token(cfg_, r.expert_counts, t.global_batch_size * t.seq_length);
+        if (kinds.any_extra())
+          for (const auto& counts : r.expert_counts) {
+            const auto all = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+            const auto extra = std::accumulate(counts.begin() + kinds.ffn, counts.end(), int64_t{0});
+            m.zero_compute_share.push_back(all > 0 ? double(extra) / double(all) : 0.0);
+          }
       }
       const int64_t every = cfg_.logging.expert_load_interval;
       if (every > 0 && (step_ % every == 0 || step_ == 1)) {

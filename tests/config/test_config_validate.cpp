@@ -325,6 +325,32 @@ TEST(ConfigValidate, FssdpRefusesWhatItCannotServe) {
       validate(parse("moe:\n  fssdp:\n    enabled: true\nparallel:\n  expert: 2\n"), 8));
 }
 
+TEST(ConfigValidate, MoeVariantsRefuseWhatTheyCannotServe) {
+  EXPECT_ERROR_HAS(parse("moe:\n  null_experts: -2\n"), {"runs/cfg.yaml:2", "moe.null_experts"});
+  EXPECT_ERROR_HAS(parse("moe:\n  router:\n    kind: lstm\n"),
+                   {"runs/cfg.yaml:3", "moe.router.kind", "linear", "recurrent"});
+  // Capacity counts FFN experts only: a config error naming both keys.
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  capacity_factor: 1.25\n  null_experts: 4\n"), 1),
+                   {"moe.null_experts=4 (runs/cfg.yaml:3)",
+                    "moe.capacity_factor=1.25 (runs/cfg.yaml:2)"});
+  EXPECT_ERROR_HAS(
+      validate(parse("moe:\n  capacity_factor: 1.0\n  zero_compute_experts:\n    copy: 1\n"), 1),
+      {"moe.zero_compute_experts.copy=1 (runs/cfg.yaml:4)", "moe.capacity_factor=1"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  null_experts: 2\n  router:\n    num_groups: 2\n"
+                                  "    group_topk: 1\n"), 1),
+                   {"moe.null_experts=2 (runs/cfg.yaml:2)", "moe.router.num_groups=2 (runs/cfg.yaml:4)"});
+  // A variant of the MoE layer in a dense model.
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  num_experts: 0\n  residual: true\n"), 1),
+                   {"moe.residual=true (runs/cfg.yaml:3)", "moe.num_experts=0 (runs/cfg.yaml:2)"});
+  // k may exceed the FFN experts (AdaMoE raises it) but not the router's rows.
+  EXPECT_NO_THROW(validate(parse("moe:\n  num_experts: 4\n  top_k: 6\n  null_experts: 4\n"), 1));
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  num_experts: 4\n  top_k: 9\n  null_experts: 4\n"), 1),
+                   {"moe.top_k=9 (runs/cfg.yaml:3)", "8 rows"});
+  EXPECT_NO_THROW(validate(parse("moe:\n  zero_compute_experts:\n    zero: 1\n    copy: 1\n"
+                                 "    constant: 2\n    balance_weight: 0.75\n  residual: true\n"),
+                           1));
+}
+
 TEST(ConfigValidatePipeline, OneStageWithTheNewKeysAtTheirDefaultsValidates) {
   const Config c = parse("parallel:\n  pipeline: 1\n  virtual_pipeline: 1\n"
                          "  pipeline_schedule: 1f1b\n  pipeline_first_stage_layers: 0\n"

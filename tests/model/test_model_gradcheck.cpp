@@ -2,7 +2,8 @@
 // balance + router z-loss) for every parameter tensor matches central finite differences.
 // Tiny fp32 model: one MoE layer with a shared expert and one dense layer (layer_freq 2), GQA;
 // once per router option (docs/moe.md): softmax / sigmoid scores, top-k before softmax, with and
-// without renormalisation, scaling, group-limited top-k, the expert bias, the gating schedules.
+// without renormalisation, scaling, group-limited top-k, the expert bias, the gating schedules,
+// and the MoE variants (MoE++'s zero-computation experts, AdaMoE's null experts, residual MoE).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -270,6 +271,31 @@ INSTANTIATE_TEST_SUITE_P(
                         c.moe.router.schedule.end_step = 10;
                       },
                       {.step = 5}},
+        // MoE++ (docs/moe.md "Variants"): a copy, a constant and a zero expert beside the four
+        // FFN experts, their balance weight tau = 0.5, under both softmax orders.
+        RouterVariant{"moepp_zero_compute",
+                      [](Config& c) {
+                        c.moe.zero_compute_experts = {.zero = 1, .copy = 1, .constant = 1,
+                                                      .balance_weight = 0.5};
+                      }},
+        RouterVariant{"moepp_topk_before_softmax",
+                      [](Config& c) {
+                        c.moe.zero_compute_experts = {.zero = 1, .copy = 1, .constant = 2};
+                        c.moe.router.pre_softmax = false;
+                        c.moe.top_k = 3;
+                      }},
+        // AdaMoE: four null rows (tiled from the true rows), k raised to 3.
+        RouterVariant{"adamoe_null_experts",
+                      [](Config& c) {
+                        c.moe.null_experts = 4;
+                        c.moe.top_k = 3;
+                      }},
+        // PR-MoE's residual MoE: a dense MLP beside top-1 routing, mixed by a learned softmax.
+        RouterVariant{"residual_moe",
+                      [](Config& c) {
+                        c.moe.residual = true;
+                        c.moe.top_k = 1;
+                      }},
         RouterVariant{"diversify_phase",
                       [](Config& c) { c.moe.router.schedule.diversify.steps = 5; }, {.step = 2}}),
     [](const auto& info) { return std::string(info.param.name); });

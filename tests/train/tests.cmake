@@ -72,6 +72,10 @@ origami_mpi_test(train pipeline_parallel 8 "PipelineParallel.*")
 # SMoE-Dropout's frozen random router: unchanged by training (AdamW and ZeRO-1), EP = 1 rank.
 origami_mpi_test(train frozen_router 2 "FrozenRouter.*")
 
+# The MoE variants (MoE++, AdaMoE, residual MoE): EP, ETP, TP+SP, CP, PP against 1 rank; resume.
+origami_mpi_test(train moe_variants 2 "MoeVariants.*")
+origami_mpi_test(train moe_variants 4 "MoeVariants.EveryLayoutMatchesTheSingleRankRun")
+
 # FSSDP (tests/train/mpi_test_fssdp.cpp): the EP placement is EP + ZeRO-1 bit for bit (4 ranks);
 # skewed copies equal the 1-rank run (4 ranks; 8 ranks with ranks that own no expert);
 # re-sharding and checkpoints across FSSDP on / off and EP sizes (4 ranks).

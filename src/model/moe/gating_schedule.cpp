@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "model/moe/expert_kinds.h"
 
 namespace origami {
 
@@ -40,7 +41,7 @@ GateState gate_at(const MoeConfig& moe, int64_t step) {
   if (s.kind == "topk_anneal") {
     const double k = anneal_value(s.anneal, double(s.k_start), double(moe.top_k), s.start_step,
                                   s.end_step, t);
-    g.k = std::clamp<int64_t>(std::llround(k), 1, moe.num_experts);
+    g.k = std::clamp<int64_t>(std::llround(k), 1, ExpertKinds::of(moe).routed());
   } else if (s.kind == "dense_to_sparse" && t < s.end_step) {
     // EvoMoE's switch to hard (top-k) routing happens when the temperature reaches tau_end.
     g.kind = GateKind::dense_to_sparse;
@@ -51,8 +52,9 @@ GateState gate_at(const MoeConfig& moe, int64_t step) {
 
 int64_t router_slots(const MoeConfig& moe) {
   const auto& s = moe.router.schedule;
-  if (s.kind == "dense_to_sparse") return moe.num_experts;
-  if (s.kind == "topk_anneal") return std::min(moe.num_experts, std::max(s.k_start, moe.top_k));
+  const int64_t rows = ExpertKinds::of(moe).routed();
+  if (s.kind == "dense_to_sparse") return rows;
+  if (s.kind == "topk_anneal") return std::min(rows, std::max(s.k_start, moe.top_k));
   return moe.top_k;
 }
 

@@ -47,7 +47,8 @@ double anneal_value(const std::string& shape, double from, double to, int64_t st
 GateState gate_at(const MoeConfig& moe, int64_t step);
 
 // Columns of the router's expert-index array: the most experts any token can use under the
-// schedule (num_experts for dense_to_sparse, max(k_start, top_k) for topk_anneal, else top_k).
+// schedule (the router's rows for dense_to_sparse, max(k_start, top_k) for topk_anneal, else
+// top_k).
 int64_t router_slots(const MoeConfig& moe);
 
 // Whether the schedule ever departs from plain top-k (the log then shows temperature / k and

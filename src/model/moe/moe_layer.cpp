@@ -13,7 +13,8 @@ namespace origami {
 MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& prefix,
                    int num_layers)
     : ctx_(ctx),
-      balance_(parse_balance_mode(ctx.config.moe.router.load_balance), ctx.config.moe.num_experts,
+      balance_(parse_balance_mode(ctx.config.moe.router.load_balance),
+               ExpertKinds::of(ctx.config.moe).routed(),
                router_slots(ctx.config.moe), ctx.groups.balance,
                /*share_of_routed=*/ctx.config.moe.router.schedule.kind != "static",
                ctx.groups.tp_cp),
@@ -24,12 +25,15 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
   const auto& moe = ctx.config.moe;
   if (moe.fssdp.enabled)
     fssdp_ = std::make_unique<FssdpExperts>(ctx, store, prefix + ".experts", num_layers);
+  if (ExpertKinds::of(moe).computed_beside())
+    zero_compute_ = std::make_unique<ZeroComputeExperts>(ctx, store, prefix);
+  if (moe.residual) residual_ = std::make_unique<ResidualMoe>(ctx, store, prefix, num_layers);
   if (moe.shared_expert_ffn_hidden_size > 0)
     shared_expert_ = std::make_unique<SwigluMlp>(ctx, store, prefix + ".shared_expert",
                                                  moe.shared_expert_ffn_hidden_size, num_layers,
                                                  /*tensor_parallel=*/false);
   const int64_t N = ctx.local_tokens();
-  const int64_t E = moe.num_experts, k = router_.slots();
+  const int64_t E = router_.rows(), k = router_.slots();
   if (ctx.tp_size() * ctx.cp_size() > 1) {  // rows are parts of sequences
     std::vector<int32_t> seq(static_cast<size_t>(N));
     for (int64_t r = 0; r < N; ++r)
@@ -86,6 +90,20 @@ int64_t MoeLayer::apply_capacity() {
   return C;
 }
 
+void MoeLayer::split_extra_slots() {
+  auto& be = ctx_.backend;
+  const int64_t N = ctx_.local_tokens(), k = router_.slots(), ffn = router_.kinds().ffn;
+  std::vector<int32_t> experts(size_t(N * k));
+  be.copy_to_host(experts.data(), router_.experts(), experts.size() * sizeof(int32_t));
+  router_counts_.assign(size_t(router_.rows()), 0);
+  for (int32_t& e : experts) {
+    if (e < 0) continue;
+    router_counts_[size_t(e)]++;
+    if (e >= ffn) e = -1;  // computed beside the dispatcher, or nothing at all
+  }
+  be.copy_from_host(dispatch_experts_.data(), experts.data(), experts.size() * sizeof(int32_t));
+}
+
 void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scales,
                        ForwardPass pass) {
   auto& be = ctx_.backend;
@@ -94,9 +112,11 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   // route
   router_.forward(x);
   const int64_t capacity = apply_capacity();
+  const bool extra = router_.kinds().any_extra();  // (capacity mode refuses extra rows)
+  if (extra) split_extra_slots();
   // dispatch (dropless: the router's choice as it is)
   // (FSSDP: where the iteration's placement computes each expert; the copies gathered first)
-  const bool capped = moe.capacity_factor.has_value();
+  const bool capped = moe.capacity_factor.has_value() || extra;
   if (fssdp_) fssdp_->materialize();
   dispatcher_.dispatch(x, capped ? dispatch_experts_.data() : router_.experts(),
                        moe.pad_to_capacity ? capacity : 0, plan_,
@@ -112,6 +132,8 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
   if (fssdp_ && moe.fssdp.rematerialize) fssdp_->release();
   // combine
   dispatcher_.combine(plan_, expert_out_.data(), router_.weights(), out);
+  if (zero_compute_) zero_compute_->forward(x, router_.experts(), router_.weights(), out);
+  if (residual_) residual_->forward(x, out);
   if (shared_expert_) shared_expert_->forward(x, out, /*accumulate=*/true);
   if (pass == ForwardPass::recompute_activations) return;  // the first pass's results stand
   const bool replay = pass == ForwardPass::replay;
@@ -140,7 +162,13 @@ void MoeLayer::backward(const float* dout, const float* x, float* dx) {
   const int64_t H = ctx_.config.model.hidden_size;
   grow_rows(be, dexpert_out_, plan_.rows, H);
   grow_rows(be, dexpert_in_, plan_.rows, H);
-  dispatcher_.combine_backward(plan_, dout, expert_out_.data(), router_.weights(),
+  const float* drouted = dout;  // the gradient of the routed experts' output
+  if (residual_) {
+    grow_rows(be, drouted_, ctx_.local_tokens(), H);
+    residual_->backward_mix(dout, drouted_.data());
+    drouted = drouted_.data();
+  }
+  dispatcher_.combine_backward(plan_, drouted, expert_out_.data(), router_.weights(),
                                dexpert_out_.data(), dweights_.data());
   if (fssdp_) fssdp_->materialize();  // rematerialising: gathered again for the backward
   experts_.backward(fssdp_ ? fssdp_->weights() : experts_.local_weights(), dexpert_out_.data(),
@@ -150,6 +178,9 @@ void MoeLayer::backward(const float* dout, const float* x, float* dx) {
     fssdp_->release();
   }
   dispatcher_.dispatch_backward(plan_, dexpert_in_.data(), dx);
+  if (zero_compute_)
+    zero_compute_->backward(drouted, x, router_.experts(), router_.weights(), dx, dweights_.data());
+  if (residual_) residual_->backward_input(x, dx);
   router_.backward(dweights_.data(), has_balance_grad_ ? dprobs_.data() : nullptr,
                    has_z_grad_ ? dlse_.data() : nullptr, x, dx);
   if (shared_expert_) shared_expert_->backward(dout, x, dx, /*accumulate=*/true);

@@ -12,8 +12,10 @@
 #include "model/moe/balance_loss.h"
 #include "model/moe/experts.h"
 #include "model/moe/fssdp_experts.h"
+#include "model/moe/residual_moe.h"
 #include "model/moe/router.h"
 #include "model/moe/token_dispatcher.h"
+#include "model/moe/zero_compute_experts.h"
 
 namespace origami {
 
@@ -26,7 +28,9 @@ struct RouterLossScales {
 // Host-side statistics of the last forward. The router-loss values stay on the backend (see
 // set_loss_accumulators): reading them every micro-batch would cost a device sync per layer.
 struct MoeLayerStats {
-  std::vector<int64_t> expert_counts;  // this rank's routed (token, slot)s per expert
+  // This rank's routed (token, slot)s per router row: the FFN experts, then MoE++'s and
+  // AdaMoE's (ExpertKinds).
+  std::vector<int64_t> expert_counts;
   int64_t dropped_slots = 0;           // capacity mode: slots over capacity on this rank
 };
 
@@ -77,6 +81,9 @@ class MoeLayer {
  private:
   // Capacity mode: drops slots over capacity into dispatch_experts_; returns C (0 = dropless).
   int64_t apply_capacity();
+  // Router rows beyond the FFN experts: their slots become -1 in dispatch_experts_ (the
+  // dispatcher's choice) and router_counts_ counts every row (what the balance loss sees).
+  void split_extra_slots();
   // Sequences the balance loss sees in this rank's rows: the micro-batch's when the rank holds
   // whole sequences, else one block (sequence mode then maps rows to sequences itself).
   int64_t balance_batch() const {
@@ -90,10 +97,13 @@ class MoeLayer {
   GroupedExperts experts_;
   std::unique_ptr<FssdpExperts> fssdp_;  // moe.fssdp.enabled: the experts' owner and copies
   std::unique_ptr<SwigluMlp> shared_expert_;
+  std::unique_ptr<ZeroComputeExperts> zero_compute_;  // MoE++'s copy / constant experts
+  std::unique_ptr<ResidualMoe> residual_;             // moe.residual (PR-MoE)
   DispatchPlan plan_;             // this micro-batch's routing, from dispatch to backward
-  IndexTensor dispatch_experts_;  // capacity mode: the router's choice minus dropped slots
-  std::vector<int64_t> router_counts_;  // capacity mode: the router's choice per expert
-  Tensor expert_out_, dexpert_out_, dexpert_in_, dweights_, dprobs_, dlse_;
+  // Capacity mode or extra router rows: the router's choice minus dropped / non-FFN slots.
+  IndexTensor dispatch_experts_;
+  std::vector<int64_t> router_counts_;  // then: the router's choice per router row
+  Tensor expert_out_, dexpert_out_, dexpert_in_, dweights_, dprobs_, dlse_, drouted_;
   bool has_balance_grad_ = false, has_z_grad_ = false;
   TensorOf<double> own_losses_, replay_losses_;  // replay adds its values to the latter
   double* losses_ = nullptr;

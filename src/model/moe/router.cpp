@@ -9,15 +9,19 @@ namespace origami {
 
 Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
     : ctx_(ctx), store_(store), prefix_(prefix),
-      score_(parse_router_score(ctx.config.moe.router.score)) {
+      score_(parse_router_score(ctx.config.moe.router.score)),
+      kinds_(ExpertKinds::of(ctx.config.moe)) {
   const auto& moe = ctx.config.moe;
   H_ = ctx.config.model.hidden_size;
-  E_ = moe.num_experts;
+  E_ = kinds_.routed();
   slots_ = router_slots(moe);
+  // AdaMoE initialises the null experts' rows by tiling the true experts' rows.
   weight_ = store.declare({.name = prefix + ".weight", .global_shape = {E_, H_},
                            .init_std = ctx.config.model.init_std,
                            .tp_replicas = ctx.tp_size() > 1 ? "tp" : "",
-                           .frozen = moe.router.freeze});
+                           .frozen = moe.router.freeze,
+                           .tile_from = kinds_.null > 0 ? kinds_.null_begin() : 0,
+                           .tile_period = kinds_.null > 0 ? kinds_.ffn : 0});
   const int64_t N = ctx.local_tokens();
   auto& be = ctx.backend;
   logits_ = Tensor::zeros(be, {N, E_});
@@ -32,6 +36,14 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   }
   bias_host_.assign(size_t(E_), 0.f);
   if (moe.router.expert_bias) bias_ = Tensor::zeros(be, {E_});
+  const auto& zc = moe.zero_compute_experts;
+  if (zc.total() > 0 && zc.balance_weight != 1.0) {
+    std::vector<float> w(size_t(E_), 1.f);
+    for (int64_t e = kinds_.copy_begin(); e < kinds_.null_begin(); ++e)
+      w[size_t(e)] = float(zc.balance_weight);
+    score_weight_ = Tensor::zeros(be, {E_});
+    be.copy_from_host(score_weight_.data(), w.data(), w.size() * sizeof(float));
+  }
   set_clock({});
 }
 
@@ -43,7 +55,8 @@ void Router::set_clock(const RouterClock& clock) {
 bool Router::plain() const {
   const auto& r = ctx_.config.moe.router;
   return score_ == RouterScore::softmax && r.pre_softmax && r.scaling_factor == 1.0 && r.num_groups == 0 &&
-         !r.expert_bias && gate_.kind == GateKind::topk && gate_.k == slots_;
+         !r.expert_bias && gate_.kind == GateKind::topk && gate_.k == slots_ &&
+         kinds_.silent_begin() == E_ && score_weight_.empty();
 }
 
 RouterGate Router::gate_desc() const {
@@ -62,7 +75,9 @@ RouterGate Router::gate_desc() const {
                     .noise = dts && clock_.noise ? noise_.data() : nullptr,
                     .temperature = float(gate_.temperature),
                     .threshold = float(r.schedule.threshold),
-                    .gate_weights = r.schedule.gumbel_weights};
+                    .gate_weights = r.schedule.gumbel_weights,
+                    .silent_from = kinds_.silent_begin() < E_ ? kinds_.silent_begin() : 0,
+                    .score_weight = score_weight_.empty() ? nullptr : score_weight_.data()};
 }
 
 void Router::forward(const float* x) {

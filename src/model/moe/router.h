@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "model/model_context.h"
+#include "model/moe/expert_kinds.h"
 #include "model/moe/gating_schedule.h"
 #include "model/parameters.h"
 
@@ -26,11 +27,14 @@ class Router {
   void backward(const float* dweights, const float* dprobs, const float* dlse, const float* x,
                 float* dx);
 
+  // E here is the router's rows (ExpertKinds::routed(): FFN experts, then MoE++'s and AdaMoE's).
   const float* probs() const { return probs_.data(); }     // [N, E] balance-loss scores
   const int32_t* experts() const { return idx_.data(); }   // [N, slots]
   const float* weights() const { return weights_.data(); } // [N, slots]
   const float* lse() const { return lse_.data(); }         // [N]
   int64_t slots() const { return slots_; }
+  int64_t rows() const { return E_; }
+  const ExpertKinds& kinds() const { return kinds_; }
   const GateState& gate() const { return gate_; }
   const RouterClock& clock() const { return clock_; }
   // False in the diversify phase: routing is fixed (expert 0, weight 1), the router unused.
@@ -51,11 +55,13 @@ class Router {
   ParamStore& store_;
   std::string prefix_;
   RouterScore score_;
+  ExpertKinds kinds_;
   size_t weight_;
   int64_t H_, E_, slots_;
   RouterClock clock_;
   GateState gate_;
   Tensor logits_, probs_, weights_, lse_, dlogits_, gate_buf_, noise_, bias_;
+  Tensor score_weight_;  // [E] MoE++'s balance weights (empty: all 1)
   std::vector<float> bias_host_, noise_host_;
   std::vector<int64_t> tokens_host_;  // global token index of each row (the noise's key)
   IndexTensor idx_;
