@@ -133,6 +133,26 @@ void validate_variants(const Config& cfg, const auto& require) {
     require(moe.num_experts > 0,
             fmt::format("{} changes the MoE layer, but {} is a dense model; allowed: "
                         "num_experts > 0", v, ref(cfg, "moe.num_experts", moe.num_experts)));
+  // The cross-layer routers: one kind at a time, a router that trains from the first step.
+  const auto& r = moe.router;
+  const bool recurrent = r.kind == "recurrent";
+  if (recurrent || r.gating_residual) {
+    const std::string chain = recurrent ? ref(cfg, "moe.router.kind", r.kind)
+                                        : ref(cfg, "moe.router.gating_residual", "true");
+    require(!(recurrent && r.gating_residual),
+            fmt::format("{} and {} both carry a state between MoE layers; allowed: one of them",
+                        ref(cfg, "moe.router.kind", r.kind),
+                        ref(cfg, "moe.router.gating_residual", "true")));
+    require(r.schedule.diversify.steps == 0,
+            fmt::format("{} needs every MoE layer's router from the first step, but {} routes "
+                        "without it; allowed: diversify.steps 0",
+                        chain, ref(cfg, "moe.router.schedule.diversify.steps",
+                                   r.schedule.diversify.steps)));
+    require(!(recurrent && r.freeze),
+            fmt::format("{} would freeze only the output projection of {}; allowed: freeze "
+                        "false with the recurrent router",
+                        ref(cfg, "moe.router.freeze", "true"), chain));
+  }
   for (const auto& [key, r] : extra) {
     // Capacity is counted per FFN expert; a slot on a zero-computation or null row has none.
     require(!moe.capacity_factor,

@@ -59,6 +59,12 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
       ch.blocks.push_back(
           {l, moe_index, std::make_unique<TransformerBlock>(ctx_, store_, l, moe_index >= 0)});
     }
+  if (config.moe.num_experts > 0) state_width_ = Router::state_width(config.moe);
+  // Every stage sums the recurrent router's shared cell over PP, so every stage declares it.
+  if (config.moe.num_experts > 0 && config.moe.router.kind == "recurrent" && pp > 1 &&
+      local_moe_layers_ == 0)
+    gru_declared_ = std::make_unique<RouterGru>(ctx_, store_, config.moe.router.recurrent_dim);
+  link_router_states();
   if (has_head) {
     final_norm_ = store_.declare({.name = "final_norm.weight", .global_shape = {H},
                                   .init = InitKind::ones, .weight_decay = false,
@@ -147,6 +153,31 @@ int64_t MoeTransformer::prepare_inputs(const int32_t* tokens, const int32_t* tar
   return loss_tokens;
 }
 
+void MoeTransformer::link_router_states() {
+  if (state_width_ == 0) return;
+  const int64_t n = ctx_.local_tokens();
+  for (Chunk& ch : chunks_) {
+    ch.state_in = Tensor::zeros(ctx_.backend, {n, state_width_});
+    ch.dstate_in = Tensor::zeros(ctx_.backend, {n, state_width_});
+    // The model's first MoE layer (layer 0) starts the chain: nothing before it.
+    const float* state = ch.embeds ? nullptr : ch.state_in.data();
+    float* dstate = ch.embeds ? nullptr : ch.dstate_in.data();
+    for (Block& b : ch.blocks) {
+      MoeLayer* moe = b.block->moe();
+      if (!moe) continue;
+      moe->router().set_previous(state, dstate);
+      state = moe->router().state();
+      dstate = moe->router().state_grad();
+    }
+    ch.state_out = state;
+    ch.dstate_out = dstate;
+  }
+}
+
+int64_t MoeTransformer::boundary_elements() const {
+  return ctx_.local_tokens() * (ctx_.config.model.hidden_size + state_width_);
+}
+
 ForwardStats MoeTransformer::forward(const int32_t* tokens, const int32_t* targets,
                                      const RouterLossScales& s,
                                      std::optional<float> lm_grad_scale) {
@@ -179,6 +210,8 @@ void MoeTransformer::run_chunk(Chunk& ch, const float* input, const RouterLossSc
     reduce_scatter_sequence(ctx_, emb, ch.residual[0].data(), H);
   } else {
     be.copy(ch.residual[0].data(), input, size_t(n * H) * sizeof(float));
+    if (state_width_ > 0)
+      be.copy(ch.state_in.data(), input + n * H, size_t(n * state_width_) * sizeof(float));
   }
   for (size_t i = 0; i < ch.blocks.size(); ++i) {
     ch.blocks[i].block->forward(ch.residual[i].data(), ch.residual[i + 1].data(),
@@ -218,9 +251,13 @@ ForwardStats MoeTransformer::forward_chunk(int chunk, const int32_t* tokens,
     if (ch.has_head) st.loss_tokens = loss_tokens;
   }
   run_chunk(ch, input, s, ForwardPass::first, lm_grad_scale, &st);
-  if (!ch.has_head)
-    ctx_.backend.copy(output, ch.residual.back().data(),
-                      size_t(ctx_.local_tokens() * ctx_.config.model.hidden_size) * sizeof(float));
+  if (!ch.has_head) {
+    const int64_t nH = ctx_.local_tokens() * ctx_.config.model.hidden_size;
+    ctx_.backend.copy(output, ch.residual.back().data(), size_t(nH) * sizeof(float));
+    if (state_width_ > 0)
+      ctx_.backend.copy(output + nH, ch.state_out,
+                        size_t(ctx_.local_tokens() * state_width_) * sizeof(float));
+  }
   ch.live_micro_batch = lm_grad_scale ? micro_batch : -1;
   return st;
 }
@@ -252,6 +289,8 @@ void MoeTransformer::backward_chunk(int chunk, const int32_t* tokens, const int3
                         store_[final_norm_].grad.data(), n, H);
   } else {
     be.copy(dy->data(), output_grad, size_t(n * H) * sizeof(float));
+    // The next stage's gradient of the state this chunk passed on (its router accumulates).
+    if (state_width_ > 0) be.axpy(1.f, output_grad + n * H, ch.dstate_out, n * state_width_);
   }
   // Ping-pong two gradient buffers down the residual stream.
   for (size_t i = ch.blocks.size(); i-- > 0;) {
@@ -264,6 +303,10 @@ void MoeTransformer::backward_chunk(int chunk, const int32_t* tokens, const int3
     be.embedding_backward(demb, tokens_.data(), store_[embedding_].grad.data(), Nc, H);
   } else {
     be.copy(input_grad, dy->data(), size_t(n * H) * sizeof(float));
+    if (state_width_ > 0) {  // the gradient of the state that arrived, consumed
+      be.copy(input_grad + n * H, ch.dstate_in.data(), size_t(n * state_width_) * sizeof(float));
+      be.fill(ch.dstate_in.data(), 0.f, n * state_width_);
+    }
   }
 }
 

@@ -70,6 +70,9 @@ class MoeTransformer {
                       const float* input, const float* output_grad, float* input_grad,
                       const RouterLossScales& s, float lm_grad_scale, int micro_batch);
   int num_chunks() const { return int(chunks_.size()); }
+  // Elements of what crosses a pipeline boundary per micro-batch: the hidden state [n, H], then
+  // the cross-layer router state [n, S] (MoE++'s gating residual, RMoE's g; S = 0 otherwise).
+  int64_t boundary_elements() const;
   // Global [begin, end) layers of each chunk of this rank.
   std::vector<std::pair<int, int>> chunk_layers() const;
 
@@ -135,7 +138,17 @@ class MoeTransformer {
     std::vector<Block> blocks;
     std::vector<Tensor> residual;  // block inputs, then the last block's output ([n,H] each)
     int live_micro_batch = -1;     // whose activations the chunk holds for backward (-1: none)
+    // Cross-layer routers (Router::state_width): the state that arrives with the input from the
+    // previous virtual stage, its gradient (sent back with the input gradient), and what the
+    // chunk passes on with its output (its last MoE router's state, else the one that arrived)
+    // with the buffer the next stage's gradient of it is added to.
+    Tensor state_in, dstate_in;
+    const float* state_out = nullptr;
+    float* dstate_out = nullptr;
   };
+  // Links each MoE router to the previous MoE layer's state (within a chunk, or the chunk's
+  // incoming state), so the cross-layer routers see layer l-1 from layer l.
+  void link_router_states();
   // Token ids and targets of this rank's rows, checked, relative to its vocabulary shard, and
   // uploaded; returns the loss tokens.
   int64_t prepare_inputs(const int32_t* tokens, const int32_t* targets, bool need_targets);
@@ -149,6 +162,8 @@ class MoeTransformer {
   std::vector<Chunk> chunks_;
   int num_moe_layers_ = 0;           // whole model
   int local_moe_layers_ = 0;         // this rank's
+  int64_t state_width_ = 0;          // Router::state_width of the config
+  std::unique_ptr<RouterGru> gru_declared_;  // PP: the shared cell on a stage without MoE layers
   TensorOf<double> router_losses_;  // [local moe layer][balance, z], backend memory
   IndexTensor tokens_, targets_, positions_;  // CP-local rows, ids relative to the shard
   std::vector<int32_t> local_ids_, local_targets_;

@@ -23,6 +23,12 @@ size_t ParamStore::declare(ParamSpec spec) {
   return params_.size() - 1;
 }
 
+size_t ParamStore::index_of(const std::string& name) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].spec.name == name) return i;
+  return npos;
+}
+
 void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>& local) {
   const auto& gs = spec.global_shape;
   const auto& ls = spec.local_shape.empty() ? gs : spec.local_shape;  // unsplit when not given

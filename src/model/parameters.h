@@ -54,6 +54,9 @@ struct ParamSpec {
   // head). Initialised equal to the first stage's, its gradient summed with it over the first +
   // last stage group; checkpoints store the first stage's, the gradient norm counts it once.
   bool pipeline_copy = false;
+  // Held by every pipeline stage (the recurrent router's GRU cell, shared by all MoE layers):
+  // the gradient is summed over the PP group; the copies of stages > 0 are pipeline_copy too.
+  bool pipeline_shared = false;
   // Not trained (a frozen router): no gradient is accumulated and the optimizer leaves the value
   // as initialised (no weight decay either).
   bool frozen = false;
@@ -99,6 +102,10 @@ class ParamStore {
   const std::vector<Param>& all() const { return params_; }
   // The first box of `name` on this rank (FSSDP may hold several boxes of an expert tensor).
   const Param& find(const std::string& name) const;
+  // The index of the first box of `name`, or npos when none is declared (a parameter several
+  // modules share, declared by the first: the recurrent router's GRU cell).
+  static constexpr size_t npos = size_t(-1);
+  size_t index_of(const std::string& name) const;
 
   // Contiguous ranges of one gradient group (for reductions).
   Tensor values(GradGroup g) const;

@@ -22,6 +22,11 @@ void reduce_replica_gradients(ParamStore& store, const GradientGroups& groups) {
     Tensor g = store.find("embedding.weight").grad;
     groups.tied_embedding->allreduce(g.data(), g.data(), g.numel(), CommDType::f32, ReduceOp::sum);
   }
+  if (size_of(groups.pipeline_shared) > 1)
+    for (Param& p : store.all())  // every stage declares them in the same order
+      if (p.spec.pipeline_shared)
+        groups.pipeline_shared->allreduce(p.grad.data(), p.grad.data(), p.grad.numel(),
+                                          CommDType::f32, ReduceOp::sum);
 }
 
 double dense_norm_squared(const ParamStore& store, const GradientGroups& groups,
@@ -32,18 +37,26 @@ double dense_norm_squared(const ParamStore& store, const GradientGroups& groups,
   // The plain dense range, without the last stage's copy of a tied embedding (the first
   // stage's counts for both).
   const int64_t plain = n_tp + n_kv, end = store.count(GradGroup::dense);
-  double d = 0.0;
+  double d = 0.0, copies_tp = 0.0, copies_kv = 0.0;
   int64_t from = plain;
   const float* base = store.grads(GradGroup::dense).data();
   for (const Param& p : store.all())
     if (p.spec.pipeline_copy) {
       const int64_t b = p.grad.data() - base;
+      if (b < n_tp) {  // a TP-replicated copy (the recurrent router's cell under TP)
+        copies_tp += sumsq(b, b + p.grad.numel());
+        continue;
+      }
+      if (b < plain) {
+        copies_kv += sumsq(b, b + p.grad.numel());
+        continue;
+      }
       d += sumsq(from, b);
       from = b + p.grad.numel();
     }
   d += sumsq(from, end);
-  if (tp == 1) return d + sumsq(0, n_tp + n_kv);
-  d += sumsq(0, n_tp) / tp + sumsq(n_tp, n_tp + n_kv) / kv;
+  if (tp == 1) return d + sumsq(0, n_tp + n_kv) - copies_tp - copies_kv;
+  d += (sumsq(0, n_tp) - copies_tp) / tp + (sumsq(n_tp, n_tp + n_kv) - copies_kv) / kv;
   return groups.tp->allreduce_scalar(d);
 }
 

@@ -35,6 +35,8 @@ struct GradientGroups {
   // position, whose embedding.weight (the last stage's copy is its LM head) sum their gradients
   // before any data-parallel reduction. Null without tied embeddings or with one stage.
   const Communicator* tied_embedding = nullptr;
+  // Parameters every stage holds (spec.pipeline_shared) sum their gradients over the stages.
+  const Communicator* pipeline_shared = nullptr;
 
   // fssdp: every expert has one owner, whose gradient spRS already summed: no expert replicas
   // (the expert group is the rank alone) and every rank of the stage holds different experts.
@@ -44,7 +46,8 @@ struct GradientGroups {
     return {.dense = pg.dp_cp.get(), .expert = fssdp ? pg.self.get() : pg.edp.get(),
             .tp = pg.tp.get(), .tp_kv = pg.tp_kv.get(),
             .expert_shards = fssdp ? pg.stage.get() : pg.etp_ep.get(), .pp = pg.pp.get(),
-            .tied_embedding = tied ? pg.embedding.get() : nullptr};
+            .tied_embedding = tied ? pg.embedding.get() : nullptr,
+            .pipeline_shared = pg.pp.get()};
   }
 };
 

@@ -57,6 +57,13 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   dense += moe_layers * (Er * H + 3 * S * H);                           // router, shared expert
   dense += moe_layers * (3 * Fr * H + (moe.residual ? 2 * H : 0));      // residual MLP, coefficient
   dense += moe_layers * moe.zero_compute_experts.constant * 3 * H;      // constant experts W_c, v
+  if (moe.num_experts > 0 && moe.router.kind == "recurrent") {          // RMoE: W_in, W [E, D]
+    const int64_t D = moe.router.recurrent_dim;
+    dense += moe_layers * (D * H + Er * D - Er * H);
+    dense += 6 * D * D + 6 * D;                                         // the shared GRU cell
+  }
+  if (moe.router.gating_residual)  // W_map on every MoE layer but the first (layer 0, stage 0)
+    dense += (moe_layers - (stage == 0 && moe_layers > 0 ? 1 : 0)) * Er * Er;
   // FSSDP: the owned experts (the most any rank owns: even_owners), no replicas; the copies are
   // transient (scratch below, at the slot budget).
   const int64_t owned = moe.fssdp.enabled ? ceil_div(E / EP, layout.edp()) : E / EP;
@@ -91,6 +98,9 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   double moe_layer = 3.0 * n * Er + 2.0 * n * k + n + 2.0 * n * k + n * Er + n;
   if (moe.router.schedule.kind == "dense_to_sparse") moe_layer += 2.0 * n * Er;  // gate, noise
   if (moe.residual) moe_layer += 2.0 * n * H + 2.0 * n + n * H;         // routed, dense, logits, drouted
+  const int64_t D = moe.router.kind == "recurrent" ? moe.router.recurrent_dim : 0;
+  const int64_t Sx = moe.num_experts == 0 ? 0 : D > 0 ? D : moe.router.gating_residual ? Er : 0;
+  moe_layer += double(n) * Sx + 8.0 * n * D;                            // dstate; u, g, gi, gh
   moe_layer += E + 2.0 * n * k;                                          // dispatcher counts, row
   moe_layer += 3.0 * n * k * H;                                          // permuted, y_local, scratch
   moe_layer += double(n) * k * H + 2.0 * rows * H + rows;               // recv, gathered, sorted, sort_row
@@ -111,7 +121,12 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
     const int64_t m_steps = t.global_batch_size / (t.micro_batch_size * layout.dp());
     const ScheduleShape shape{.pp = PP, .v = v, .m = int(m_steps),
                               .kind = pipeline_schedule_kind(cfg)};
-    act += double(PipelineExecutor::peak_buffers(shape, stage)) * n * H;
+    const int64_t S = moe.num_experts == 0                 ? 0
+                      : moe.router.kind == "recurrent"     ? moe.router.recurrent_dim
+                      : moe.router.gating_residual         ? ExpertKinds::of(moe).routed()
+                                                           : 0;
+    act += double(PipelineExecutor::peak_buffers(shape, stage)) * n * (H + S);
+    act += 2.0 * n * S * v;  // each chunk's incoming state and its gradient
   }
   r.activation_bytes = 4.0 * act;
 

@@ -40,7 +40,7 @@ void MetricsSink::log(const IterationMetrics& m) {
     std::string per_layer;
     for (size_t l = 0; l < m.zero_compute_share.size(); ++l)
       per_layer += fmt::format("{}L{} {:.3f}", l ? " " : "", l, m.zero_compute_share[l]);
-    spdlog::info("moe variants: FFN MFLOP per token (forward) {:.3f}{}", *m.ffn_flops_per_token / 1e6,
+    spdlog::info("expert FFN: {:.3f} MFLOP per token (forward){}", *m.ffn_flops_per_token / 1e6,
                  per_layer.empty() ? std::string()
                                    : " | slots on zero-computation / null experts: " + per_layer);
   }

@@ -36,9 +36,9 @@ struct IterationMetrics {
   // spAG + spRS bytes and the materialised copies.
   std::optional<double> dispatch_bytes, straggler_ratio, rows_max, rows_mean;
   std::optional<double> fssdp_bytes, fssdp_copies;
-  // MoE variants (docs/moe.md): per MoE layer the share of routed (token, slot)s that went to
-  // MoE++'s zero-computation or AdaMoE's null experts, and the FFN FLOPs (forward) actually
-  // spent per token (train/flops.h).
+  // Any MoE model: the FFN FLOPs (forward) actually spent per token (train/flops.h); with MoE++'s
+  // zero-computation or AdaMoE's null experts, per MoE layer the share of routed (token, slot)s
+  // that went to them.
   std::vector<double> zero_compute_share;
   std::optional<double> ffn_flops_per_token;
 };

@@ -99,14 +99,15 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
                               GradientGroups::from(groups_, cfg_.model.tie_embeddings,
                                                    cfg_.moe.fssdp.enabled));
   // The pipeline schedule of one step: m micro-batches through PP stages (one stage: the
-  // degenerate list F0 B0 F1 B1 ...); activations cross stages as [local_tokens, H].
+  // degenerate list F0 B0 F1 B1 ...); activations cross stages as [local_tokens, H] (and the
+  // cross-layer router state, MoeTransformer::boundary_elements).
   const ScheduleShape schedule{.pp = layout_.pp(),
                                .v = layout_.pp() > 1 ? int(cfg_.parallel.virtual_pipeline) : 1,
                                .m = int(micro_batches_),
                                .kind = pipeline_schedule_kind(cfg_)};
   pipeline_ = std::make_unique<PipelineExecutor>(
       *backend_, *groups_.pp, schedule,
-      model_->context().local_tokens() * cfg_.model.hidden_size);
+      model_->boundary_elements());
   if (layout_.pp() > 1) {
     spdlog::info("pipeline: {} schedule, {} stages x {} chunks, {} micro-batches per step "
                  "(bubble in theory {:.3f})", schedule_kind_name(schedule.kind), schedule.pp,
@@ -420,7 +421,7 @@ std::vector<double> Trainer::train() {
               double(t.global_batch_size * t.seq_length));
       }
       const ExpertKinds kinds = ExpertKinds::of(cfg_.moe);
-      if (L > 0 && (kinds.any_extra() || cfg_.moe.residual)) {
+      if (L > 0) {
         m.ffn_flops_per_token =
             ffn_flops_per_token(cfg_, r.expert_counts, t.global_batch_size * t.seq_length);
         if (kinds.any_extra())

@@ -3,7 +3,8 @@
 // Tiny fp32 model: one MoE layer with a shared expert and one dense layer (layer_freq 2), GQA;
 // once per router option (docs/moe.md): softmax / sigmoid scores, top-k before softmax, with and
 // without renormalisation, scaling, group-limited top-k, the expert bias, the gating schedules,
-// and the MoE variants (MoE++'s zero-computation experts, AdaMoE's null experts, residual MoE).
+// and the MoE variants (MoE++'s zero-computation experts and gating residual, AdaMoE's null
+// experts, RMoE's recurrent router with its hand-written GRU backward, residual MoE).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -283,6 +284,28 @@ INSTANTIATE_TEST_SUITE_P(
                         c.moe.zero_compute_experts = {.zero = 1, .copy = 1, .constant = 2};
                         c.moe.router.pre_softmax = false;
                         c.moe.top_k = 3;
+                      }},
+        // Cross-layer routers need two MoE layers (layer_freq 1): the gradient of layer 1's
+        // loss reaches layer 0's router through the state (logits, or the GRU's g).
+        RouterVariant{"moepp_gating_residual",
+                      [](Config& c) {
+                        c.moe.layer_freq = 1;
+                        c.moe.router.gating_residual = true;
+                        c.moe.zero_compute_experts = {.zero = 1, .copy = 1, .constant = 1};
+                      }},
+        RouterVariant{"rmoe_recurrent_router",
+                      [](Config& c) {
+                        c.moe.layer_freq = 1;
+                        c.moe.router.kind = "recurrent";
+                        c.moe.router.recurrent_dim = 6;
+                      }},
+        RouterVariant{"rmoe_recurrent_sigmoid_no_renormalize",
+                      [](Config& c) {
+                        c.moe.layer_freq = 1;
+                        c.moe.router.kind = "recurrent";
+                        c.moe.router.recurrent_dim = 5;
+                        c.moe.router.score = "sigmoid";
+                        c.moe.router.renormalize = false;
                       }},
         // AdaMoE: four null rows (tiled from the true rows), k raised to 3.
         RouterVariant{"adamoe_null_experts",

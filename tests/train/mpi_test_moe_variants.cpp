@@ -1,7 +1,8 @@
 // The MoE variants (docs/moe.md "Variants") under every layout: MoE++'s zero-computation
-// experts, AdaMoE's null experts and PR-MoE's residual MoE each train under EP, ETP, TP + SP,
-// CP and PP with the same first-step gradients (every element, mapped to its global index) and
-// 8-step losses as the 1-rank run, and resume from a checkpoint bit for bit.
+// experts and gating residual, AdaMoE's null experts, RMoE's recurrent router and PR-MoE's
+// residual MoE each train under EP, ETP, TP + SP, CP, PP (1F1B and interleaved, with EP and TP)
+// with the same first-step gradients (every element, mapped to its global index) and 8-step
+// losses as the 1-rank run, and resume from a ZeRO-1 checkpoint bit for bit.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -33,17 +34,27 @@ const Variant kVariants[] = {
        c.moe.residual = true;
        c.moe.top_k = 1;
      }},
+    // The cross-layer routers: under PP their state crosses the stage boundary with the hidden
+    // state (and its gradient comes back with the input gradient).
+    {"moepp_gating_residual", [](Config& c) {
+       c.moe.router.gating_residual = true;
+       c.moe.zero_compute_experts = {.zero = 1, .copy = 1};
+     }},
+    {"rmoe", [](Config& c) {
+       c.moe.router.kind = "recurrent";
+       c.moe.router.recurrent_dim = 16;
+     }},
 };
 
 struct Layout {
   const char* name;
-  int world, tp, cp, pp, ep, etp;
+  int world, tp, cp, pp, ep, etp, v = 1;
 };
 
 const Layout kLayouts[] = {
     {"ep2", 2, 1, 1, 1, 2, 1},   {"etp2", 2, 1, 1, 1, 1, 2}, {"tp2_sp", 2, 2, 1, 1, 1, 1},
-    {"cp2", 2, 1, 2, 1, 1, 1},   {"pp2", 2, 1, 1, 2, 1, 1},  {"tp2_ep4", 4, 2, 1, 1, 4, 1},
-    {"pp2_ep2", 4, 1, 1, 2, 2, 1},
+    {"cp2", 2, 1, 2, 1, 1, 1},   {"pp2", 2, 1, 1, 2, 1, 1},  {"pp2_v2", 2, 1, 1, 2, 1, 1, 2},
+    {"tp2_ep4", 4, 2, 1, 1, 4, 1}, {"pp2_ep2", 4, 1, 1, 2, 2, 1}, {"pp2_tp2", 4, 2, 1, 2, 1, 1},
 };
 
 Config variant_config(const Variant& v, const std::string& run) {
@@ -68,6 +79,11 @@ TEST(MoeVariants, EveryLayoutMatchesTheSingleRankRun) {
       par.parallel.pipeline = l.pp;
       par.parallel.expert = l.ep;
       par.parallel.expert_tensor = l.etp;
+      if (l.v > 1) {  // interleaved: four layers, two chunks of one per rank
+        par.parallel.virtual_pipeline = l.v;
+        par.parallel.pipeline_schedule = "interleaved";
+        par.model.num_layers = ref.model.num_layers = 4;
+      }
       expect_layout_matches(par, ref, *world, *solo, std::string(v.name) + " " + l.name);
       ++ran;
     }

@@ -15,8 +15,22 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   H_ = ctx.config.model.hidden_size;
   E_ = kinds_.routed();
   slots_ = router_slots(moe);
+  const auto& r = moe.router;
+  recurrent_ = r.kind == "recurrent";
+  const int64_t D = r.recurrent_dim;
+  const std::string tp = ctx.tp_size() > 1 ? "tp" : "";
+  if (recurrent_) {  // u = W_in x, to the GRU's dimension
+    input_ = store.declare({.name = prefix + ".input.weight", .global_shape = {D, H_},
+                            .init_std = ctx.config.model.init_std, .tp_replicas = tp});
+    gru_ = std::make_unique<RouterGru>(ctx, store, D);
+  }
+  // The model's first MoE layer (layer 0: is_moe_layer) has no previous logits to add.
+  if (r.gating_residual && prefix != "layers.0.moe.router")
+    residual_ = store.declare({.name = prefix + ".residual.weight", .global_shape = {E_, E_},
+                               .init_std = ctx.config.model.init_std, .tp_replicas = tp});
   // AdaMoE initialises the null experts' rows by tiling the true experts' rows.
-  weight_ = store.declare({.name = prefix + ".weight", .global_shape = {E_, H_},
+  weight_ = store.declare({.name = prefix + ".weight",
+                           .global_shape = {E_, recurrent_ ? D : H_},
                            .init_std = ctx.config.model.init_std,
                            .tp_replicas = ctx.tp_size() > 1 ? "tp" : "",
                            .frozen = moe.router.freeze,
@@ -30,6 +44,13 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   lse_ = Tensor::zeros(be, {N});
   dlogits_ = Tensor::zeros(be, {N, E_});
   idx_ = IndexTensor::zeros(be, {N, slots_});
+  if (const int64_t S = state_width(moe); S > 0) dstate_ = Tensor::zeros(be, {N, S});
+  if (recurrent_) {
+    u_ = Tensor::zeros(be, {N, D});
+    g_ = Tensor::zeros(be, {N, D});
+    dg_ = ctx.scratch("router.dg", {N, D});
+    du_ = ctx.scratch("router.du", {N, D});
+  }
   if (moe.router.schedule.kind == "dense_to_sparse") {
     gate_buf_ = Tensor::zeros(be, {N, E_});
     noise_ = Tensor::zeros(be, {N, E_});
@@ -46,6 +67,13 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   }
   set_clock({});
 }
+
+int64_t Router::state_width(const MoeConfig& moe) {
+  if (moe.router.kind == "recurrent") return moe.router.recurrent_dim;
+  return moe.router.gating_residual ? ExpertKinds::of(moe).routed() : 0;
+}
+
+const float* Router::state() const { return recurrent_ ? g_.data() : logits_.data(); }
 
 void Router::set_clock(const RouterClock& clock) {
   clock_ = clock;
@@ -98,7 +126,16 @@ void Router::forward(const float* x) {
     return;
   }
   fixed_routing_ = false;
-  linear_forward(be, x, store_[weight_].value.data(), logits_.data(), N, H_, E_);
+  if (recurrent_) {
+    const int64_t D = ctx_.config.moe.router.recurrent_dim;
+    linear_forward(be, x, store_[input_].value.data(), u_.data(), N, H_, D);
+    gru_->forward(u_.data(), prev_, g_.data());
+    linear_forward(be, g_.data(), store_[weight_].value.data(), logits_.data(), N, D, E_);
+  } else {
+    linear_forward(be, x, store_[weight_].value.data(), logits_.data(), N, H_, E_);
+  }
+  if (residual_ != ParamStore::npos && prev_)  // MoE++: + W_map z_{l-1}
+    linear_forward(be, prev_, store_[residual_].value.data(), logits_.data(), N, E_, E_, 1.f);
   if (plain()) {
     be.router_forward(logits_.data(), probs_.data(), idx_.data(), weights_.data(), lse_.data(), N,
                       E_, slots_, ctx_.config.moe.router.renormalize);
@@ -131,6 +168,27 @@ void Router::backward(const float* dweights, const float* dprobs, const float* d
     be.router_gate_backward(dweights, dprobs, dlse, logits_.data(),
                             gate_buf_.empty() ? nullptr : gate_buf_.data(), idx_.data(),
                             weights_.data(), gate_desc(), dlogits_.data(), N, E_);
+  if (!dstate_.empty() && !recurrent_) {
+    // Gating residual: the next layer's gradient of these logits joins the gate's (then cleared).
+    be.axpy(1.f, dstate_.data(), dlogits_.data(), N * E_);
+    be.fill(dstate_.data(), 0.f, N * E_);
+  }
+  if (residual_ != ParamStore::npos && prev_) {  // through W_map to the previous logits
+    linear_backward(be, dlogits_.data(), prev_, store_[residual_].value.data(), prev_grad_,
+                    store_[residual_].grad.data(), N, E_, E_, /*accumulate_dx=*/true);
+  }
+  if (recurrent_) {
+    // logits = W g: dg = dlogits W + the next layer's gradient of g; then the cell and W_in.
+    const int64_t D = ctx_.config.moe.router.recurrent_dim;
+    linear_backward(be, dlogits_.data(), g_.data(), store_[weight_].value.data(), dg_.data(),
+                    store_[weight_].grad.data(), N, D, E_);
+    be.axpy(1.f, dstate_.data(), dg_.data(), N * D);
+    be.fill(dstate_.data(), 0.f, N * D);
+    gru_->backward(dg_.data(), u_.data(), prev_, du_.data(), prev_grad_);
+    linear_backward(be, du_.data(), x, store_[input_].value.data(), dx, store_[input_].grad.data(),
+                    N, H_, D, /*accumulate_dx=*/true);
+    return;
+  }
   if (store_[weight_].spec.frozen) {  // the input still gets its gradient through the gate
     be.gemm(linear_dx_desc(dlogits_.data(), store_[weight_].value.data(), dx, N, H_, E_, 1.f));
     return;
