@@ -65,6 +65,7 @@ void refuse_moe_variants(const Config& cfg, const char* fn) {
       {"moe.residual (residual MoE)", moe.residual},
       {"moe.router.gating_residual (MoE++)", moe.router.gating_residual},
       {"moe.router.kind: recurrent (RMoE)", moe.router.kind != "linear"},
+      {"moe.num_experts_per_layer (pyramid MoE)", !moe.num_experts_per_layer.empty()},
   };
   for (const auto& [key, on] : variants)
     check(!on, "{}: the Hugging Face MoE models compute top-k FFN experts only and cannot express "

@@ -83,7 +83,8 @@ void ends_to_hf(TensorSource& src, HostTensorMap& hf, const LlamaShapes& s);
 void ends_from_hf(TensorSource& src, HostTensorMap& out, const LlamaShapes& s, const char* fn);
 
 // The MoE variants no Hugging Face MoE class computes (MoE++'s zero-computation experts and
-// gating residual, AdaMoE's null experts, the recurrent router, residual MoE): an Error naming
+// gating residual, AdaMoE's null experts, the recurrent router, residual and pyramid MoE): an
+// Error naming
 // the first such key, for both namings' export and import. A frozen router exports as it is.
 void refuse_moe_variants(const Config& cfg, const char* fn);
 

@@ -129,8 +129,15 @@ struct MoeConfig {
   // DeepSpeed's residual MoE (PR-MoE): a dense SwiGLU MLP of the expert's shape beside the routed
   // experts, out = moe * c0 + mlp * c1 with [c0, c1] = softmax(W_coef x), W_coef [2, H] trained.
   bool residual = false;
+  // Pyramid MoE (PR-MoE): one FFN-expert count per MoE layer, in layer order (e.g. more experts
+  // in the last layers); empty = moe.num_experts everywhere. EP must divide every count.
+  std::vector<int64_t> num_experts_per_layer;
   RouterConfig router;
   FssdpConfig fssdp;
+  // FFN experts of the moe_index-th MoE layer (0-based, in layer order).
+  int64_t experts_at(int moe_index) const {
+    return num_experts_per_layer.empty() ? num_experts : num_experts_per_layer.at(size_t(moe_index));
+  }
   friend bool operator==(const MoeConfig&, const MoeConfig&) = default;
 };
 

@@ -174,6 +174,31 @@ ConfigField split_field() {
           }};
 }
 
+// moe.num_experts_per_layer: a list of counts >= 1 (empty or null: moe.num_experts everywhere).
+ConfigField experts_per_layer_field() {
+  const std::string key = "moe.num_experts_per_layer";
+  return {key, "list of integers >= 1 (one per MoE layer), or []",
+          [=](Config& c, const YAML::Node& n, const std::string& w, const ConfigOrigin&) {
+            std::vector<int64_t> counts;
+            if (!n.IsNull()) {
+              check(n.IsSequence(), "{}: {}: expected a list of expert counts, found {}", w, key,
+                    describe_node(n));
+              for (size_t i = 0; i < n.size(); ++i) {
+                const std::string item = fmt::format("{}[{}]", key, i);
+                const int64_t v = read_int(n[i], w, item);
+                check(v >= 1, "{}: {}: {} is out of range; allowed: >= 1", w, item, v);
+                counts.push_back(v);
+              }
+            }
+            c.moe.num_experts_per_layer = counts;
+          },
+          [](const Config& c) {
+            std::vector<std::string> items;
+            for (int64_t v : c.moe.num_experts_per_layer) items.push_back(std::to_string(v));
+            return "[" + join(items) + "]";
+          }};
+}
+
 // data.blend: [{path, weight}], weight > 0 (normalised by the data layer).
 ConfigField blend_field() {
   const std::string key = "data.blend";
@@ -308,6 +333,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(number_field, moe.zero_compute_experts.balance_weight, non_negative),
       ORIGAMI_KEY(int_field, moe.null_experts, non_negative),
       ORIGAMI_KEY(bool_field, moe.residual),
+      experts_per_layer_field(),
 
       ORIGAMI_KEY(int_field, parallel.tensor, positive_int),
       ORIGAMI_KEY(int_field, parallel.context, positive_int),

@@ -3,6 +3,7 @@
 // the keys involved with the file line (or --set) they came from, and what would be allowed.
 // Features whose issue has not landed yet are refused here with a message saying so.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -152,6 +153,44 @@ void validate_variants(const Config& cfg, const auto& require) {
             fmt::format("{} would freeze only the output projection of {}; allowed: freeze "
                         "false with the recurrent router",
                         ref(cfg, "moe.router.freeze", "true"), chain));
+  }
+  // Pyramid MoE: one count per MoE layer, each one EP can split and the router can serve.
+  if (const auto& counts = moe.num_experts_per_layer; !counts.empty()) {
+    const std::string list = ref(cfg, "moe.num_experts_per_layer",
+                                 fmt::format("[{}]", fmt::join(counts, ", ")));
+    int64_t moe_layers = 0;
+    if (moe.layer_freq > 0)
+      for (int64_t l = 0; l < cfg.model.num_layers; ++l) moe_layers += l % moe.layer_freq == 0;
+    require(moe.num_experts > 0,
+            fmt::format("{} needs MoE layers, but {} is a dense model", list,
+                        ref(cfg, "moe.num_experts", moe.num_experts)));
+    require(int64_t(counts.size()) == moe_layers,
+            fmt::format("{} has {} counts for the {} MoE layers of {} with {}; allowed: one count "
+                        "per MoE layer", list, counts.size(), moe_layers,
+                        ref(cfg, "model.num_layers", cfg.model.num_layers),
+                        ref(cfg, "moe.layer_freq", moe.layer_freq)));
+    const int64_t extra_rows = zc.total() + moe.null_experts;
+    for (size_t i = 0; i < counts.size(); ++i) {
+      require(counts[i] % cfg.parallel.expert == 0,
+              fmt::format("{}: MoE layer {} has {} experts, not divisible by {}; allowed: "
+                          "multiples of the expert-parallel size", list, i, counts[i],
+                          ref(cfg, "parallel.expert", cfg.parallel.expert)));
+      require(moe.top_k <= counts[i] + extra_rows,
+              fmt::format("{}: MoE layer {} routes among {} rows, fewer than {}", list, i,
+                          counts[i] + extra_rows, ref(cfg, "moe.top_k", moe.top_k)));
+      if (moe.router.num_groups > 0)
+        require(counts[i] % moe.router.num_groups == 0,
+                fmt::format("{}: MoE layer {} has {} experts, not divisible by {}", list, i,
+                            counts[i], ref(cfg, "moe.router.num_groups", moe.router.num_groups)));
+    }
+    // W_map maps the previous layer's logits onto this layer's: one count for both.
+    require(!moe.router.gating_residual,
+            fmt::format("{} with {} would need a W_map between layers of different widths; "
+                        "allowed: the gating residual with one expert count",
+                        list, ref(cfg, "moe.router.gating_residual", "true")));
+    require(!moe.fssdp.enabled,
+            fmt::format("{} with {}: FSSDP plans one expert count per stage; allowed: fssdp "
+                        "with one expert count", list, ref(cfg, "moe.fssdp.enabled", "true")));
   }
   for (const auto& [key, r] : extra) {
     // Capacity is counted per FFN expert; a slot on a zero-computation or null row has none.
@@ -347,7 +386,7 @@ void validate(const Config& cfg, int world_size) {
                         ref(cfg, "parallel.expert", p.expert), product({p.expert_tensor, p.expert}),
                         stage, world_size, p.pipeline, stage));
   }
-  require(moe.num_experts % p.expert == 0,
+  require(!moe.num_experts_per_layer.empty() || moe.num_experts % p.expert == 0,
           fmt::format("{} is not divisible by {}; each expert-parallel rank needs the same number "
                       "of experts",
                       ref(cfg, "moe.num_experts", moe.num_experts),

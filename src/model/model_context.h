@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -105,7 +106,7 @@ struct ModelContext {
   // Scratch shared by every module of the model: valid only until the next scratch() call with
   // the same key, so for buffers that need not survive from forward to backward.
   Tensor scratch(const std::string& key, std::vector<int64_t> shape_) {
-    Tensor& t = scratch_buffers[key];
+    Tensor& t = (*scratch_buffers)[key];
     const int64_t n = numel_of(shape_);
     if (t.numel() < n) t = Tensor::zeros(backend, {n});
     return t.view(0, std::move(shape_));
@@ -124,7 +125,15 @@ struct ModelContext {
   // training.recompute, parsed once when the context is built.
   RecomputeMode recompute = parse_recompute_mode(config.training.recompute);
 
-  std::map<std::string, Tensor> scratch_buffers = {};  // public: ModelContext stays an aggregate
+  // Shared with the copies with_config() makes, so every layer's scratch is one set of buffers.
+  std::shared_ptr<std::map<std::string, Tensor>> scratch_buffers =
+      std::make_shared<std::map<std::string, Tensor>>();  // public: ModelContext stays an aggregate
+
+  // The same context described by another config (pyramid MoE: a MoE layer's own expert count);
+  // `c` must outlive the copy.
+  ModelContext with_config(const Config& c) const {
+    return ModelContext{backend, c, shape, groups, recompute, scratch_buffers};
+  }
 };
 
 // Buffers whose row count depends on routing (dropless expert inputs) grow to the largest count

@@ -56,8 +56,15 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
         for (int j = 0; j < l; ++j) moe_index += is_moe_layer(config, j);
         ++local_moe_layers_;
       }
+      ModelContext* ctx = &ctx_;
+      if (moe_index >= 0 && !config.moe.num_experts_per_layer.empty()) {
+        Config& c = layer_configs_.emplace_back(config);
+        c.moe.num_experts = config.moe.experts_at(moe_index);
+        c.moe.num_experts_per_layer.clear();
+        ctx = &layer_contexts_.emplace_back(ctx_.with_config(c));
+      }
       ch.blocks.push_back(
-          {l, moe_index, std::make_unique<TransformerBlock>(ctx_, store_, l, moe_index >= 0)});
+          {l, moe_index, std::make_unique<TransformerBlock>(*ctx, store_, l, moe_index >= 0)});
     }
   if (config.moe.num_experts > 0) state_width_ = Router::state_width(config.moe);
   // Every stage sums the recurrent router's shared cell over PP, so every stage declares it.
@@ -379,9 +386,9 @@ bool MoeTransformer::spawn_experts_at(int64_t step) {
   for (Chunk& ch : chunks_)
     for (Block& b : ch.blocks)
       if (MoeLayer* m = b.block->moe()) m->spawn_experts(d);
-  spdlog::info("expert-diversify phase over at iteration {}: {} experts per MoE layer spawned "
-               "from expert 0 (mask ratio {}, noise std {})", step, ctx_.config.moe.num_experts,
-               d.mask_ratio, d.noise_std);
+  spdlog::info("expert-diversify phase over at iteration {}: the experts of every MoE layer "
+               "spawned from expert 0 (mask ratio {}, noise std {})", step, d.mask_ratio,
+               d.noise_std);
   return true;
 }
 
@@ -415,9 +422,10 @@ void MoeTransformer::load_buffers(const std::map<std::string, std::vector<float>
         spdlog::warn("{}: not in the checkpoint; it starts from zeros", name);
         continue;
       }
-      check(int64_t(it->second.size()) == ctx_.config.moe.num_experts, "checkpoint buffer '{}' "
-            "has {} values, the run's model needs {} (moe.num_experts)", name, it->second.size(),
-            ctx_.config.moe.num_experts);
+      check(int64_t(it->second.size()) == m->router().rows(), "checkpoint buffer '{}' has {} "
+            "values, the run's model needs {} (the layer's router rows: moe.num_experts or "
+            "num_experts_per_layer, plus zero-computation and null experts)", name,
+            it->second.size(), m->router().rows());
       m->router().set_expert_bias(it->second);
     }
   // Buffers of other stages' layers are theirs; warn about those no stage uses.

@@ -7,6 +7,7 @@
 // and micro-batches agrees. The LM head and loss run in row chunks (model/lm_head_loss.h) and
 // form their gradient in forward; backward() continues from it.
 #pragma once
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -156,6 +157,10 @@ class MoeTransformer {
                  std::optional<float> lm_grad_scale, ForwardStats* st);
 
   ModelContext ctx_;
+  // Pyramid MoE: each MoE layer's config (moe.num_experts = its count) and context; deques, so
+  // the blocks' references stay valid.
+  std::deque<Config> layer_configs_;
+  std::deque<ModelContext> layer_contexts_;
   ParamStore store_;
   int64_t vocab_ = 0, vocab_start_ = 0;  // this TP rank's vocabulary rows
   size_t embedding_ = 0, final_norm_ = 0, lm_head_ = 0;

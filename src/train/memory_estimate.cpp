@@ -45,7 +45,17 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   const int64_t S = moe.shared_expert_ffn_hidden_size, F = m.ffn_hidden_size / TP;
   const bool full = t.recompute == "full", core = t.recompute != "none";
   int64_t moe_layers = 0;
-  for (int l : layers) moe_layers += MoeTransformer::is_moe_layer(cfg, l);
+  // Pyramid MoE: the stage's MoE layers' router rows and experts per EP rank, summed (each term
+  // below that scales with a layer's expert count uses these sums).
+  int64_t sum_Er = 0, sum_E = 0;
+  for (int l : layers) {
+    if (!MoeTransformer::is_moe_layer(cfg, l)) continue;
+    int moe_index = 0;
+    for (int j = 0; j < l; ++j) moe_index += MoeTransformer::is_moe_layer(cfg, j);
+    sum_Er += ExpertKinds::of(moe, moe_index).routed();
+    sum_E += moe.experts_at(moe_index);
+    ++moe_layers;
+  }
   const int64_t dense_layers = L - moe_layers;
 
   // ---- parameters (ParamStore): dense and expert element counts of this rank ----
@@ -54,20 +64,22 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   if (has_head && (!m.tie_embeddings || !embeds)) dense += V / TP * H;
   dense += L * (2 * H + (nh + 2 * nkv) * hd * H + H * nh * hd);        // norms, q k v, proj
   dense += dense_layers * 3 * F * H;                                    // mlp fc1 [2,F,H], fc2
-  dense += moe_layers * (Er * H + 3 * S * H);                           // router, shared expert
+  dense += sum_Er * H + moe_layers * 3 * S * H;                         // router, shared expert
   dense += moe_layers * (3 * Fr * H + (moe.residual ? 2 * H : 0));      // residual MLP, coefficient
   dense += moe_layers * moe.zero_compute_experts.constant * 3 * H;      // constant experts W_c, v
   if (moe.num_experts > 0 && moe.router.kind == "recurrent") {          // RMoE: W_in, W [E, D]
     const int64_t D = moe.router.recurrent_dim;
-    dense += moe_layers * (D * H + Er * D - Er * H);
+    dense += moe_layers * D * H + sum_Er * (D - H);
     dense += 6 * D * D + 6 * D;                                         // the shared GRU cell
   }
   if (moe.router.gating_residual)  // W_map on every MoE layer but the first (layer 0, stage 0)
     dense += (moe_layers - (stage == 0 && moe_layers > 0 ? 1 : 0)) * Er * Er;
   // FSSDP: the owned experts (the most any rank owns: even_owners), no replicas; the copies are
   // transient (scratch below, at the slot budget).
-  const int64_t owned = moe.fssdp.enabled ? ceil_div(E / EP, layout.edp()) : E / EP;
-  const int64_t expert = moe_layers * owned * 3 * Fe * H;               // experts fc1, fc2
+  // (FSSDP refuses pyramid counts, so its owned count is per layer of moe.num_experts.)
+  const int64_t expert = moe.fssdp.enabled
+                             ? moe_layers * ceil_div(E / EP, layout.edp()) * 3 * Fe * H
+                             : sum_E / EP * 3 * Fe * H;                  // experts fc1, fc2
   MemoryEstimate r;
   r.parameters = dense + expert;
   r.parameter_bytes = r.gradient_bytes = 4.0 * double(dense + expert);
@@ -95,18 +107,20 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   // idx [n,k], lse; the layer's dispatch idx, dweights [n,k], dprobs [n,E], dlse; shared expert
   // h, act (shared under full recompute); dispatcher and experts for a balanced load.
   const double rows = double(n) * k * ETP;                              // expert rows per rank
-  double moe_layer = 3.0 * n * Er + 2.0 * n * k + n + 2.0 * n * k + n * Er + n;
-  if (moe.router.schedule.kind == "dense_to_sparse") moe_layer += 2.0 * n * Er;  // gate, noise
+  // Terms in a layer's router rows Er (logits, probs, dlogits, dprobs; the dense-to-sparse gate
+  // and noise) are added for all layers at once below, from sum_Er.
+  const double per_row = 4.0 * n + (moe.router.schedule.kind == "dense_to_sparse" ? 2.0 * n : 0.0);
+  double moe_layer = 2.0 * n * k + n + 2.0 * n * k + n;                  // weights, idx, lse x2
   if (moe.residual) moe_layer += 2.0 * n * H + 2.0 * n + n * H;         // routed, dense, logits, drouted
   const int64_t D = moe.router.kind == "recurrent" ? moe.router.recurrent_dim : 0;
   const int64_t Sx = moe.num_experts == 0 ? 0 : D > 0 ? D : moe.router.gating_residual ? Er : 0;
   moe_layer += double(n) * Sx + 8.0 * n * D;                            // dstate; u, g, gi, gh
-  moe_layer += E + 2.0 * n * k;                                          // dispatcher counts, row
+  moe_layer += 2.0 * n * k;                                              // dispatcher row
   moe_layer += 3.0 * n * k * H;                                          // permuted, y_local, scratch
   moe_layer += double(n) * k * H + 2.0 * rows * H + rows;               // recv, gathered, sorted, sort_row
   moe_layer += 3.0 * rows * H;                                           // expert_out, dexpert_out/in
   moe_layer += 6.0 * rows * Fe;                                          // experts h, act, dact, dh
-  act += moe_layer * double(moe_layers);
+  act += moe_layer * double(moe_layers) + per_row * double(sum_Er) + double(sum_E);  // + counts
   if (S > 0) act += per_layer(double(n) * 3 * S, full) * (full ? 1.0 : double(moe_layers) / double(L));
   if (Fr > 0) act += per_layer(double(n) * 3 * Fr, full) * (full ? 1.0 : double(moe_layers) / double(L));
   // Model: residual stream (L+1) x [n,H], final norm out, two gradient buffers, rstd; one

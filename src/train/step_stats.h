@@ -19,8 +19,10 @@ struct StepStats {
   double dropped_slots = 0.0;   // capacity mode
   std::vector<std::vector<int64_t>> expert_counts;  // [moe layer][expert]
 
-  StepStats(int moe_layers, int64_t experts)
-      : expert_counts(size_t(moe_layers), std::vector<int64_t>(size_t(experts), 0)) {}
+  // rows[l]: the router rows of MoE layer l (its experts, plus MoE++'s and AdaMoE's).
+  explicit StepStats(const std::vector<int64_t>& rows) {
+    for (int64_t r : rows) expert_counts.emplace_back(size_t(r), 0);
+  }
 
   void add(const ForwardStats& st) {
     lm_loss_sum += st.lm_loss_sum;

@@ -224,7 +224,7 @@ StepResult Trainer::train_step() {
   be.fill(grads.data(), 0.f, grads.numel());
   model_->begin_step();
   const int L = model_->num_moe_layers();
-  StepStats stats(L, ExpertKinds::of(cfg_.moe).routed());  // every router row
+  StepStats stats(router_rows_per_layer(cfg_.moe, L));  // every router row of every layer
   // The micro-batch's place in the global batch keys the dense-to-sparse gate's noise.
   auto clock = [&](int mb) {
     model_->set_router_clock({.step = step_,
@@ -335,7 +335,9 @@ double Trainer::evaluate() {
 ExpertReport Trainer::expert_report() {
   const auto& t = cfg_.training;
   const int L = model_->num_moe_layers();
-  const int64_t E = ExpertKinds::of(cfg_.moe).routed();
+  // Counts of every layer at one stride (the widest layer's rows; pyramid MoE differs per layer).
+  const auto rows = router_rows_per_layer(cfg_.moe, L);
+  const int64_t E = rows.empty() ? 0 : *std::max_element(rows.begin(), rows.end());
   ExpertReport r{.iteration = step_};
   model_->set_router_clock({.step = step_, .noise = false});
   for (size_t d = 0; d < report_data_.size(); ++d) {
@@ -352,9 +354,12 @@ ExpertReport Trainer::expert_report() {
     const double slots = double(t.eval_steps * t.global_batch_size * t.seq_length * cfg_.moe.top_k);
     r.datasets.push_back(cfg_.data.blend[d].path);
     r.tokens.push_back(t.eval_steps * t.global_batch_size * t.seq_length);
-    r.freq.emplace_back(size_t(L), std::vector<double>(size_t(E)));
-    for (int l = 0; l < L; ++l)
-      for (int64_t e = 0; e < E; ++e) r.freq.back()[size_t(l)][size_t(e)] = counts[size_t(l * E + e)] / slots;
+    r.freq.emplace_back();
+    for (int l = 0; l < L; ++l) {
+      r.freq.back().emplace_back(size_t(rows[size_t(l)]));
+      for (int64_t e = 0; e < rows[size_t(l)]; ++e)
+        r.freq.back()[size_t(l)][size_t(e)] = counts[size_t(l * E + e)] / slots;
+    }
   }
   return r;
 }
@@ -420,16 +425,16 @@ std::vector<double> Trainer::train() {
               double(std::accumulate(counts.begin(), counts.end(), int64_t{0})) /
               double(t.global_batch_size * t.seq_length));
       }
-      const ExpertKinds kinds = ExpertKinds::of(cfg_.moe);
       if (L > 0) {
         m.ffn_flops_per_token =
             ffn_flops_per_token(cfg_, r.expert_counts, t.global_batch_size * t.seq_length);
-        if (kinds.any_extra())
-          for (const auto& counts : r.expert_counts) {
-            const auto all = std::accumulate(counts.begin(), counts.end(), int64_t{0});
-            const auto extra = std::accumulate(counts.begin() + kinds.ffn, counts.end(), int64_t{0});
-            m.zero_compute_share.push_back(all > 0 ? double(extra) / double(all) : 0.0);
-          }
+        for (int l = 0; l < L && ExpertKinds::of(cfg_.moe).any_extra(); ++l) {
+          const auto& counts = r.expert_counts[size_t(l)];
+          const int64_t ffn = ExpertKinds::of(cfg_.moe, l).ffn;
+          const auto all = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+          const auto extra = std::accumulate(counts.begin() + ffn, counts.end(), int64_t{0});
+          m.zero_compute_share.push_back(all > 0 ? double(extra) / double(all) : 0.0);
+        }
       }
       const int64_t every = cfg_.logging.expert_load_interval;
       if (every > 0 && (step_ % every == 0 || step_ == 1)) {

@@ -349,6 +349,42 @@ TEST(ConfigValidate, MoeVariantsRefuseWhatTheyCannotServe) {
   EXPECT_NO_THROW(validate(parse("moe:\n  zero_compute_experts:\n    zero: 1\n    copy: 1\n"
                                  "    constant: 2\n    balance_weight: 0.75\n  residual: true\n"),
                            1));
+  // The cross-layer routers.
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    kind: recurrent\n    gating_residual: true\n"), 1),
+                   {"moe.router.kind=recurrent (runs/cfg.yaml:3)",
+                    "moe.router.gating_residual=true (runs/cfg.yaml:4)"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    gating_residual: true\n    schedule:\n"
+                                  "      diversify:\n        steps: 3\n"), 1),
+                   {"moe.router.gating_residual=true (runs/cfg.yaml:3)",
+                    "moe.router.schedule.diversify.steps=3 (runs/cfg.yaml:6)"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    kind: recurrent\n    freeze: true\n"
+                                  "    load_balance: none\n"), 1),
+                   {"moe.router.freeze=true (runs/cfg.yaml:4)", "moe.router.kind=recurrent"});
+}
+
+TEST(ConfigValidate, PyramidMoeCountsEveryLayerAndEveryRank) {
+  // One count per MoE layer (4 layers, layer_freq 2: layers 0 and 2).
+  EXPECT_NO_THROW(validate(parse("model:\n  num_layers: 4\nmoe:\n  layer_freq: 2\n"
+                                 "  num_experts_per_layer: [4, 8]\nparallel:\n  expert: 2\n"), 2));
+  EXPECT_ERROR_HAS(parse("moe:\n  num_experts_per_layer: [4, 0]\n"),
+                   {"runs/cfg.yaml:2", "moe.num_experts_per_layer[1]", ">= 1"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_layers: 4\nmoe:\n  num_experts_per_layer: [4, 8]\n"), 1),
+                   {"moe.num_experts_per_layer=[4, 8] (runs/cfg.yaml:4)", "2 counts for the 4 MoE layers",
+                    "model.num_layers=4 (runs/cfg.yaml:2)"});
+  // EP must divide every layer's count: both keys named.
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_layers: 2\nmoe:\n  num_experts_per_layer: [4, 6]\n"
+                                  "parallel:\n  expert: 4\n"), 4),
+                   {"moe.num_experts_per_layer=[4, 6] (runs/cfg.yaml:4)", "MoE layer 1 has 6 experts",
+                    "parallel.expert=4 (runs/cfg.yaml:6)"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_layers: 2\nmoe:\n  top_k: 3\n"
+                                  "  num_experts_per_layer: [2, 8]\n"), 1),
+                   {"MoE layer 0 routes among 2 rows", "moe.top_k=3 (runs/cfg.yaml:4)"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_layers: 2\nmoe:\n  num_experts_per_layer: [4, 8]\n"
+                                  "  fssdp:\n    enabled: true\n"), 2),
+                   {"moe.num_experts_per_layer=[4, 8]", "moe.fssdp.enabled=true (runs/cfg.yaml:6)"});
+  EXPECT_ERROR_HAS(validate(parse("model:\n  num_layers: 2\nmoe:\n  num_experts_per_layer: [4, 8]\n"
+                                  "  router:\n    gating_residual: true\n"), 1),
+                   {"moe.num_experts_per_layer=[4, 8]", "moe.router.gating_residual=true (runs/cfg.yaml:6)"});
 }
 
 TEST(ConfigValidatePipeline, OneStageWithTheNewKeysAtTheirDefaultsValidates) {

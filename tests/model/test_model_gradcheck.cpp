@@ -319,6 +319,22 @@ INSTANTIATE_TEST_SUITE_P(
                         c.moe.residual = true;
                         c.moe.top_k = 1;
                       }},
+        // Pyramid MoE: two experts in the first MoE layer, four in the second (with AdaMoE's
+        // null rows and the expert bias, whose size follows each layer's rows).
+        RouterVariant{"pyramid_moe",
+                      [](Config& c) {
+                        c.moe.layer_freq = 1;
+                        c.moe.num_experts_per_layer = {2, 4};
+                        c.moe.top_k = 2;
+                      }},
+        RouterVariant{"pyramid_null_experts_bias",
+                      [](Config& c) {
+                        c.moe.layer_freq = 1;
+                        c.moe.num_experts_per_layer = {2, 4};
+                        c.moe.null_experts = 2;
+                        c.moe.router.expert_bias = true;
+                      },
+                      {}, {0.1f, -0.1f, 0.05f, 0.f}},
         RouterVariant{"diversify_phase",
                       [](Config& c) { c.moe.router.schedule.diversify.steps = 5; }, {.step = 2}}),
     [](const auto& info) { return std::string(info.param.name); });

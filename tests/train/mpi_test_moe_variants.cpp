@@ -44,6 +44,11 @@ const Variant kVariants[] = {
        c.moe.router.kind = "recurrent";
        c.moe.router.recurrent_dim = 16;
      }},
+    // Pyramid MoE (with a residual MLP, as in PR-MoE): 4 experts, then 8 (every EP here divides).
+    {"pyramid_residual", [](Config& c) {
+       c.moe.num_experts_per_layer = {4, 8};
+       c.moe.residual = true;
+     }},
 };
 
 struct Layout {
@@ -83,6 +88,8 @@ TEST(MoeVariants, EveryLayoutMatchesTheSingleRankRun) {
         par.parallel.virtual_pipeline = l.v;
         par.parallel.pipeline_schedule = "interleaved";
         par.model.num_layers = ref.model.num_layers = 4;
+        if (!par.moe.num_experts_per_layer.empty())
+          par.moe.num_experts_per_layer = ref.moe.num_experts_per_layer = {4, 4, 8, 8};
       }
       expect_layout_matches(par, ref, *world, *solo, std::string(v.name) + " " + l.name);
       ++ran;

@@ -10,6 +10,7 @@
 // silent ones (zero, null) are a weight of 0 the gate leaves out of its renormalisation.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "config/config.h"
 
@@ -18,8 +19,9 @@ namespace origami {
 struct ExpertKinds {
   int64_t ffn = 0, copy = 0, constant = 0, zero = 0, null = 0;
 
-  static ExpertKinds of(const MoeConfig& moe) {
-    return {.ffn = moe.num_experts, .copy = moe.zero_compute_experts.copy,
+  // moe_index: which MoE layer (pyramid MoE: moe.num_experts_per_layer); -1 = moe.num_experts.
+  static ExpertKinds of(const MoeConfig& moe, int moe_index = -1) {
+    return {.ffn = moe_index < 0 ? moe.num_experts : moe.experts_at(moe_index), .copy = moe.zero_compute_experts.copy,
             .constant = moe.zero_compute_experts.constant, .zero = moe.zero_compute_experts.zero,
             .null = moe.null_experts};
   }
@@ -32,5 +34,12 @@ struct ExpertKinds {
   bool any_extra() const { return routed() > ffn; }
   bool computed_beside() const { return copy + constant > 0; }  // copy / constant on every rank
 };
+
+// The router rows of every MoE layer of the model, in layer order.
+inline std::vector<int64_t> router_rows_per_layer(const MoeConfig& moe, int moe_layers) {
+  std::vector<int64_t> rows;
+  for (int l = 0; l < moe_layers; ++l) rows.push_back(ExpertKinds::of(moe, l).routed());
+  return rows;
+}
 
 }  // namespace origami
