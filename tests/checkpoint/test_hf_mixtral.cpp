@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "checkpoint/hf_mixtral.h"
+#include "checkpoint/hf_qwen2_moe.h"
 #include "model/moe_transformer.h"
 
 namespace origami {
@@ -191,6 +192,30 @@ TEST(HfMixtral, RefusesSharedExpertsAndDenseLayers) {
   Config no_renorm = tiny_config();
   no_renorm.moe.router.renormalize = false;
   EXPECT_THROW(mixtral_config_json(no_renorm), Error);
+}
+
+// The MoE variants no Hugging Face class computes are refused by key, for both namings.
+TEST(HfMixtral, RefusesTheMoeVariantsByName) {
+  const std::pair<const char*, std::function<void(Config&)>> variants[] = {
+      {"moe.zero_compute_experts", [](Config& c) { c.moe.zero_compute_experts.copy = 1; }},
+      {"moe.null_experts", [](Config& c) { c.moe.null_experts = 2; }},
+      {"moe.residual", [](Config& c) { c.moe.residual = true; }},
+      {"moe.router.gating_residual", [](Config& c) { c.moe.router.gating_residual = true; }},
+      {"moe.router.kind: recurrent", [](Config& c) { c.moe.router.kind = "recurrent"; }},
+      {"moe.num_experts_per_layer", [](Config& c) { c.moe.num_experts_per_layer = {4, 4}; }},
+  };
+  for (const auto& [key, apply] : variants) {
+    Config c = tiny_config();
+    apply(c);
+    for (const std::string& msg : {error_of([&] { mixtral_config_json(c); }),
+                                   error_of([&] { qwen2_moe_config_json(c); }),
+                                   error_of([&] { to_mixtral(declared_parameters(c), c); })})
+      EXPECT_NE(msg.find(key), std::string::npos) << key << ": " << msg;
+  }
+  // A frozen router is ordinary weights: it exports.
+  Config frozen = tiny_config();
+  frozen.moe.router.freeze = true;
+  EXPECT_NO_THROW(mixtral_config_json(frozen));
 }
 
 TEST(HfMixtral, MissingWrongAndUnknownTensorsNamed) {

@@ -146,6 +146,35 @@ INSTANTIATE_TEST_SUITE_P(
                            c.moe.router.schedule.k_start = 1;
                            c.moe.router.schedule.end_step = 5;
                            c.moe.top_k = 2;
+                         }},
+        // The MoE variants (docs/moe.md "Variants"): their parameters, the expert bias over
+        // AdaMoE's extra rows, and ZeRO-1's shards of them resume exactly.
+        RouterResumeCase{"moepp_zero_compute_zero1",
+                         [](Config& c) {
+                           c.moe.zero_compute_experts = {.zero = 1, .copy = 1, .constant = 1,
+                                                         .balance_weight = 0.5};
+                           c.optimizer.distributed = true;
+                         }},
+        RouterResumeCase{"adamoe_null_experts_expert_bias",
+                         [](Config& c) {
+                           c.moe.null_experts = 4;
+                           c.moe.top_k = 3;
+                           c.moe.router.expert_bias = true;
+                           c.moe.router.bias_update_rate = 0.01;
+                         }},
+        RouterResumeCase{"moepp_gating_residual",
+                         [](Config& c) { c.moe.router.gating_residual = true; }},
+        RouterResumeCase{"rmoe_recurrent_zero1",
+                         [](Config& c) {
+                           c.moe.router.kind = "recurrent";
+                           c.moe.router.recurrent_dim = 16;
+                           c.optimizer.distributed = true;
+                         }},
+        RouterResumeCase{"pyramid_residual",
+                         [](Config& c) {
+                           c.moe.num_experts_per_layer = {4, 8};
+                           c.moe.residual = true;
+                           c.moe.top_k = 1;
                          }}),
     [](const auto& info) { return std::string(info.param.name); });
 

@@ -72,9 +72,10 @@ origami_mpi_test(train pipeline_parallel 8 "PipelineParallel.*")
 # SMoE-Dropout's frozen random router: unchanged by training (AdamW and ZeRO-1), EP = 1 rank.
 origami_mpi_test(train frozen_router 2 "FrozenRouter.*")
 
-# The MoE variants (MoE++, AdaMoE, residual MoE): EP, ETP, TP+SP, CP, PP against 1 rank; resume.
+# The MoE variants (MoE++, AdaMoE, RMoE, residual and pyramid MoE): EP, ETP, TP+SP, CP, PP
+# (1F1B, interleaved, with EP and TP) against 1 rank; their resume runs with the checkpoint tests.
 origami_mpi_test(train moe_variants 2 "MoeVariants.*")
-origami_mpi_test(train moe_variants 4 "MoeVariants.EveryLayoutMatchesTheSingleRankRun")
+origami_mpi_test(train moe_variants 4 "MoeVariants.*")
 
 # FSSDP (tests/train/mpi_test_fssdp.cpp): the EP placement is EP + ZeRO-1 bit for bit (4 ranks);
 # skewed copies equal the 1-rank run (4 ranks; 8 ranks with ranks that own no expert);

@@ -44,6 +44,13 @@ std::vector<T> to_host(Backend& be, const T* p, int64_t n) {
 }
 }  // namespace
 
+std::pair<std::vector<float>, std::vector<float>> ZeroComputeExperts::constant_params() const {
+  if (kinds_.constant == 0) return {};
+  auto& be = ctx_.backend;
+  return {to_host(be, static_cast<const float*>(store_[weight_].value.data()), kinds_.constant * 2 * H_),
+          to_host(be, static_cast<const float*>(store_[vector_].value.data()), kinds_.constant * H_)};
+}
+
 void ZeroComputeExperts::forward(const float* x, const int32_t* idx, const float* w, float* out) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
@@ -51,11 +58,7 @@ void ZeroComputeExperts::forward(const float* x, const int32_t* idx, const float
   const auto ih = to_host(be, idx, N * S_);
   const auto wh = to_host(be, w, N * S_);
   auto oh = to_host(be, static_cast<const float*>(out), N * H_);
-  std::vector<float> W, V;
-  if (kinds_.constant > 0) {
-    W = to_host(be, static_cast<const float*>(store_[weight_].value.data()), kinds_.constant * 2 * H_);
-    V = to_host(be, static_cast<const float*>(store_[vector_].value.data()), kinds_.constant * H_);
-  }
+  const auto [W, V] = constant_params();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) {
     const float* xt = xh.data() + t * H_;
@@ -87,14 +90,8 @@ void ZeroComputeExperts::backward(const float* dout, const float* x, const int32
   const auto wh = to_host(be, w, N * S_);
   auto dxh = to_host(be, static_cast<const float*>(dx), N * H_);
   auto dwh = to_host(be, static_cast<const float*>(dweights), N * S_);
-  std::vector<float> W, V;
-  std::vector<double> dW, dV;
-  if (kinds_.constant > 0) {
-    W = to_host(be, static_cast<const float*>(store_[weight_].value.data()), kinds_.constant * 2 * H_);
-    V = to_host(be, static_cast<const float*>(store_[vector_].value.data()), kinds_.constant * H_);
-    dW.assign(W.size(), 0.0);
-    dV.assign(V.size(), 0.0);
-  }
+  const auto [W, V] = constant_params();
+  std::vector<double> dW(W.size(), 0.0), dV(V.size(), 0.0);
   // Rows in order: the parameter gradients are sums over rows, kept deterministic.
   for (int64_t t = 0; t < N; ++t) {
     const float* xt = xh.data() + t * H_;

@@ -14,6 +14,7 @@
 // x), so recomputation and pipeline replays need no care.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/model_context.h"
@@ -34,6 +35,8 @@ class ZeroComputeExperts {
                 float* dweights);
 
  private:
+  // Host copies of the constant experts' W [C, 2, H] and v [C, H] (empty without them).
+  std::pair<std::vector<float>, std::vector<float>> constant_params() const;
   // softmax(W_j x) of constant expert j for one row.
   void mix(const std::vector<float>& W, const float* xt, int64_t j, double a[2]) const;
 
