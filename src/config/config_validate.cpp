@@ -149,9 +149,10 @@ void validate_variants(const Config& cfg, const auto& require) {
                         "without it; allowed: diversify.steps 0",
                         chain, ref(cfg, "moe.router.schedule.diversify.steps",
                                    r.schedule.diversify.steps)));
-    require(!(recurrent && r.freeze),
-            fmt::format("{} would freeze only the output projection of {}; allowed: freeze "
-                        "false with the recurrent router",
+    require(!r.freeze,
+            fmt::format("{} would freeze only part of what routes under {} (the recurrent cell "
+                        "and W_in, or W_map, would train); allowed: freeze false with a "
+                        "cross-layer router",
                         ref(cfg, "moe.router.freeze", "true"), chain));
   }
   // Pyramid MoE: one count per MoE layer, each one EP can split and the router can serve.

@@ -360,6 +360,9 @@ TEST(ConfigValidate, MoeVariantsRefuseWhatTheyCannotServe) {
   EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    kind: recurrent\n    freeze: true\n"
                                   "    load_balance: none\n"), 1),
                    {"moe.router.freeze=true (runs/cfg.yaml:4)", "moe.router.kind=recurrent"});
+  EXPECT_ERROR_HAS(validate(parse("moe:\n  router:\n    gating_residual: true\n    freeze: true\n"
+                                  "    load_balance: none\n"), 1),
+                   {"moe.router.freeze=true (runs/cfg.yaml:4)", "moe.router.gating_residual=true"});
 }
 
 TEST(ConfigValidate, PyramidMoeCountsEveryLayerAndEveryRank) {

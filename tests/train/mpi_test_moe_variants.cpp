@@ -1,8 +1,8 @@
 // The MoE variants (docs/moe.md "Variants") under every layout: MoE++'s zero-computation
 // experts and gating residual, AdaMoE's null experts, RMoE's recurrent router and PR-MoE's
-// residual MoE each train under EP, ETP, TP + SP, CP, PP (1F1B and interleaved, with EP and TP)
-// with the same first-step gradients (every element, mapped to its global index) and 8-step
-// losses as the 1-rank run. (Their bitwise resume: CheckpointRouter/RouterResume.* in
+// residual MoE each train under EP, ETP, TP + SP, CP, PP (1F1B and interleaved, with EP and TP,
+// and with full recomputation) with the same first-step gradients (every element, mapped to its
+// global index) and 8-step losses as the 1-rank run. (Their bitwise resume: CheckpointRouter/RouterResume.* in
 // mpi_test_checkpoint.cpp.)
 #include <gtest/gtest.h>
 
@@ -54,12 +54,16 @@ const Variant kVariants[] = {
 struct Layout {
   const char* name;
   int world, tp, cp, pp, ep, etp, v = 1;
+  const char* recompute = "none";  // the parallel run's training.recompute
 };
 
 const Layout kLayouts[] = {
     {"ep2", 2, 1, 1, 1, 2, 1},   {"etp2", 2, 1, 1, 1, 1, 2}, {"tp2_sp", 2, 2, 1, 1, 1, 1},
     {"cp2", 2, 1, 2, 1, 1, 1},   {"pp2", 2, 1, 1, 2, 1, 1},  {"pp2_v2", 2, 1, 1, 2, 1, 1, 2},
     {"tp2_ep4", 4, 2, 1, 1, 4, 1}, {"pp2_ep2", 4, 1, 1, 2, 2, 1}, {"pp2_tp2", 4, 2, 1, 2, 1, 1},
+    // Full recomputation re-runs each layer (and its router state) inside the backward.
+    {"ep2_full_recompute", 2, 1, 1, 1, 2, 1, 1, "full"},
+    {"pp2_cp2_full_recompute", 4, 1, 2, 2, 1, 1, 1, "full"},
 };
 
 Config variant_config(const Variant& v, const std::string& run) {
@@ -84,6 +88,7 @@ TEST(MoeVariants, EveryLayoutMatchesTheSingleRankRun) {
       par.parallel.pipeline = l.pp;
       par.parallel.expert = l.ep;
       par.parallel.expert_tensor = l.etp;
+      par.training.recompute = l.recompute;
       if (l.v > 1) {  // interleaved: four layers, two chunks of one per rank
         par.parallel.virtual_pipeline = l.v;
         par.parallel.pipeline_schedule = "interleaved";
