@@ -1,7 +1,7 @@
 // The MoE variants (docs/moe.md "Variants") under every layout: MoE++'s zero-computation
 // experts and gating residual, AdaMoE's null experts, RMoE's recurrent router and PR-MoE's
 // residual MoE each train under EP, ETP, TP + SP, CP, PP (1F1B and interleaved, with EP and TP,
-// and with full recomputation) with the same first-step gradients (every element, mapped to its
+// and with full recomputation), and FSSDP with the same first-step gradients (every element, mapped to its
 // global index) and 8-step losses as the 1-rank run. (Their bitwise resume: CheckpointRouter/RouterResume.* in
 // mpi_test_checkpoint.cpp.)
 #include <gtest/gtest.h>
@@ -55,6 +55,7 @@ struct Layout {
   const char* name;
   int world, tp, cp, pp, ep, etp, v = 1;
   const char* recompute = "none";  // the parallel run's training.recompute
+  bool fssdp = false;               // moe.fssdp (the planned placement)
 };
 
 const Layout kLayouts[] = {
@@ -64,6 +65,8 @@ const Layout kLayouts[] = {
     // Full recomputation re-runs each layer (and its router state) inside the backward.
     {"ep2_full_recompute", 2, 1, 1, 1, 2, 1, 1, "full"},
     {"pp2_cp2_full_recompute", 4, 1, 2, 2, 1, 1, 1, "full"},
+    // FSSDP owns and copies the FFN experts; the zero-computation ones stay on every rank.
+    {"fssdp_ep2_edp2", 4, 1, 1, 1, 2, 1, 1, "none", true},
 };
 
 Config variant_config(const Variant& v, const std::string& run) {
@@ -89,6 +92,8 @@ TEST(MoeVariants, EveryLayoutMatchesTheSingleRankRun) {
       par.parallel.expert = l.ep;
       par.parallel.expert_tensor = l.etp;
       par.training.recompute = l.recompute;
+      if (l.fssdp && !par.moe.num_experts_per_layer.empty()) continue;  // refused (config test)
+      par.moe.fssdp.enabled = l.fssdp;
       if (l.v > 1) {  // interleaved: four layers, two chunks of one per rank
         par.parallel.virtual_pipeline = l.v;
         par.parallel.pipeline_schedule = "interleaved";
