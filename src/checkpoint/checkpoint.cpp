@@ -592,6 +592,17 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
                        .skipped = index.skipped, .optimizer_steps = index.optimizer_steps};
 }
 
+void read_on_every_rank(const Communicator& world, const std::string& what,
+                        const std::function<void()>& read) {
+  std::string error;
+  try {
+    read();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  agree(world, error, what);
+}
+
 CheckpointBuffers read_checkpoint_buffers(const std::string& path_in) {
   const std::string path = resolve_checkpoint(path_in);
   const CheckpointIndex index = read_checkpoint_index(path, kCheckpointFormatVersion);

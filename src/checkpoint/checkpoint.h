@@ -7,6 +7,7 @@
 // every tensor before a single weight is overwritten.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "comm/communicator.h"
 #include "comm/parallel_layout.h"
 #include "model/parameters.h"
 #include "optim/optimizer.h"
@@ -112,6 +114,11 @@ TrainingState load_checkpoint(Backend& be, const std::string& path, ParamStore& 
                               CheckpointBuffers* buffers = nullptr,
                               const std::set<std::string>* whole_model = nullptr);
 CheckpointBuffers read_checkpoint_buffers(const std::string& path);
+// Runs `read` on every rank of `world` (rank-local work: no collective inside); when it throws an
+// Error on any rank, every rank fails with `what` and every failing rank's reason, so each
+// rank's log says why and none is left waiting (a load each rank does alone, like a resume).
+void read_on_every_rank(const Communicator& world, const std::string& what,
+                        const std::function<void()>& read);
 
 // Tools (origami-ckpt): the checkpoint's metadata, and whole global tensors assembled from the
 // pieces of every rank (kind: "model", "exp_avg" or "exp_avg_sq"), checksums verified.

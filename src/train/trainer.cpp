@@ -138,13 +138,18 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
                                  /*allocate_parameters=*/false);
       for (const Param& p : specs.params().all()) whole.insert(p.spec.name);
     }
-    // Buffers first: FSSDP's saved owners relabel this rank's expert boxes before they load.
-    model_->load_buffers(read_checkpoint_buffers(resume));  // expert bias, FSSDP plan
-    // The moments go straight into the optimizer, a parameter at a time (ZeRO-1: its shard).
-    OptimizerMoments moments(*optimizer_);
-    const TrainingState s = load_checkpoint(*backend_, resume, model_->params(), moments,
-                                            /*buffers=*/nullptr,  // read above
-                                            layout_.pp() > 1 ? &whole : nullptr);
+    // Each rank reads its own shards; a damaged checkpoint fails every rank with every rank's
+    // reason (checkpoint.h: read_on_every_rank), not one rank while the others are killed.
+    TrainingState s;
+    read_on_every_rank(world_, fmt::format("checkpoint.load '{}' failed:", resume), [&] {
+      // Buffers first: FSSDP's saved owners relabel this rank's expert boxes before they load.
+      model_->load_buffers(read_checkpoint_buffers(resume));  // expert bias, FSSDP plan
+      // The moments go straight into the optimizer, a parameter at a time (ZeRO-1: its shard).
+      OptimizerMoments moments(*optimizer_);
+      s = load_checkpoint(*backend_, resume, model_->params(), moments,
+                          /*buffers=*/nullptr,  // read above
+                          layout_.pp() > 1 ? &whole : nullptr);
+    });
     optimizer_->set_steps(s.optimizer_steps);
     step_ = s.step;
     consumed_samples_ = s.consumed_samples;

@@ -70,7 +70,8 @@ for c in "${cases[@]}"; do
   expect_refused "$name" "$text" "$@" -np 1 "$build/src/origami-train" "${common[@]}" \
     --set training.train_steps=2 --set "checkpoint.load=$bad" --set "logging.dir=$work/resume"
 done
-# Every rank ends with 1 and says why (the ranks read the index independently).
+# Every rank ends with 1 and says why: the ranks read the index independently and agree on the
+# outcome, so each rank's message names every rank's reason (no rank is killed first, silent).
 expect_refused two_ranks "missing field 'step'" "$@" -np 2 "$build/src/origami-train" "${common[@]}" \
   --set training.train_steps=2 --set "checkpoint.load=$work/missing_step" \
   --set "logging.dir=$work/resume2"

@@ -3,7 +3,8 @@
 RUNS, the last validation loss, the FFN FLOPs actually spent per token (forward, the metrics'
 ffn_flops_per_token), the share
 of slots on zero-computation / null experts and the median step time; the markdown table goes to
-stdout and the plot (LM loss and validation loss per step) to RUNS/variants.png."""
+stdout and the plot (LM loss and validation loss per step) to PLOT (default RUNS/variants.png).
+Usage: table.py [RUNS] [PLOT]"""
 import json
 import statistics
 import sys
@@ -65,8 +66,9 @@ def main() -> int:
     ax[1].set(xlabel="iteration", ylabel="validation loss", title="validation")
     ax[0].legend()
     fig.tight_layout()
-    fig.savefig(runs / "variants.png", dpi=100)
-    print(f"\nplot: {runs / 'variants.png'}", file=sys.stderr)
+    plot = Path(sys.argv[2]) if len(sys.argv) > 2 else runs / "variants.png"
+    fig.savefig(plot, dpi=100)
+    print(f"\nplot: {plot}", file=sys.stderr)
     return 0
 
 
