@@ -339,6 +339,23 @@ INSTANTIATE_TEST_SUITE_P(
                       [](Config& c) { c.moe.router.schedule.diversify.steps = 5; }, {.step = 2}}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// AdaMoE initialises the null experts' router rows by tiling the true experts' rows (E = 4,
+// three null rows after a copy expert: rows 5..7 repeat rows 0..2; the copy row is its own draw).
+TEST(ParamInit, NullExpertRowsTileTheTrueRows) {
+  Config c = tiny_config(false);
+  c.moe.zero_compute_experts.copy = 1;
+  c.moe.null_experts = 3;
+  std::unique_ptr<Backend> be = make_backend("cpu");
+  MoeTransformer model(*be, c, MicroBatchShape{2, 7}, 42);
+  const Param& w = model.params().find("layers.0.moe.router.weight");
+  ASSERT_EQ(w.spec.global_shape, (std::vector<int64_t>{8, 16}));
+  const float* v = w.value.data();
+  const auto row = [&](int r) { return std::vector<float>(v + r * 16, v + (r + 1) * 16); };
+  for (int j = 0; j < 3; ++j) EXPECT_EQ(row(5 + j), row(j)) << "null row " << j;
+  for (int j = 0; j < 4; ++j) EXPECT_NE(row(4), row(j)) << "the copy expert's row is its own";
+  EXPECT_NE(row(0), row(1));
+}
+
 TEST(ParamInit, ShardsConcatenateToTheUnshardedTensor) {
   // Layout independence of initialisation: two halves along dim 0 (as expert parallelism holds
   // them) draw exactly the values the whole tensor has at those global indices.
