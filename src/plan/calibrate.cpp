@@ -101,17 +101,57 @@ ClusterSpec calibrate_cluster(const Communicator& world, const std::string& back
     c.gemm_table.emplace_back(flops, world_mean(world, gflops));
   }
 
-  // The causal attention core of a [1, 256] sequence, 4 heads (2 kv) of 32.
+  // The causal attention core of a [1, 256] sequence, 4 heads (2 kv) of 32, both directions.
   {
     const int64_t T = 256, nh = 4, nkv = 2, hd = 32;
     float *q = buf.get(T * nh * hd), *k = buf.get(T * nkv * hd), *v = buf.get(T * nkv * hd);
-    float *o = buf.get(T * nh * hd), *lse = buf.get(T * nh);
-    const double sec = seconds_per_call(world, prof, "attention_forward", kSeconds, [&] {
+    float *o = buf.get(T * nh * hd), *lse = buf.get(T * nh), *dq = buf.get(T * nh * hd);
+    float *dk = buf.get(T * nkv * hd), *dv = buf.get(T * nkv * hd);
+    const double flops = 2.0 * double(T) * double(T) * double(nh) * double(hd);  // causal
+    const double fwd = seconds_per_call(world, prof, "attention_forward", kSeconds, [&] {
       prof.attention_forward(q, k, v, o, lse, 1, T, nh, nkv, hd);
     });
-    const double flops = 2.0 * double(T) * double(T) * double(nh) * double(hd);  // causal
-    const double gflops = flops / sec / 1e9;
-    c.attention_gflops = world_mean(world, gflops);
+    const double bwd = seconds_per_call(world, prof, "attention_backward", kSeconds, [&] {
+      prof.attention_backward(o, q, k, v, o, lse, dq, dk, dv, 1, T, nh, nkv, hd);
+    });
+    c.attention_gflops = world_mean(world, flops / fwd / 1e9);
+    c.attention_backward_gflops = world_mean(world, flops / bwd / 1e9);
+  }
+
+  // Cross-entropy over [256, 4096] logits, SwiGLU over [1024, 256], AdamW over 1 Mi parameters:
+  // nanoseconds per element, forward and backward together.
+  {
+    const int64_t N = 256, V = 4096;
+    float *logits = buf.get(N * V), *losses = buf.get(N), *lse = buf.get(N), *dl = buf.get(N * V);
+    std::vector<int32_t> host(size_t(N), 1);
+    auto* targets = static_cast<int32_t*>(prof.allocate(size_t(N) * sizeof(int32_t)));
+    buf.owned.push_back(targets);
+    prof.copy_from_host(targets, host.data(), size_t(N) * sizeof(int32_t));
+    const double f = seconds_per_call(world, prof, "cross_entropy_forward", kSeconds, [&] {
+      prof.cross_entropy_forward(logits, targets, losses, lse, N, V);
+    });
+    const double b = seconds_per_call(world, prof, "cross_entropy_backward", kSeconds, [&] {
+      prof.cross_entropy_backward(logits, targets, lse, 1.f, dl, N, V);
+    });
+    c.cross_entropy_ns = world_mean(world, 1e9 * (f + b) / double(N * V));
+  }
+  {
+    const int64_t rows = 1024, F = 256;
+    float *h = buf.get(rows * 2 * F), *out = buf.get(rows * F), *dh = buf.get(rows * 2 * F);
+    const double f = seconds_per_call(world, prof, "swiglu_forward", kSeconds,
+                                      [&] { prof.swiglu_forward(h, out, rows, F); });
+    const double b = seconds_per_call(world, prof, "swiglu_backward", kSeconds,
+                                      [&] { prof.swiglu_backward(out, h, dh, rows, F); });
+    c.swiglu_ns = world_mean(world, 1e9 * (f + b) / double(rows * F));
+  }
+  {
+    const int64_t n = int64_t(1) << 20;
+    float *p = buf.get(n), *g = buf.get(n), *m = buf.get(n), *v = buf.get(n);
+    int64_t t = 1;
+    const double sec = seconds_per_call(world, prof, "adamw", kSeconds, [&] {
+      prof.adamw(p, g, m, v, n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, t++);
+    });
+    c.adamw_ns = world_mean(world, 1e9 * sec / double(n));
   }
 
   // Elementwise bandwidth: out = a + b over 4 Mi floats (three arrays of 16 MiB).
@@ -154,6 +194,37 @@ ClusterSpec calibrate_cluster(const Communicator& world, const std::string& back
     spec.intra_node = spec.inter_node = LinkSpec{.bandwidth_gbps = bw / 1e9, .latency_us = lat * 1e6};
   } else {
     spec.intra_node = spec.inter_node = LinkSpec{.bandwidth_gbps = 1e3, .latency_us = 0};
+  }
+
+  // Collectives between compute, as training issues them: a GEMM (about a millisecond), then a
+  // tiny all-gather over groups of 2, 4, ... ranks, a fixed number of times. What it costs
+  // beyond the GEMMs alone and the same all-gathers back to back is the wait for the group's
+  // members to be scheduled (large when ranks share cores, near zero on a device per rank).
+  if (g > 1) {
+    const int64_t M = 512, K = 128;
+    float *a = buf.get(M * K), *b = buf.get(K * K), *out = buf.get(M * K);
+    GemmDesc gd{.m = M, .n = K, .k = K, .a = a, .lda = K, .b = b, .ldb = K, .c = out, .ldc = K};
+    constexpr int kIterations = 150;
+    std::vector<float> send(64, 1.f), recv(size_t(64 * g));
+    auto timed = [&](const Communicator* group, bool compute) {
+      world.barrier();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < kIterations; ++i) {
+        if (compute) prof.gemm(gd);
+        if (group) group->allgather(send.data(), recv.data(), 64, CommDType::f32);
+      }
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      world.barrier();
+      return world_mean(world, s / kIterations);
+    };
+    const double gemm_only = timed(nullptr, true);
+    for (int size = 2; size <= g; size *= 2) {
+      if (g % size) break;
+      const auto group = world.split(world.rank() / size, world.rank(), "calibrate");
+      const double alone = timed(group.get(), false);
+      const double between = timed(group.get(), true);
+      c.collective_sync_us.emplace_back(size, std::max(0.0, 1e6 * (between - gemm_only - alone)));
+    }
   }
 
   char host[256] = {};

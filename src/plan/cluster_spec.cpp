@@ -46,7 +46,9 @@ class Section {
            key, allowed());
     return node_[key];
   }
-  std::string where(const std::string& key) const { return at(path_, node_[key]); }
+  std::string where(const std::string& key) const {
+    return node_[key] ? at(path_, node_[key]) : at(path_, node_);
+  }
   double positive(const std::string& key) const {
     const double x = read_number(get(key), where(key), name_ + "." + key);
     check(x > 0 && std::isfinite(x), "{}: {}.{} = {} must be > 0", where(key), name_, key, x);
@@ -78,25 +80,36 @@ LinkSpec read_link(const Section& parent, const std::string& key) {
                   .latency_us = s.non_negative("latency_us", 0)};
 }
 
+// A list of [x, y] pairs with x, y > 0, sorted by x.
+std::vector<std::pair<double, double>> read_pairs(const Section& s, const std::string& path,
+                                                  const std::string& key, const char* names) {
+  const YAML::Node t = s.get(key);
+  check(t.IsSequence() && t.size() > 0, "{}: compute.{}: expected a list of [{}] pairs, found {}",
+        s.where(key), key, names, describe_node(t));
+  std::vector<std::pair<double, double>> out;
+  for (const auto& row : t) {
+    const std::string w = at(path, row);
+    check(row.IsSequence() && row.size() == 2, "{}: compute.{}: expected [{}], found {}", w, key,
+          names, describe_node(row));
+    const double x = read_number(row[0], w, "compute." + key);
+    const double y = read_number(row[1], w, "compute." + key);
+    check(x > 0 && y >= 0, "{}: compute.{}: [{}] must be > 0 and >= 0", w, key, names);
+    out.emplace_back(x, y);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 ComputeSpec read_compute(const Section& parent) {
   const Section s(parent.get("compute"), parent.path(), "compute",
-                  {"gemm_table", "peak_tflops", "efficiency", "attention_gflops", "memory_gbps",
-                   "op_overhead_us", "shared_cores"});
+                  {"gemm_table", "peak_tflops", "efficiency", "attention_gflops",
+                   "attention_backward_gflops", "cross_entropy_ns", "swiglu_ns", "adamw_ns",
+                   "memory_gbps", "op_overhead_us", "collective_sync_us", "shared_cores"});
   ComputeSpec c;
   if (s.has("gemm_table")) {
-    const YAML::Node t = s.get("gemm_table");
-    check(t.IsSequence() && t.size() > 0, "{}: compute.gemm_table: expected a list of [flops, "
-          "gflops_per_s] pairs, found {}", s.where("gemm_table"), describe_node(t));
-    for (const auto& row : t) {
-      check(row.IsSequence() && row.size() == 2, "{}: compute.gemm_table: expected [flops, "
-            "gflops_per_s], found {}", at(parent.path(), row), describe_node(row));
-      const double f = read_number(row[0], at(parent.path(), row), "compute.gemm_table flops");
-      const double r = read_number(row[1], at(parent.path(), row), "compute.gemm_table gflops");
-      check(f > 0 && r > 0, "{}: compute.gemm_table: flops and GFLOP/s must be > 0",
-            at(parent.path(), row));
-      c.gemm_table.emplace_back(f, r);
-    }
-    std::sort(c.gemm_table.begin(), c.gemm_table.end());
+    c.gemm_table = read_pairs(s, parent.path(), "gemm_table", "flops, gflops_per_s");
+    for (const auto& [f, r] : c.gemm_table)
+      check(r > 0, "{}: compute.gemm_table: GFLOP/s must be > 0", s.where("gemm_table"));
   } else {  // a datasheet device: the peak and the share of it a training step's GEMMs reach
     c.peak_tflops = s.positive("peak_tflops");
     c.efficiency = s.positive("efficiency");
@@ -104,8 +117,14 @@ ComputeSpec read_compute(const Section& parent) {
           s.where("efficiency"), c.efficiency);
   }
   c.attention_gflops = s.non_negative("attention_gflops", 0);
+  c.attention_backward_gflops = s.non_negative("attention_backward_gflops", 0);
+  c.cross_entropy_ns = s.non_negative("cross_entropy_ns", 0);
+  c.swiglu_ns = s.non_negative("swiglu_ns", 0);
+  c.adamw_ns = s.non_negative("adamw_ns", 0);
   c.memory_gbps = s.positive("memory_gbps");
   c.op_overhead_us = s.non_negative("op_overhead_us", 0);
+  if (s.has("collective_sync_us"))
+    c.collective_sync_us = read_pairs(s, parent.path(), "collective_sync_us", "ranks, us");
   c.shared_cores = int(s.non_negative("shared_cores", 0));
   return c;
 }
@@ -172,12 +191,32 @@ std::string cluster_spec_yaml(const ClusterSpec& s) {
     out += fmt::format("  peak_tflops: {}\n  efficiency: {}\n", yaml_number(c.peak_tflops),
                        yaml_number(c.efficiency));
   }
-  if (c.attention_gflops > 0)
-    out += fmt::format("  attention_gflops: {}\n", yaml_number(c.attention_gflops));
+  for (auto [key, x] : {std::pair{"attention_gflops", c.attention_gflops},
+                        std::pair{"attention_backward_gflops", c.attention_backward_gflops},
+                        std::pair{"cross_entropy_ns", c.cross_entropy_ns},
+                        std::pair{"swiglu_ns", c.swiglu_ns}, std::pair{"adamw_ns", c.adamw_ns}})
+    if (x > 0) out += fmt::format("  {}: {}\n", key, yaml_number(x));
   out += fmt::format("  memory_gbps: {}\n  op_overhead_us: {}\n", yaml_number(c.memory_gbps),
                      yaml_number(c.op_overhead_us));
+  if (!c.collective_sync_us.empty()) {
+    out += "  collective_sync_us:    # [group size, us per collective: waiting for its members]\n";
+    for (const auto& [g, us] : c.collective_sync_us)
+      out += fmt::format("    - [{}, {}]\n", yaml_number(g), yaml_number(us));
+  }
   if (c.shared_cores > 0) out += fmt::format("  shared_cores: {}\n", c.shared_cores);
   return out;
+}
+
+double collective_sync_us(const ComputeSpec& c, int size) {
+  const auto& t = c.collective_sync_us;
+  if (t.empty() || size <= 1) return 0;
+  const double x = std::log2(double(size));
+  if (x <= std::log2(t.front().first)) return t.front().second;
+  if (x >= std::log2(t.back().first)) return t.back().second;
+  size_t i = 1;
+  while (std::log2(t[i].first) < x) ++i;
+  const double x0 = std::log2(t[i - 1].first), x1 = std::log2(t[i].first);
+  return t[i - 1].second + (t[i].second - t[i - 1].second) * (x - x0) / (x1 - x0);
 }
 
 double gemm_seconds(const ComputeSpec& c, double flops) {

@@ -39,6 +39,9 @@ struct GroupInfo {
   int on_my_node = 1;  // members sharing rank 0's node (all-to-all: the intra-node share)
 };
 
+double transfer_seconds(Collective c, double bytes, const GroupInfo& g, const ClusterSpec& cl,
+                        double* sent);
+
 // Seconds of one collective of `bytes` (all-gather / reduce-scatter: the whole gathered buffer;
 // all-reduce: the buffer; all-to-all: what this rank sends, its own block included; p2p: the
 // message) over a ring (or pairwise exchange) of g ranks. Returns the bytes this rank puts on
@@ -49,12 +52,20 @@ double collective_seconds(Collective c, double bytes, const GroupInfo& g, const 
   const double bw = link.bandwidth_gbps * 1e9, lat = link.latency_us * 1e-6;
   if (c == Collective::p2p) {
     *sent = bytes;
-    return lat + bytes / bw;
+    return lat + bytes / bw + 1e-6 * collective_sync_us(cl.compute, 2);
   }
   if (g.size <= 1) {
     *sent = 0;
     return 0;
   }
+  return 1e-6 * collective_sync_us(cl.compute, g.size) + transfer_seconds(c, bytes, g, cl, sent);
+}
+
+// The transfer itself: latency per ring step and bytes over the link.
+double transfer_seconds(Collective c, double bytes, const GroupInfo& g, const ClusterSpec& cl,
+                        double* sent) {
+  const LinkSpec& link = g.spans ? cl.inter_node : cl.intra_node;
+  const double bw = link.bandwidth_gbps * 1e9, lat = link.latency_us * 1e-6;
   const double steps = g.size - 1, share = steps / g.size;
   switch (c) {
     case Collective::all_gather:
@@ -150,9 +161,18 @@ class StageModel {
   }
   double memory(double elements) const { return 4 * elements / (cl_.compute.memory_gbps * 1e9); }
   double ops(double count) const { return count * cl_.compute.op_overhead_us * 1e-6; }
-  double attention_core(double flops) const {
-    return cl_.compute.attention_gflops > 0 ? flops / (cl_.compute.attention_gflops * 1e9)
-                                            : gemm_seconds(cl_.compute, flops);
+  double attention_core(double flops, bool backward) const {
+    const auto& c = cl_.compute;
+    const double fwd = c.attention_gflops > 0 ? flops / (c.attention_gflops * 1e9)
+                                              : gemm_seconds(c, flops);
+    if (!backward) return fwd;
+    return c.attention_backward_gflops > 0 ? flops / (c.attention_backward_gflops * 1e9)
+                                           : 2.5 * fwd;  // probabilities recomputed, 2 GEMMs more
+  }
+  // Per-element ops, forward and backward together (half each way): measured ns, or the bytes
+  // they move (cross-entropy 4 floats per logit, SwiGLU 6 per output, AdamW 7 per parameter).
+  double per_element(double ns, double elements, double floats) const {
+    return ns > 0 ? ns * 1e-9 * elements : memory(floats * elements);
   }
 
   // Attention sub-block (attention.cpp): TP gather of the input, q k v, RoPE, the causal core
@@ -165,8 +185,8 @@ class StageModel {
     const double core_flops = 2 * Nc * T * nh * hd;  // 4 Nc (T/2) nh hd: causal
     const double g = backward ? 2 : 1;
     p.compute_s += gemm(Nc, (nh + 2 * nkv) * hd, H, g) + gemm(Nc, H, nh * hd, g);
-    p.compute_s += attention_core(core_flops) * (backward ? 2.5 : 1.0);
-    if (core_recompute) p.compute_s += attention_core(core_flops);
+    p.compute_s += attention_core(core_flops, backward);
+    if (core_recompute) p.compute_s += attention_core(core_flops, false);
     p.compute_s += memory(g * (2 * Nc * (nh + nkv) * hd + 10 * n * H));
     p.compute_s += ops(backward ? 16 : 10);
     const std::string tp_what = "attention input all-gather, output reduce-scatter";
@@ -196,7 +216,8 @@ class StageModel {
     p.compute_s += gemm(n, E, H, g);
     p.compute_s += gemm(rows / local, 2 * Fe, H, g * local) + gemm(rows / local, H, Fe, g * local);
     if (S > 0) p.compute_s += gemm(n, 2 * S, H, g) + gemm(n, H, S, g);
-    p.compute_s += memory(g * (4 * n * E + 4 * n * k * H + 3 * rows * Fe + rows * H));
+    p.compute_s += memory(g * (4 * n * E + 4 * n * k * H + rows * H));
+    p.compute_s += per_element(cl_.compute.swiglu_ns, rows * Fe, 6) / 2;
     p.compute_s += ops(backward ? 14 : 10);
     const double send = n * k * H * act_bytes * imb;
     const std::string a2a = "dispatcher all-to-all (tokens out and back; counts first)";
@@ -213,7 +234,7 @@ class StageModel {
     Pass p;
     const double g = backward ? 2 : 1;
     p.compute_s += gemm(Nc, 2 * F, H, g) + gemm(Nc, H, F, g);
-    p.compute_s += memory(g * 3 * Nc * F) + ops(backward ? 6 : 4);
+    p.compute_s += per_element(cl_.compute.swiglu_ns, Nc * F, 6) / 2 + ops(backward ? 6 : 4);
     const std::string what = "mlp input all-gather, output reduce-scatter";
     const double x_bytes = Nc * H * act_bytes;
     comm(p, Group::tp, "tp", what, Collective::all_gather, x_bytes, backward ? 2 : 1);
@@ -248,7 +269,8 @@ class StageModel {
                                  ? std::min(double(cfg_.training.logits_chunk_tokens), Nc)
                                  : Nc;
         const double chunks = std::ceil(Nc / chunk);
-        p.compute_s += gemm(chunk, V / TP, H, 3 * chunks) + memory(4 * Nc * V / TP);
+        p.compute_s += gemm(chunk, V / TP, H, 3 * chunks);
+        p.compute_s += per_element(cl_.compute.cross_entropy_ns, Nc * V / TP, 4);
         p.compute_s += ops(6 * chunks);
       }
       p.compute_s += memory(4 * n * H) + ops(2);
@@ -258,7 +280,7 @@ class StageModel {
     return p;
   }
 
-  // Forward and backward of one micro-batch through stage `s` (all its chunks), p2p included.
+  // Forward and backward of one micro-batch through stage `s` (all its chunks).
   std::pair<Pass, Pass> stage(int s, const std::vector<std::pair<int, int>>& layers, int v) const {
     const int PP = layout_.pp();
     Pass f = ends(s == 0, s == PP - 1, false), b = ends(s == 0, s == PP - 1, true);
@@ -267,14 +289,17 @@ class StageModel {
         f.add(layer(l, false), 1);
         b.add(layer(l, true), 1);
       }
-    if (PP > 1) {  // pipeline_executor.cpp: boundary activations [n, H] out, gradients back
-      const double bytes = n * H * act_bytes;
-      comm(f, Group::pp, "pp", "boundary activations / gradients (send + recv)",
-           Collective::p2p, bytes, v);
-      comm(b, Group::pp, "pp", "boundary activations / gradients (send + recv)",
-           Collective::p2p, bytes, v);
-    }
     return {f, b};
+  }
+
+  // pipeline_executor.cpp: each chunk's boundary activations [n, H] go out in forward and their
+  // gradients come back in backward (a replayed forward sends nothing).
+  void boundaries(Pass& f, Pass& b, int v) const {
+    if (layout_.pp() == 1) return;
+    const double bytes = n * H * act_bytes;
+    const std::string what = "boundary activations / gradients (send + recv)";
+    comm(f, Group::pp, "pp", what, Collective::p2p, bytes, v);
+    comm(b, Group::pp, "pp", what, Collective::p2p, bytes, v);
   }
 
   // Parameters of stage s on one rank: dense (reduced over DP x CP), expert (over EDP), and the
@@ -329,7 +354,7 @@ class StageModel {
     const double shard = zero ? dense / groups_.at(Group::dp_cp).size +
                                     expert / groups_.at(Group::edp).size
                               : dense + expert;
-    *opt_s = memory(7 * shard + 2 * (dense + expert)) + ops(8);
+    *opt_s = per_element(cl_.compute.adamw_ns, shard, 7) + memory(2 * (dense + expert)) + ops(8);
     p.compute_s += *opt_s;
     return p;
   }
@@ -400,6 +425,7 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   for (int s = 0; s < PP; ++s) {
     auto [f, b] = model.stage(s, layers, v);
     b.add(f, out.replay_share);
+    model.boundaries(f, b, v);
     if (f.compute_s + f.comm_s + b.compute_s + b.comm_s > worst) {
       worst = f.compute_s + f.comm_s + b.compute_s + b.comm_s;
       fwd = f, bwd = b, worst_stage = s;
@@ -413,6 +439,16 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
     const double f = fwd.compute_s + fwd.comm_s, b = bwd.compute_s + bwd.comm_s;
     const int fu = std::clamp(int(std::lround(64 * f / (f + b))), 1, 63);
     pipeline_s = makespan_units(shape, fu, 64 - fu) * (f + b) / v;
+    // Ranks sharing cores (an oversubscribed CPU node): the times above were measured with every
+    // rank busy, and a rank idle in the bubble yields its core to the busy ones. While one stage
+    // of S = W / PP ranks runs alone it goes min(PP, ranks / cores) times faster, so the bubble
+    // only costs what the shortened critical path exceeds the work itself.
+    const int cores = cluster.compute.shared_cores;
+    const int on_node = std::min(world, cluster.ranks_per_node);
+    if (cores > 0 && on_node > cores) {
+      const double speedup = std::min(double(PP), double(on_node) / cores);
+      pipeline_s = std::max(busy, pipeline_s / speedup);
+    }
   }
   double opt_s = 0;
   const Pass upd = model.update(worst_stage, layers, v, &opt_s);

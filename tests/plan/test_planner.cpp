@@ -1,0 +1,62 @@
+// make_plan(): ranked fastest first, everything it accepts validates and fits; the two ways to
+// end with nothing are errors naming what to change.
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "plan/planner.h"
+#include "plan_test_config.h"
+#include "train/memory_estimate.h"
+
+namespace origami {
+namespace {
+
+std::string error_of(const Config& cfg, int world, const ClusterSpec& cluster) {
+  try {
+    make_plan(cfg, world, cluster);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Planner, RanksFittingValidLayouts) {
+  const Config base = test::tiny_config();
+  const Plan plan = make_plan(base, 8, test::test_cluster());
+  ASSERT_FALSE(plan.ranked.empty());
+  for (size_t i = 1; i < plan.ranked.size(); ++i)
+    EXPECT_LE(plan.ranked[i - 1].prediction.step_ms, plan.ranked[i].prediction.step_ms);
+  for (const auto& r : plan.ranked) {
+    EXPECT_LE(r.prediction.memory_bytes, plan.device_bytes);
+    EXPECT_GT(r.prediction.tokens_per_s, 0);
+  }
+  EXPECT_EQ(plan.ranked.size() + plan.too_large.size(), plan.space.valid.size());
+}
+
+TEST(Planner, MemoryIsTheLargestStage) {
+  Layout pp2{.pp = 2, .micro_batch_size = 4, .dp = 2, .edp = 2, .micro_batches = 2};
+  const Config cfg = apply_layout(test::tiny_config(), pp2);
+  const StepPrediction p = predict_step(cfg, 4, test::test_cluster());
+  const ParallelLayout layout = ParallelLayout::from_config(cfg.parallel, 4);
+  EXPECT_DOUBLE_EQ(p.memory_bytes, std::max(estimate_memory(cfg, layout, 0).total(),
+                                            estimate_memory(cfg, layout, 1).total()));
+}
+
+TEST(Planner, AWorldNoLayoutFits) {
+  // 7 ranks: TP, CP, EP and PP must be 1 (4 heads, 8 experts, 4 layers), DP 7 does not divide
+  // the global batch of 16.
+  const std::string e = error_of(test::tiny_config(), 7, test::test_cluster());
+  EXPECT_NE(e.find("no parallel layout is valid for --world 7"), std::string::npos) << e;
+  EXPECT_NE(e.find("training.global_batch_size"), std::string::npos) << e;
+}
+
+TEST(Planner, AModelThatDoesNotFit) {
+  ClusterSpec small = test::test_cluster();
+  small.device_memory_gib = 0.001;  // 1 MiB per rank
+  const std::string e = error_of(test::tiny_config(), 8, small);
+  EXPECT_NE(e.find("does not fit"), std::string::npos) << e;
+  EXPECT_NE(e.find("over)"), std::string::npos) << e;
+  EXPECT_NE(e.find("device_memory_gib"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace origami
