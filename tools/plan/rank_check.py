@@ -52,9 +52,18 @@ def busy_elsewhere():
             name = open(f"/proc/{pid}/comm").read().strip()
         except OSError:
             continue
-        if name in ("cc1plus", "ctest", "ninja", "ld", "make"):
+        if name in ("cc1plus", "ctest", "ninja", "ld", "make", "origami-train", "origami-ckpt",
+                    "mpirun"):
             return True
     return False
+
+
+def wait_for_quiet():
+    """The machine may be shared: wait (up to two minutes) while someone compiles or tests."""
+    for _ in range(60):
+        if not busy_elsewhere():
+            return
+        time.sleep(2)
 
 
 def main():
@@ -64,6 +73,9 @@ def main():
     ap.add_argument("--layouts", type=int, default=10)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--label", default="run")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="measure the machine first (mpirun -np WORLD origami-plan --calibrate) into "
+                         "--cluster, right before the runs, under the same conditions")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--build", default=os.environ.get("ORIGAMI_BUILD_DIR", "build"))
     ap.add_argument("rest", nargs=argparse.REMAINDER)
@@ -72,6 +84,15 @@ def main():
     config, sets = rest[0], rest[1:]
     plan_bin = os.path.join(here, args.build, "src/origami-plan")
     work = tempfile.mkdtemp(prefix="rank_check_")
+    env = dict(os.environ, ORIGAMI_BUILD_DIR=args.build, OMP_NUM_THREADS="1",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if args.calibrate:
+        wait_for_quiet()
+        subprocess.run(["mpirun", "-np", str(args.world), "--oversubscribe", "--bind-to", "none",
+                        "--mca", "mpi_yield_when_idle", "1", "--mca", "btl", "self,vader",
+                        "--mca", "btl_vader_single_copy_mechanism", "none", plan_bin, "--calibrate",
+                        "--out", args.cluster], check=True, env=env, stdout=subprocess.DEVNULL)
+        print(f"calibrated -> {args.cluster}")
     csv_path = os.path.join(work, "plan.csv")
     subprocess.run([plan_bin, config, "--world", str(args.world), "--cluster", args.cluster,
                     "--csv", csv_path, "--overlay", os.path.join(work, "best.overlay"), "--top", "0"]
@@ -79,7 +100,6 @@ def main():
     rows = list(csv.DictReader(open(csv_path)))
     n = min(args.layouts, len(rows))
     picks = sorted({round(i * (len(rows) - 1) / max(n - 1, 1)) for i in range(n)})
-    env = dict(os.environ, ORIGAMI_BUILD_DIR=args.build, OMP_NUM_THREADS="1")
     def run(row, attempt):
         run_dir = os.path.join(work, f"layout{int(row['rank'])}_{attempt}")
         overlay = [x for a in row["overlay"].split() for x in ("--set", a)]
@@ -87,11 +107,7 @@ def main():
             "--set", f"training.train_steps={args.steps}", "--set", "logging.interval=1",
             "--set", "training.eval_interval=0", "--set", f"logging.dir={run_dir}",
             "--set", "logging.expert_load_interval=0", "--set", "checkpoint.save_interval=0"]
-        # The machine may be shared: wait (up to two minutes) while someone compiles or tests.
-        for _ in range(60):
-            if not busy_elsewhere():
-                break
-            time.sleep(2)
+        wait_for_quiet()
         load = os.getloadavg()[0]
         p = subprocess.run(cmd, cwd=here, env=env, capture_output=True, text=True)
         if p.returncode != 0:
