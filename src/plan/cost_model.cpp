@@ -18,6 +18,7 @@
 #include "pipeline/schedule_sim.h"
 #include "pipeline/stage_layers.h"
 #include "train/memory_estimate.h"
+#include "train/pipeline_executor.h"
 
 namespace origami {
 
@@ -368,10 +369,21 @@ class StageModel {
   double TP, CP, EP, ETP, H, V, hd, nh, nkv, T, Nc, n, E, k, Fe, F, S, act_bytes;
 };
 
+// PipelineExecutor::peak_buffers, once per (shape, stage).
+int cached_peak_buffers(const ScheduleShape& shape, int stage) {
+  static std::map<std::tuple<int, int, int, int, int>, int> cache;
+  const auto key = std::tuple{shape.pp, shape.v, shape.m, int(shape.kind), stage};
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  return cache[key] = PipelineExecutor::peak_buffers(shape, stage);
+}
+
 // Backward passes whose chunk's activations another micro-batch's forward overwrote since
 // (moe_transformer.cpp backward_chunk replays the forward), the most on any pipeline rank, as
 // a share of the rank's backward passes.
 double replay_share(const ScheduleShape& shape) {
+  static std::map<std::tuple<int, int, int, int>, double> cache;
+  const auto key = std::tuple{shape.pp, shape.v, shape.m, int(shape.kind)};
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
   double worst = 0;
   for (int r = 0; r < shape.pp; ++r) {
     std::vector<int> live(size_t(shape.v), -1);
@@ -386,7 +398,7 @@ double replay_share(const ScheduleShape& shape) {
     }
     worst = std::max(worst, double(replays) / std::max(backwards, 1));
   }
-  return worst;
+  return cache[key] = worst;
 }
 
 // The schedule's makespan in units of (forward + backward) of one chunk, from the dry run of
@@ -403,6 +415,31 @@ double makespan_units(const ScheduleShape& shape, int forward, int backward) {
 }
 
 }  // namespace
+
+std::pair<double, int> layout_memory(const Config& cfg, int world) {
+  const ParallelLayout layout = ParallelLayout::from_config(cfg.parallel, world);
+  const int PP = layout.pp();
+  std::pair<double, int> out{0.0, 0};
+  if (PP == 1) return {estimate_memory(cfg, layout, 0).total(), 0};
+  // estimate_memory's pipeline term is peak_buffers(shape, stage) x n x H fp32 values, with the
+  // shape's m from the global batch: estimate at m = PP (a short table), then swap the term.
+  const auto& t = cfg.training;
+  const int v = int(cfg.parallel.virtual_pipeline);
+  const int64_t m = t.global_batch_size / (t.micro_batch_size * layout.dp());
+  Config short_cfg = cfg;
+  short_cfg.training.global_batch_size = int64_t(PP) * t.micro_batch_size * layout.dp();
+  const ScheduleShape real{.pp = PP, .v = v, .m = int(m), .kind = pipeline_schedule_kind(cfg)};
+  ScheduleShape brief = real;
+  brief.m = PP;
+  const double row_bytes = 4.0 * double(t.micro_batch_size * t.seq_length) /
+                           double(layout.cp() * layout.tp()) * double(cfg.model.hidden_size);
+  for (int s = 0; s < PP; ++s) {
+    const double bytes = estimate_memory(short_cfg, layout, s).total() +
+                         row_bytes * (cached_peak_buffers(real, s) - cached_peak_buffers(brief, s));
+    if (bytes > out.first) out = {bytes, s};
+  }
+  return out;
+}
 
 StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& cluster,
                             const CostOptions& options) {
@@ -430,9 +467,8 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
       worst = f.compute_s + f.comm_s + b.compute_s + b.comm_s;
       fwd = f, bwd = b, worst_stage = s;
     }
-    const MemoryEstimate mem = estimate_memory(cfg, layout, s);
-    if (mem.total() > out.memory_bytes) out.memory_bytes = mem.total(), out.memory_stage = s;
   }
+  std::tie(out.memory_bytes, out.memory_stage) = layout_memory(cfg, world);
   const double busy = double(m) * worst;  // the rank's forward + backward time in the step
   double pipeline_s = busy;
   if (PP > 1) {

@@ -53,6 +53,11 @@ struct CostOptions {
 // fill nodes in order, ranks_per_node at a time (launch/train.sh's --map-by slot).
 bool group_spans_nodes(const std::vector<int>& members, int ranks_per_node);
 
+// estimate_memory() of the largest stage: {bytes, stage}. Equal to calling it for every stage
+// (a unit test checks), but its pipeline term is computed once per schedule shape, since building
+// every rank's schedule table for it dominates a 512-rank search.
+std::pair<double, int> layout_memory(const Config& cfg, int world);
+
 // `cfg` already carries the layout (apply_layout); `world` ranks.
 StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& cluster,
                             const CostOptions& options = {});

@@ -10,23 +10,8 @@
 #include "base/error.h"
 #include "base/logging.h"
 
-#include "comm/parallel_layout.h"
-#include "train/memory_estimate.h"
 
 namespace origami {
-namespace {
-
-// estimate_memory() of the largest stage (what predict_step reports too), first: most layouts
-// of a large model do not fit, and they need no cost model.
-std::pair<double, int> largest_stage(const Config& cfg, int world) {
-  const ParallelLayout layout = ParallelLayout::from_config(cfg.parallel, world);
-  std::pair<double, int> out{0.0, 0};
-  for (int s = 0; s < layout.pp(); ++s)
-    out = std::max(out, {estimate_memory(cfg, layout, s).total(), s});
-  return out;
-}
-
-}  // namespace
 
 Plan make_plan(const Config& base, int world, const ClusterSpec& cluster,
                const CostOptions& options) {
@@ -45,7 +30,7 @@ Plan make_plan(const Config& base, int world, const ClusterSpec& cluster,
     Config cfg = base;
     set_layout(cfg, l);
     // Memory first: the cost model is not needed for a layout that cannot start.
-    const auto [bytes, stage] = largest_stage(cfg, world);
+    const auto [bytes, stage] = layout_memory(cfg, world);
     if (bytes > plan.device_bytes)
       plan.too_large.push_back({l, bytes, stage});
     else
