@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
     std::fputs(plan_table(plan, top).c_str(), stdout);
     std::fputs(rejected_table(plan, 3).c_str(), stdout);
     const RankedLayout& best = plan.ranked.front();
-    if (explain) std::fputs(explain_layout(base, best, world, cluster).c_str(), stdout);
+    if (explain) std::fputs(explain_layout(base, plan, best, cluster).c_str(), stdout);
     write_file(overlay_path, overlay_text(best.layout));
     std::printf("best: %s -> %s\n  train it: launch/train.sh %s -n %d -- $(cat %s)\n",
                 describe_layout(best.layout).c_str(), overlay_path.c_str(), config_path.c_str(),

@@ -455,37 +455,41 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   StepPrediction out;
   out.replay_share = PP > 1 ? replay_share(shape) : 0.0;
 
-  // The slowest stage sets every stage's pace (the dry run takes one cost for all).
+  // On a device per rank the slowest stage sets every stage's pace (the dry run takes one cost
+  // for all). On ranks that share cores (an oversubscribed CPU node) the cores go where the work
+  // is: a light stage's idle ranks yield to a heavy stage's, so the mean stage's work is what
+  // the step costs, bounded below by the critical path run that many times faster.
+  const int cores = cluster.compute.shared_cores;
+  const int on_node = std::min(world, cluster.ranks_per_node);
+  const bool shared = cores > 0 && on_node > cores;
   double worst = -1;
-  Pass fwd, bwd;
+  Pass fwd, bwd, sum_f, sum_b;
   int worst_stage = 0;
   for (int s = 0; s < PP; ++s) {
     auto [f, b] = model.stage(s, layers, v);
     b.add(f, out.replay_share);
     model.boundaries(f, b, v);
+    sum_f.add(f, 1.0 / PP);
+    sum_b.add(b, 1.0 / PP);
     if (f.compute_s + f.comm_s + b.compute_s + b.comm_s > worst) {
       worst = f.compute_s + f.comm_s + b.compute_s + b.comm_s;
       fwd = f, bwd = b, worst_stage = s;
     }
   }
   std::tie(out.memory_bytes, out.memory_stage) = layout_memory(cfg, world);
-  const double busy = double(m) * worst;  // the rank's forward + backward time in the step
-  double pipeline_s = busy;
+  double pipeline_s = double(m) * worst;
   if (PP > 1) {
     const double f = fwd.compute_s + fwd.comm_s, b = bwd.compute_s + bwd.comm_s;
     const int fu = std::clamp(int(std::lround(64 * f / (f + b))), 1, 63);
     pipeline_s = makespan_units(shape, fu, 64 - fu) * (f + b) / v;
-    // Ranks sharing cores (an oversubscribed CPU node): the times above were measured with every
-    // rank busy, and a rank idle in the bubble yields its core to the busy ones. While one stage
-    // of S = W / PP ranks runs alone it goes min(PP, ranks / cores) times faster, so the bubble
-    // only costs what the shortened critical path exceeds the work itself.
-    const int cores = cluster.compute.shared_cores;
-    const int on_node = std::min(world, cluster.ranks_per_node);
-    if (cores > 0 && on_node > cores) {
-      const double speedup = std::min(double(PP), double(on_node) / cores);
-      pipeline_s = std::max(busy, pipeline_s / speedup);
-    }
   }
+  if (shared) {
+    fwd = sum_f, bwd = sum_b;
+    const double mean = double(m) * (fwd.compute_s + fwd.comm_s + bwd.compute_s + bwd.comm_s);
+    const double speedup = std::min(double(PP), double(on_node) / cores);
+    pipeline_s = std::max(mean, pipeline_s / speedup);
+  }
+  const double busy = double(m) * (fwd.compute_s + fwd.comm_s + bwd.compute_s + bwd.comm_s);
   double opt_s = 0;
   const Pass upd = model.update(worst_stage, layers, v, &opt_s);
 

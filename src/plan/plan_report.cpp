@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <map>
+
 #include "base/logging.h"
 #include "comm/parallel_layout.h"
 
@@ -47,9 +49,10 @@ std::string rejected_table(const Plan& plan, size_t top) {
   return out;
 }
 
-std::string explain_layout(const Config& base, const RankedLayout& r, int world,
+std::string explain_layout(const Config& base, const Plan& plan, const RankedLayout& r,
                            const ClusterSpec& cluster) {
   const auto& [l, p] = r;
+  const int world = plan.world;
   std::string out = fmt::format("why {} on {} ranks of {} ({} per node):\n", describe_layout(l),
                                 world, cluster.name, cluster.ranks_per_node);
   out += fmt::format("  step {:.2f} ms = compute {:.2f} (optimizer {:.2f}) + exposed "
@@ -86,6 +89,21 @@ std::string explain_layout(const Config& base, const RankedLayout& r, int world,
                        group_spans_nodes(members, cluster.ranks_per_node) ? "spans nodes"
                                                                           : "inside one node",
                        members.front(), members.back());
+  }
+  // The alternatives: per dimension, the fastest fitting layout at every other value.
+  out += "  the best layout at other values of each dimension (ms/step, vs this one):\n";
+  const std::pair<const char*, int Layout::*> dims[] = {
+      {"TP", &Layout::tp}, {"CP", &Layout::cp}, {"PP", &Layout::pp}, {"v", &Layout::v},
+      {"EP", &Layout::ep}, {"ETP", &Layout::etp}};
+  for (const auto& [name, field] : dims) {
+    std::map<int, const RankedLayout*> best;
+    for (const RankedLayout& c : plan.ranked)
+      if (c.layout.*field != l.*field && !best.contains(c.layout.*field))
+        best[c.layout.*field] = &c;
+    for (const auto& [value, c] : best)
+      out += fmt::format("    {}{:<3} {:<52} {:>10.2f} ms ({:+.1f}%)\n", name, value,
+                         describe_layout(c->layout), c->prediction.step_ms,
+                         100 * (c->prediction.step_ms / p.step_ms - 1));
   }
   return out;
 }

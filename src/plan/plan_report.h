@@ -12,7 +12,10 @@ namespace origami {
 
 std::string plan_table(const Plan& plan, size_t top);
 std::string rejected_table(const Plan& plan, size_t top);
-std::string explain_layout(const Config& base, const RankedLayout& r, int world,
+// The terms of r's prediction, its groups' placement, and for each dimension (TP, CP, PP, EP,
+// ETP, micro-batch size) the best ranked layout at each other value, with its cost: why the
+// choice is what it is.
+std::string explain_layout(const Config& base, const Plan& plan, const RankedLayout& r,
                            const ClusterSpec& cluster);
 std::string overlay_text(const Layout& l);
 // Every ranked layout, one CSV row: rank, the layout's fields, memory and the prediction.
