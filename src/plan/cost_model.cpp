@@ -433,9 +433,19 @@ std::pair<double, int> layout_memory(const Config& cfg, int world) {
   brief.m = PP;
   const double row_bytes = 4.0 * double(t.micro_batch_size * t.seq_length) /
                            double(layout.cp() * layout.tp()) * double(cfg.model.hidden_size);
+  // Middle stages (neither first nor last) hold the same layers when every layer is alike
+  // (all MoE or all dense): they differ only in the pipeline term, so one stands for all.
+  const bool alike = cfg.moe.num_experts == 0 || cfg.moe.layer_freq == 1;
+  double middle = -1;  // stage 1's memory without its pipeline term
   for (int s = 0; s < PP; ++s) {
-    const double bytes = estimate_memory(short_cfg, layout, s).total() +
-                         row_bytes * (cached_peak_buffers(real, s) - cached_peak_buffers(brief, s));
+    double base;
+    if (alike && s > 1 && s < PP - 1 && middle >= 0) {
+      base = middle;
+    } else {
+      base = estimate_memory(short_cfg, layout, s).total() - row_bytes * cached_peak_buffers(brief, s);
+      if (s == 1) middle = base;
+    }
+    const double bytes = base + row_bytes * cached_peak_buffers(real, s);
     if (bytes > out.first) out = {bytes, s};
   }
   return out;

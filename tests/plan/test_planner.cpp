@@ -56,6 +56,19 @@ TEST(Planner, FastMemoryEqualsEstimateMemoryForEveryLayout) {
     ++checked;
   }
   EXPECT_GT(checked, 100);
+  // Deeper pipelines (the middle stages' shortcut), at 16 ranks of an 8-layer model.
+  Config deep = base;
+  deep.model.num_layers = 8;
+  int deep_checked = 0;
+  for (const Layout& l : enumerate_layouts(deep, 16).valid) {
+    if (l.pp < 4 || (deep_checked++ % 5)) continue;
+    const Config cfg = apply_layout(deep, l);
+    const ParallelLayout layout = ParallelLayout::from_config(cfg.parallel, 16);
+    double direct = 0;
+    for (int s = 0; s < l.pp; ++s) direct = std::max(direct, estimate_memory(cfg, layout, s).total());
+    EXPECT_NEAR(layout_memory(cfg, 16).first, direct, 1e-6 * direct) << describe_layout(l);
+  }
+  EXPECT_GT(deep_checked, 50);
 }
 
 TEST(Planner, AWorldNoLayoutFits) {
