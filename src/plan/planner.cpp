@@ -20,6 +20,16 @@ Plan make_plan(const Config& base, int world, const ClusterSpec& cluster,
   plan.device_bytes = cluster.device_memory_gib * double(1 << 30);
   plan.space = enumerate_layouts(base, world);
   const std::string src = base.source.empty() ? "<config>" : base.source;
+  if (plan.space.valid.empty() && plan.space.example_refusal.empty()) {
+    // The quick pre-checks refused everything: ask validate() about the plainest layout.
+    Config plain = base;
+    set_layout(plain, Layout{.micro_batch_size = base.training.micro_batch_size});
+    try {
+      validate(plain, world);
+    } catch (const Error& e) {
+      plan.space.example_refusal = e.what();
+    }
+  }
   if (plan.space.valid.empty())
     fail("{}: no parallel layout is valid for --world {} ({} combinations of TP, CP, PP, v, EP, "
          "ETP, micro-batch size tried); change --world to a size the model's heads, experts, "
