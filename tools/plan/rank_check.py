@@ -7,9 +7,11 @@ compares the measured median ms/step (iterations after the first) with the predi
 (Spearman rank correlation) and the allocator's peak (rank 0's, or the largest stage's under
 pipeline parallelism) with the planner's memory figure.
 
-  tools/plan/rank_check.py --label default-scaled --layouts 10 --steps 5 \
-      -- configs/default.yaml --set model.hidden_size=256
-Everything after -- is the config and its --set overrides, given to both tools.
+  nice -n -10 tools/plan/rank_check.py --calibrate --label default-gbs32 --layouts 10 --steps 4 \
+      -- configs/default.yaml --set training.global_batch_size=32
+Everything after -- is the config and its --set overrides, given to both tools. Every layout
+runs twice (--repeats), the second pass in reverse order; the lower median counts. On a shared
+machine, run it under nice -n -10 (docs/planning.md says why).
 """
 import argparse, csv, datetime, json, os, re, statistics, subprocess, sys, tempfile, time
 
@@ -52,15 +54,14 @@ def busy_elsewhere():
             name = open(f"/proc/{pid}/comm").read().strip()
         except OSError:
             continue
-        if name in ("cc1plus", "ctest", "ninja", "ld", "make", "origami-train", "origami-ckpt",
-                    "mpirun"):
+        if name in ("cc1plus", "ld"):
             return True
     return False
 
 
 def wait_for_quiet():
-    """The machine may be shared: wait (up to two minutes) while someone compiles or tests."""
-    for _ in range(60):
+    """The machine may be shared: wait (up to 30 s) while someone's compiler runs."""
+    for _ in range(15):
         if not busy_elsewhere():
             return
         time.sleep(2)
@@ -92,7 +93,7 @@ def main():
                         "--mca", "mpi_yield_when_idle", "1", "--mca", "btl", "self,vader",
                         "--mca", "btl_vader_single_copy_mechanism", "none", plan_bin, "--calibrate",
                         "--out", args.cluster], check=True, env=env, stdout=subprocess.DEVNULL)
-        print(f"calibrated -> {args.cluster}")
+        print(f"calibrated -> {args.cluster}", flush=True)
     csv_path = os.path.join(work, "plan.csv")
     subprocess.run([plan_bin, config, "--world", str(args.world), "--cluster", args.cluster,
                     "--csv", csv_path, "--overlay", os.path.join(work, "best.overlay"), "--top", "0"]
