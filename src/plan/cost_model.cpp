@@ -40,28 +40,6 @@ struct GroupInfo {
   int on_my_node = 1;  // members sharing rank 0's node (all-to-all: the intra-node share)
 };
 
-double transfer_seconds(Collective c, double bytes, const GroupInfo& g, const ClusterSpec& cl,
-                        double* sent);
-
-// Seconds of one collective of `bytes` (all-gather / reduce-scatter: the whole gathered buffer;
-// all-reduce: the buffer; all-to-all: what this rank sends, its own block included; p2p: the
-// message) over a ring (or pairwise exchange) of g ranks. Returns the bytes this rank puts on
-// the wire through `sent`.
-double collective_seconds(Collective c, double bytes, const GroupInfo& g, const ClusterSpec& cl,
-                          double* sent) {
-  const LinkSpec& link = g.spans ? cl.inter_node : cl.intra_node;
-  const double bw = link.bandwidth_gbps * 1e9, lat = link.latency_us * 1e-6;
-  if (c == Collective::p2p) {
-    *sent = bytes;
-    return lat + bytes / bw + 1e-6 * collective_sync_us(cl.compute, 2);
-  }
-  if (g.size <= 1) {
-    *sent = 0;
-    return 0;
-  }
-  return 1e-6 * collective_sync_us(cl.compute, g.size) + transfer_seconds(c, bytes, g, cl, sent);
-}
-
 // The transfer itself: latency per ring step and bytes over the link.
 double transfer_seconds(Collective c, double bytes, const GroupInfo& g, const ClusterSpec& cl,
                         double* sent) {
@@ -90,6 +68,25 @@ double transfer_seconds(Collective c, double bytes, const GroupInfo& g, const Cl
   }
 }
 
+// Seconds of one collective of `bytes` (all-gather / reduce-scatter: the whole gathered buffer;
+// all-reduce: the buffer; all-to-all: what this rank sends, its own block included; p2p: the
+// message) over a ring (or pairwise exchange) of g ranks. Returns the bytes this rank puts on
+// the wire through `sent`.
+double collective_seconds(Collective c, double bytes, const GroupInfo& g, const ClusterSpec& cl,
+                          double* sent) {
+  const LinkSpec& link = g.spans ? cl.inter_node : cl.intra_node;
+  const double bw = link.bandwidth_gbps * 1e9, lat = link.latency_us * 1e-6;
+  if (c == Collective::p2p) {
+    *sent = bytes;
+    return lat + bytes / bw + 1e-6 * collective_sync_us(cl.compute, 2);
+  }
+  if (g.size <= 1) {
+    *sent = 0;
+    return 0;
+  }
+  return 1e-6 * collective_sync_us(cl.compute, g.size) + transfer_seconds(c, bytes, g, cl, sent);
+}
+
 // Time and traffic of one pass (forward or backward of a stage, per micro-batch), with the
 // communication kept per (group, what) for --explain.
 struct Pass {
@@ -101,7 +98,10 @@ struct Pass {
     comm_s += times * o.comm_s;
     for (const auto& [key, t] : o.terms) {
       CommTerm& mine = terms[key];
-      if (mine.group.empty()) mine = t, mine.bytes = 0, mine.calls = 0, mine.ms = 0;
+      if (mine.group.empty()) {  // first time: the term's description, no traffic yet
+        mine = t;
+        mine.bytes = 0, mine.calls = 0, mine.ms = 0;
+      }
       mine.bytes += times * t.bytes;
       mine.calls += int64_t(std::llround(times * double(t.calls)));
       mine.ms += times * t.ms;
