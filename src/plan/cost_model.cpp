@@ -377,14 +377,15 @@ int cached_peak_buffers(const ScheduleShape& shape, int stage) {
   return cache[key] = PipelineExecutor::peak_buffers(shape, stage);
 }
 
-// Backward passes whose chunk's activations another micro-batch's forward overwrote since
-// (moe_transformer.cpp backward_chunk replays the forward), the most on any pipeline rank, as
-// a share of the rank's backward passes.
-double replay_share(const ScheduleShape& shape) {
-  static std::map<std::tuple<int, int, int, int>, double> cache;
+// Per pipeline rank, the share of its backward passes whose chunk's activations another
+// micro-batch's forward overwrote since (moe_transformer.cpp backward_chunk replays the forward
+// then). It differs by rank: under 1F1B the last stage runs each backward right after its
+// forward and never replays, the earlier stages replay nearly all.
+const std::vector<double>& replay_shares(const ScheduleShape& shape) {
+  static std::map<std::tuple<int, int, int, int>, std::vector<double>> cache;
   const auto key = std::tuple{shape.pp, shape.v, shape.m, int(shape.kind)};
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  double worst = 0;
+  std::vector<double> shares;
   for (int r = 0; r < shape.pp; ++r) {
     std::vector<int> live(size_t(shape.v), -1);
     int replays = 0, backwards = 0;
@@ -396,9 +397,9 @@ double replay_share(const ScheduleShape& shape) {
         live[size_t(a.chunk)] = -1;
       }
     }
-    worst = std::max(worst, double(replays) / std::max(backwards, 1));
+    shares.push_back(double(replays) / std::max(backwards, 1));
   }
-  return cache[key] = worst;
+  return cache[key] = shares;
 }
 
 // The schedule's makespan in units of (forward + backward) of one chunk, from the dry run of
@@ -463,7 +464,9 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   const ScheduleShape shape{.pp = PP, .v = v, .m = int(m), .kind = pipeline_schedule_kind(cfg)};
   const StageModel model(cfg, layout, cluster, options);
   StepPrediction out;
-  out.replay_share = PP > 1 ? replay_share(shape) : 0.0;
+  const std::vector<double> replays =
+      PP > 1 ? replay_shares(shape) : std::vector<double>(1, 0.0);
+  out.replay_share = *std::max_element(replays.begin(), replays.end());
 
   // On a device per rank the slowest stage sets every stage's pace (the dry run takes one cost
   // for all). On ranks that share cores (an oversubscribed CPU node) the cores go where the work
@@ -477,7 +480,7 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   int worst_stage = 0;
   for (int s = 0; s < PP; ++s) {
     auto [f, b] = model.stage(s, layers, v);
-    b.add(f, out.replay_share);
+    b.add(f, replays[size_t(s)]);
     model.boundaries(f, b, v);
     sum_f.add(f, 1.0 / PP);
     sum_b.add(b, 1.0 / PP);

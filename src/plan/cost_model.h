@@ -39,7 +39,8 @@ struct StepPrediction {
   double memory_bytes = 0;  // estimate_memory, the largest stage
   int memory_stage = 0;
   double tokens_per_s = 0;
-  double replay_share = 0;  // backward passes that replay their chunk's forward (PP > 1)
+  double replay_share = 0;  // backward passes that replay their chunk's forward (PP > 1), the
+                            // most on any pipeline rank
   std::vector<CommTerm> terms;
 };
 

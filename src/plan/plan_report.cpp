@@ -60,8 +60,9 @@ std::string explain_layout(const Config& base, const Plan& plan, const RankedLay
                      p.step_ms, p.compute_ms, p.optimizer_ms, p.comm_ms, p.bubble_ms,
                      p.tokens_per_s);
   if (l.pp > 1)
-    out += fmt::format("  pipeline: {} micro-batches x {} chunks; {:.0f}% of backward passes "
-                       "replay their forward (another micro-batch's forward ran in between)\n",
+    out += fmt::format("  pipeline: {} micro-batches x {} chunks; up to {:.0f}% of a stage's backward "
+                       "passes replay their forward (another micro-batch's forward ran in "
+                       "between)\n",
                        l.micro_batches, l.v, 100 * p.replay_share);
   out += fmt::format("  memory per rank {} (stage {}) of {} per device\n",
                      format_bytes(p.memory_bytes), p.memory_stage,

@@ -100,6 +100,9 @@ TEST(CostModel, PipelineBubbleFromTheSchedule) {
   const StepPrediction b = predict_step(apply_layout(test::tiny_config(), pp2), 4,
                                         test::test_cluster());
   EXPECT_LT(b.bubble_ms / b.step_ms, a.bubble_ms / a.step_ms);
+  // 1F1B on 2 stages: stage 0 runs F1 before B0 (and so on): every backward replays its
+  // forward; stage 1 runs each backward right after its forward (replay_shares, per stage).
+  EXPECT_DOUBLE_EQ(b.replay_share, 1.0);
   const CommTerm* p2p = find(b, "pp", "boundary");
   ASSERT_NE(p2p, nullptr);
   // [n, H] = 128 x 128 x 4 B per micro-batch, once each way: 8 micro-batches x 2.
