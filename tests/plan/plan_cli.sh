@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# origami-plan end to end on a tiny job (H 32, 2 layers, 4 experts, seq 32, batch 8) for 8 ranks:
+# the top choice's overlay trains 2 steps under launch/train.sh, and so does the last-ranked
+# layout (1 step: everything the planner accepts starts). Bad inputs exit 1 naming what to change.
+# usage: plan_cli.sh SOURCE_DIR BUILD_DIR MPIRUN...   (launch/train.sh brings its own mpirun)
+set -euo pipefail
+src=$1; build=$2; shift 2
+work=$build/test-plan/cli
+source "$src/tests/checkpoint/tiny_job.sh"
+plan=$build/src/origami-plan
+cluster=$src/configs/clusters/cpu-2core-8ranks.yaml
+export ORIGAMI_TRAIN=$build/src/origami-train
+cd "$src"
+
+"$plan" default --world 8 --cluster "$cluster" "${common[@]}" --overlay "$work/best.overlay" \
+  --csv "$work/plan.csv" --explain --top 5 | tee "$work/plan.txt"
+grep -q -- "--set parallel.tensor=" "$work/best.overlay"
+grep -q "communication per step" "$work/plan.txt"
+
+# shellcheck disable=SC2046  # the overlay is one --set KEY=VALUE per word
+launch/train.sh default -n 8 -- "${common[@]}" $(cat "$work/best.overlay") \
+  --set training.train_steps=2 --set "logging.dir=$work/run-best" > "$work/train-best.log" 2>&1 ||
+  { cat "$work/train-best.log"; exit 1; }
+grep -q '"iteration":2' "$work/run-best/metrics.jsonl"
+
+last=$(tail -1 "$work/plan.csv" | awk -F, '{print $NF}')
+sets=(); for a in $last; do sets+=(--set "$a"); done
+launch/train.sh default -n 8 -- "${common[@]}" "${sets[@]}" --set training.train_steps=1 \
+  --set "logging.dir=$work/run-last" > "$work/train-last.log" 2>&1 ||
+  { echo "last-ranked layout failed: $last"; cat "$work/train-last.log"; exit 1; }
+
+expect_error() {  # expect_error TEXT CMD...: exit 1 and TEXT in stderr
+  local text=$1; shift
+  local rc=0
+  "$@" > "$work/err.out" 2> "$work/err.txt" || rc=$?
+  [ "$rc" -eq 1 ] || { echo "expected exit 1, got $rc: $*"; cat "$work/err.txt"; exit 1; }
+  grep -qF -- "$text" "$work/err.txt" || { echo "expected '$text' in:"; cat "$work/err.txt"; exit 1; }
+}
+expect_error "no parallel layout is valid for --world 7" \
+  "$plan" default --world 7 --cluster "$cluster" "${common[@]}" --overlay "$work/x"
+sed '/^intra_node:/s/, latency_us: [^}]*}/}/' "$cluster" > "$work/broken.yaml"
+expect_error "missing field 'latency_us'" \
+  "$plan" default --world 8 --cluster "$work/broken.yaml" "${common[@]}" --overlay "$work/x"
+sed 's/^device_memory_gib: .*/device_memory_gib: 0.0001/' "$cluster" > "$work/small.yaml"
+expect_error "does not fit" \
+  "$plan" default --world 8 --cluster "$work/small.yaml" "${common[@]}" --overlay "$work/x"
+echo "plan cli: ok"
