@@ -235,6 +235,21 @@ Hdf5File& open_cached(std::map<std::string, Hdf5File>& files, const std::string&
   return files.emplace(path, Hdf5File::open_read(path)).first->second;
 }
 
+// Dataset `ds` of a piece, checked against the index: present, of the piece's shape, and with
+// the checksum the index holds for it (an Error names the checkpoint, the file and the dataset).
+std::vector<float> read_checked_piece(Hdf5File& f, const std::string& path,
+                                      const CheckpointPiece& piece, const std::string& ds,
+                                      uint64_t expected_checksum) {
+  check(f.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
+  check(f.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape {}, its index "
+        "says {}", path, ds, piece.file, shape_str(f.shape(ds)), shape_str(piece.shape));
+  auto data = f.read(ds);
+  check(checksum(data.data(), int64_t(data.size())) == expected_checksum,
+        "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
+        piece.file);
+  return data;
+}
+
 CheckpointBuffers read_buffers(const std::string& path,
                                const std::map<std::string, CheckpointBufferEntry>& entries,
                                std::map<std::string, Hdf5File>& files) {
@@ -546,14 +561,7 @@ TrainingState load_checkpoint(Backend& be, const std::string& path_in, ParamStor
       for (int k = 0; k < 3; ++k) {
         const std::string ds = std::string(kKinds[k]) + "/" + piece.dataset;
         if (!verified.insert({piece.file, ds}).second) continue;
-        check(f.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
-        check(f.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape {}, "
-              "its index says {}", path, ds, piece.file, shape_str(f.shape(ds)),
-              shape_str(piece.shape));
-        const auto data = f.read(ds);
-        check(checksum(data.data(), int64_t(data.size())) == piece.checksum[size_t(k)],
-              "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
-              piece.file);
+        read_checked_piece(f, path, piece, ds, piece.checksum[size_t(k)]);
       }
     }
     check(covered == p.value.numel(), "checkpoint '{}': tensor '{}' covers {} of the {} elements "
@@ -638,15 +646,8 @@ GlobalTensors read_checkpoint_tensors(const std::string& path_in, const std::str
     int64_t covered = 0;
     for (const CheckpointPiece& piece : t.pieces) {
       Hdf5File& f = open_cached(files, piece.file);
-      const std::string ds = kind + "/" + piece.dataset;
-      check(f.has(ds), "checkpoint '{}': {} has no dataset '{}'", path, piece.file, ds);
-      check(f.shape(ds) == piece.shape, "checkpoint '{}': dataset '{}' in {} has shape "
-            "{}, its index says {}", path, ds, piece.file, shape_str(f.shape(ds)),
-            shape_str(piece.shape));
-      const auto piece_data = f.read(ds);
-      check(checksum(piece_data.data(), int64_t(piece_data.size())) == piece.checksum[size_t(k)],
-            "checkpoint '{}': dataset '{}' in {} fails its checksum (corrupted file)", path, ds,
-            piece.file);
+      const auto piece_data = read_checked_piece(f, path, piece, kind + "/" + piece.dataset,
+                                                 piece.checksum[size_t(k)]);
       covered += copy_intersection(piece.offsets, piece.shape, piece_data.data(),
                                    std::vector<int64_t>(gshape.size(), 0), gshape, data.data());
     }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/host_copy.h"
 #include "model/linear.h"
 
 namespace origami {
@@ -35,11 +36,6 @@ void softmax2(const float* z, double c[2]) {
   c[0] = e0 / (e0 + e1);
   c[1] = e1 / (e0 + e1);
 }
-std::vector<float> host(Backend& be, const float* p, int64_t n) {
-  std::vector<float> h(static_cast<size_t>(n));
-  be.copy_to_host(h.data(), p, size_t(n) * sizeof(float));
-  return h;
-}
 }  // namespace
 
 void ResidualMoe::forward(const float* x, float* out) {
@@ -48,8 +44,8 @@ void ResidualMoe::forward(const float* x, float* out) {
   be.copy(routed_.data(), out, size_t(N * H_) * sizeof(float));
   mlp_.forward(x, dense_.data());
   linear_forward(be, x, store_[coef_].value.data(), logits_.data(), N, H_, 2);
-  const auto r = host(be, routed_.data(), N * H_), d = host(be, dense_.data(), N * H_),
-             z = host(be, logits_.data(), N * 2);
+  const auto r = host_copy(be, routed_.data(), N * H_), d = host_copy(be, dense_.data(), N * H_),
+             z = host_copy(be, logits_.data(), N * 2);
   std::vector<float> o(size_t(N * H_));
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) {
@@ -66,8 +62,8 @@ void ResidualMoe::forward(const float* x, float* out) {
 void ResidualMoe::backward_mix(const float* dout, float* drouted) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
-  const auto g = host(be, dout, N * H_), r = host(be, routed_.data(), N * H_),
-             d = host(be, dense_.data(), N * H_), z = host(be, logits_.data(), N * 2);
+  const auto g = host_copy(be, dout, N * H_), r = host_copy(be, routed_.data(), N * H_),
+             d = host_copy(be, dense_.data(), N * H_), z = host_copy(be, logits_.data(), N * 2);
   std::vector<float> dr(size_t(N * H_)), dd(size_t(N * H_)), dz(size_t(N * 2));
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) {

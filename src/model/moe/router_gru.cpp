@@ -4,16 +4,12 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/host_copy.h"
 #include "model/linear.h"
 
 namespace origami {
 
 namespace {
-std::vector<float> host(Backend& be, const float* p, int64_t n) {
-  std::vector<float> h(static_cast<size_t>(n));
-  be.copy_to_host(h.data(), p, size_t(n) * sizeof(float));
-  return h;
-}
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 size_t declare_once(ParamStore& store, ParamSpec spec) {
@@ -56,10 +52,10 @@ void RouterGru::forward(const float* u, const float* h, float* out) {
     linear_forward(be, h, store_[w_hh_].value.data(), gh_.data(), N, D, 3 * D);
   else
     be.fill(gh_.data(), 0.f, N * 3 * D);
-  auto gi = host(be, gi_.data(), N * 3 * D), gh = host(be, gh_.data(), N * 3 * D);
-  const auto bi = host(be, store_[b_ih_].value.data(), 3 * D),
-             bh = host(be, store_[b_hh_].value.data(), 3 * D);
-  const std::vector<float> hp = h ? host(be, h, N * D) : std::vector<float>(size_t(N * D), 0.f);
+  auto gi = host_copy(be, gi_.data(), N * 3 * D), gh = host_copy(be, gh_.data(), N * 3 * D);
+  const auto bi = host_copy(be, store_[b_ih_].value.data(), 3 * D),
+             bh = host_copy(be, store_[b_hh_].value.data(), 3 * D);
+  const std::vector<float> hp = h ? host_copy(be, h, N * D) : std::vector<float>(size_t(N * D), 0.f);
   std::vector<float> o(size_t(N * D));
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) {
@@ -81,9 +77,9 @@ void RouterGru::backward(const float* dout, const float* u, const float* h, floa
                          float* dh) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens(), D = D_;
-  const auto gi = host(be, gi_.data(), N * 3 * D), gh = host(be, gh_.data(), N * 3 * D),
-             g = host(be, dout, N * D);
-  const std::vector<float> hp = h ? host(be, h, N * D) : std::vector<float>(size_t(N * D), 0.f);
+  const auto gi = host_copy(be, gi_.data(), N * 3 * D), gh = host_copy(be, gh_.data(), N * 3 * D),
+             g = host_copy(be, dout, N * D);
+  const std::vector<float> hp = h ? host_copy(be, h, N * D) : std::vector<float>(size_t(N * D), 0.f);
   std::vector<float> dgi(size_t(N * 3 * D)), dgh(size_t(N * 3 * D)), dhz(size_t(N * D));
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) {
@@ -109,7 +105,7 @@ void RouterGru::backward(const float* dout, const float* u, const float* h, floa
   }
   // Bias gradients: column sums in row order (deterministic).
   for (auto [b, d] : {std::pair{b_ih_, &dgi}, std::pair{b_hh_, &dgh}}) {
-    auto gb = host(be, store_[b].grad.data(), 3 * D);
+    auto gb = host_copy(be, store_[b].grad.data(), 3 * D);
     for (int64_t j = 0; j < 3 * D; ++j) {
       double s = 0;
       for (int64_t t = 0; t < N; ++t) s += (*d)[size_t(t * 3 * D + j)];
@@ -122,7 +118,7 @@ void RouterGru::backward(const float* dout, const float* u, const float* h, floa
   linear_backward(be, dgi_.data(), u, store_[w_ih_].value.data(), du, store_[w_ih_].grad.data(), N,
                   D, 3 * D);
   if (!h) return;
-  auto dhh = host(be, static_cast<const float*>(dh), N * D);
+  auto dhh = host_copy(be, static_cast<const float*>(dh), N * D);
   for (size_t i = 0; i < dhh.size(); ++i) dhh[i] += dhz[i];
   be.copy_from_host(dh, dhh.data(), dhh.size() * sizeof(float));
   linear_backward(be, dgh_.data(), h, store_[w_hh_].value.data(), dh, store_[w_hh_].grad.data(), N,

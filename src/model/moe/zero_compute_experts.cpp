@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/host_copy.h"
 #include "model/moe/gating_schedule.h"
 
 namespace origami {
@@ -35,29 +36,21 @@ void ZeroComputeExperts::mix(const std::vector<float>& W, const float* xt, int64
   a[1] = e1 / (e0 + e1);
 }
 
-namespace {
-template <typename T>
-std::vector<T> to_host(Backend& be, const T* p, int64_t n) {
-  std::vector<T> h(static_cast<size_t>(n));
-  be.copy_to_host(h.data(), p, size_t(n) * sizeof(T));
-  return h;
-}
-}  // namespace
 
 std::pair<std::vector<float>, std::vector<float>> ZeroComputeExperts::constant_params() const {
   if (kinds_.constant == 0) return {};
   auto& be = ctx_.backend;
-  return {to_host(be, static_cast<const float*>(store_[weight_].value.data()), kinds_.constant * 2 * H_),
-          to_host(be, static_cast<const float*>(store_[vector_].value.data()), kinds_.constant * H_)};
+  return {host_copy(be, static_cast<const float*>(store_[weight_].value.data()), kinds_.constant * 2 * H_),
+          host_copy(be, static_cast<const float*>(store_[vector_].value.data()), kinds_.constant * H_)};
 }
 
 void ZeroComputeExperts::forward(const float* x, const int32_t* idx, const float* w, float* out) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
-  const auto xh = to_host(be, x, N * H_);
-  const auto ih = to_host(be, idx, N * S_);
-  const auto wh = to_host(be, w, N * S_);
-  auto oh = to_host(be, static_cast<const float*>(out), N * H_);
+  const auto xh = host_copy(be, x, N * H_);
+  const auto ih = host_copy(be, idx, N * S_);
+  const auto wh = host_copy(be, w, N * S_);
+  auto oh = host_copy(be, static_cast<const float*>(out), N * H_);
   const auto [W, V] = constant_params();
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < N; ++t) {
@@ -84,12 +77,12 @@ void ZeroComputeExperts::backward(const float* dout, const float* x, const int32
                                   const float* w, float* dx, float* dweights) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens();
-  const auto dh = to_host(be, dout, N * H_);
-  const auto xh = to_host(be, x, N * H_);
-  const auto ih = to_host(be, idx, N * S_);
-  const auto wh = to_host(be, w, N * S_);
-  auto dxh = to_host(be, static_cast<const float*>(dx), N * H_);
-  auto dwh = to_host(be, static_cast<const float*>(dweights), N * S_);
+  const auto dh = host_copy(be, dout, N * H_);
+  const auto xh = host_copy(be, x, N * H_);
+  const auto ih = host_copy(be, idx, N * S_);
+  const auto wh = host_copy(be, w, N * S_);
+  auto dxh = host_copy(be, static_cast<const float*>(dx), N * H_);
+  auto dwh = host_copy(be, static_cast<const float*>(dweights), N * S_);
   const auto [W, V] = constant_params();
   std::vector<double> dW(W.size(), 0.0), dV(V.size(), 0.0);
   // Rows in order: the parameter gradients are sums over rows, kept deterministic.
@@ -142,7 +135,7 @@ void ZeroComputeExperts::backward(const float* dout, const float* x, const int32
   if (kinds_.constant == 0) return;
   for (auto [id, d] : {std::pair{weight_, &dW}, std::pair{vector_, &dV}}) {
     float* g = store_[id].grad.data();
-    auto gh = to_host(be, static_cast<const float*>(g), int64_t(d->size()));
+    auto gh = host_copy(be, static_cast<const float*>(g), int64_t(d->size()));
     for (size_t i = 0; i < gh.size(); ++i) gh[i] = float(gh[i] + (*d)[i]);
     be.copy_from_host(g, gh.data(), gh.size() * sizeof(float));
   }
