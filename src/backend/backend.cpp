@@ -2,6 +2,7 @@
 // (exact, built from the square op) for backends without a native kernel.
 #include "backend/backend.h"
 
+#include "backend/bf16_storage_backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "base/error.h"
 #ifdef ORIGAMI_WITH_CUDA
@@ -82,7 +83,8 @@ std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank,
   check(precision == "fp32" || precision == "bf16",
         "training.precision: unknown precision '{}' (allowed: fp32, bf16)", precision);
   if (name == "cpu") {
-    check(precision == "fp32", "training.precision: bf16 needs backend cuda (the cpu backend is fp32)");
+    // bf16 on the cpu: the reference a device bf16 run is compared with (bf16_storage_backend.h).
+    if (precision == "bf16") return std::make_unique<Bf16StorageBackend>(make_cpu_backend());
     return make_cpu_backend();
   }
   if (name == "cuda") {

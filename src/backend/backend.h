@@ -13,6 +13,8 @@
 #include <span>
 #include <string>
 
+#include "tensor/dtype.h"
+
 namespace origami {
 
 // One GEMM of a batch: C[M,N] = alpha * op(A) * op(B) + beta * C, op = transpose if flagged.
@@ -82,6 +84,23 @@ class Backend {
   // The device stream every op is queued on (a cudaStream_t for cuda), null for host backends:
   // device communicators queue their collectives on it to stay ordered with the kernels.
   virtual void* device_stream() const { return nullptr; }
+
+  // ---- storage types (tensor/dtype.h; docs/precision.md) ------------------------------------
+  // Memory for values stored as `dtype`. Ops round what they store into a bf16 buffer to bf16
+  // (nearest, ties to even) and compute in fp32 inside. A backend that stores everything in fp32
+  // (training.precision fp32) ignores the type.
+  virtual void* allocate_as(size_t bytes, DType dtype) { return allocate(bytes); }
+  // The type the values at p are stored as: bf16 if p lies in an allocate_as(bf16) buffer.
+  virtual DType stored_dtype(const void* p) const { return DType::f32; }
+  // x[0..n) was written by something other than an op of this backend (a collective's sum over
+  // ranks): store it at its buffer's type. Nothing to do for fp32 buffers.
+  virtual void round_stored(float* x, int64_t n) {}
+  // dst = src, stored at dst's type: the one explicit fp32 -> bf16 conversion (the parameters'
+  // compute copy after each optimizer step). Counted in converted_elements().
+  virtual void convert(const float* src, float* dst, int64_t n) {
+    copy(dst, src, size_t(n) * sizeof(float));
+  }
+  virtual int64_t converted_elements() const { return 0; }
 
   // ---- dense linear algebra ---------------------------------------------------------------
   virtual void gemm(const GemmDesc& g) = 0;
@@ -255,8 +274,10 @@ class Backend {
 };
 
 // "cpu" or "cuda"; an Error naming the allowed values otherwise (or if CUDA was not built).
-// precision (training.precision): "fp32" computes every GEMM and attention product in fp32;
-// "bf16" (cuda only) rounds their operands to bf16 on the tensor cores, accumulating in fp32.
+// precision (training.precision): "fp32" stores and computes everything in fp32. "bf16": on the
+// cpu, the bf16 reference (Bf16StorageBackend: bf16 buffers hold bf16 values, every op computes
+// in fp32 and rounds on the store); on cuda, today, fp32 storage with GEMM and attention operands
+// rounded to bf16 on the tensor cores (the device's bf16 storage is issue #19's open part).
 std::unique_ptr<Backend> make_backend(const std::string& name, int local_rank = 0,
                                       const std::string& precision = "fp32");
 

@@ -41,6 +41,9 @@ void ProfilingBackend::gemm_batched(std::span<const GemmDesc> gs) { timed("gemm_
 void ProfilingBackend::copy_to_host(void* d, const void* s, size_t n) { timed("copy_to_host", [&] { b_.copy_to_host(d, s, n); }); }
 void ProfilingBackend::copy_from_host(void* d, const void* s, size_t n) { timed("copy_from_host", [&] { b_.copy_from_host(d, s, n); }); }
 void ProfilingBackend::copy(void* d, const void* s, size_t n) { timed("copy", [&] { b_.copy(d, s, n); }); }
+void ProfilingBackend::convert(const float* s, float* d, int64_t n) {
+  timed("convert", [&] { b_.convert(s, d, n); });
+}
 void ProfilingBackend::fill(float* x, float v, int64_t n) { timed("fill", [&] { b_.fill(x, v, n); }); }
 void ProfilingBackend::add(const float* a, const float* b, float* out, int64_t n) { timed("add", [&] { b_.add(a, b, out, n); }); }
 void ProfilingBackend::axpy(float alpha, const float* x, float* y, int64_t n) { timed("axpy", [&] { b_.axpy(alpha, x, y, n); }); }

@@ -28,6 +28,11 @@ class ProfilingBackend final : public Backend {
 
   void* allocate(size_t bytes) override { return b_.allocate(bytes); }
   void deallocate(void* p) override { b_.deallocate(p); }
+  void* allocate_as(size_t bytes, DType t) override { return b_.allocate_as(bytes, t); }
+  DType stored_dtype(const void* p) const override { return b_.stored_dtype(p); }
+  void round_stored(float* x, int64_t n) override { b_.round_stored(x, n); }
+  void convert(const float* src, float* dst, int64_t n) override;
+  int64_t converted_elements() const override { return b_.converted_elements(); }
   void copy_to_host(void* d, const void* s, size_t n) override;
   void copy_from_host(void* d, const void* s, size_t n) override;
   void copy(void* d, const void* s, size_t n) override;

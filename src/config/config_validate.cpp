@@ -489,10 +489,6 @@ void validate(const Config& cfg, int world_size) {
                       "valid weight or eval_interval: 0",
                       ref(cfg, "training.eval_interval", t.eval_interval),
                       cfg.origin.contains("data.split") ? cfg.origin.at("data.split") : "default"));
-  require(t.precision != "bf16" || t.backend == "cuda",
-          fmt::format("{} needs training.backend=cuda, found {}; allowed with cpu: fp32",
-                      ref(cfg, "training.precision", t.precision),
-                      ref(cfg, "training.backend", t.backend)));
 
   if (moe.num_experts > 0) validate_router(cfg, require);
   validate_variants(cfg, require);

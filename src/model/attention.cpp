@@ -49,7 +49,7 @@ Attention::Attention(ModelContext& ctx, ParamStore& store, const std::string& pr
   k_ = ctx.saved("attention.k", {N, nkv_, hd_}, full);
   v_ = ctx.saved("attention.v", {N, nkv_, hd_}, full);
   att_ = ctx.saved("attention.out", {N, nh_, hd_}, core);
-  lse_ = ctx.saved("attention.lse", {N * nh_}, core);
+  lse_ = ctx.saved("attention.lse", {N * nh_}, core, /*fp32=*/true);
 }
 
 std::pair<Tensor, Tensor> Attention::gathered_kv() {
@@ -114,15 +114,15 @@ void Attention::forward(const float* x, const int32_t* positions, float* out) {
   const float theta = float(ctx_.config.model.rope_theta);
   const int64_t qd = nh_ * hd_, kd = nkv_ * hd_;
   const float* xf = gather_sequence(ctx_, x, "attention.x", H_);
-  linear_forward(be, xf, store_[wq_].value.data(), q_.data(), N, H_, qd);
-  linear_forward(be, xf, store_[wk_].value.data(), k_.data(), N, H_, kd);
-  linear_forward(be, xf, store_[wv_].value.data(), v_.data(), N, H_, kd);
+  linear_forward(be, xf, store_[wq_].compute.data(), q_.data(), N, H_, qd);
+  linear_forward(be, xf, store_[wk_].compute.data(), k_.data(), N, H_, kd);
+  linear_forward(be, xf, store_[wv_].compute.data(), v_.data(), N, H_, kd);
   be.rope_forward(q_.data(), positions, N, nh_, hd_, theta);
   be.rope_forward(k_.data(), positions, N, nkv_, hd_, theta);
   core_forward();
   // Row-parallel output projection: partial sums over the TP ranks' heads.
   float* partial = ctx_.tp_size() > 1 ? ctx_.scratch("attention.partial", {N, H_}).data() : out;
-  linear_forward(be, att_.data(), store_[proj_].value.data(), partial, N, qd, H_);
+  linear_forward(be, att_.data(), store_[proj_].compute.data(), partial, N, qd, H_);
   reduce_scatter_sequence(ctx_, partial, out, H_);
 }
 
@@ -134,7 +134,7 @@ void Attention::backward(const float* dout, const float* x, const int32_t* posit
   if (ctx_.recompute_attention() && !ctx_.recompute_full()) core_forward();  // selective
   const float* dof = gather_sequence(ctx_, dout, "attention.dout", H_);
   Tensor datt = ctx_.scratch("attention.datt", {N, qd});
-  linear_backward(be, dof, att_.data(), store_[proj_].value.data(), datt.data(),
+  linear_backward(be, dof, att_.data(), store_[proj_].compute.data(), datt.data(),
                   store_[proj_].grad.data(), N, qd, H_);
   Tensor dq = ctx_.scratch("attention.dq", {N, qd}), dk = ctx_.scratch("attention.dk", {N, kd}),
          dv = ctx_.scratch("attention.dv", {N, kd});
@@ -144,11 +144,11 @@ void Attention::backward(const float* dout, const float* x, const int32_t* posit
   // The gathered input is needed again for the weight gradients: gathered once more, not kept.
   const float* xf = gather_sequence(ctx_, x, "attention.x", H_);
   float* dxf = ctx_.tp_size() > 1 ? ctx_.scratch("attention.dx", {N, H_}).data() : dx;
-  linear_backward(be, dq.data(), xf, store_[wq_].value.data(), dxf, store_[wq_].grad.data(), N, H_,
+  linear_backward(be, dq.data(), xf, store_[wq_].compute.data(), dxf, store_[wq_].grad.data(), N, H_,
                   qd);
-  linear_backward(be, dk.data(), xf, store_[wk_].value.data(), dxf, store_[wk_].grad.data(), N, H_,
+  linear_backward(be, dk.data(), xf, store_[wk_].compute.data(), dxf, store_[wk_].grad.data(), N, H_,
                   kd, true);
-  linear_backward(be, dv.data(), xf, store_[wv_].value.data(), dxf, store_[wv_].grad.data(), N, H_,
+  linear_backward(be, dv.data(), xf, store_[wv_].compute.data(), dxf, store_[wv_].grad.data(), N, H_,
                   kd, true);
   reduce_scatter_sequence(ctx_, dxf, dx, H_);
 }

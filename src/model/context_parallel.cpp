@@ -40,10 +40,12 @@ void reduce_scatter_context(ModelContext& ctx, const float* full, float* local, 
   Tensor all = ctx.scratch("context_parallel.gather", {cp * n});
   for (int r = 0; r < cp; ++r)
     place_chunks(ctx, r, all.data() + r * n, const_cast<float*>(full), width, false);
-  if (cp > 1)
+  if (cp > 1) {
     ctx.groups.cp->reduce_scatter(all.data(), local, n, CommDType::f32, ReduceOp::sum);
-  else
+    ctx.backend.round_stored(local, n);  // the sum, stored as an activation gradient
+  } else {
     ctx.backend.copy(local, all.data(), size_t(n) * sizeof(float));
+  }
 }
 
 }  // namespace origami

@@ -15,7 +15,7 @@ LmHeadLoss::LmHeadLoss(ModelContext& ctx, int64_t vocab, int64_t chunk_rows)
       rows_(ctx.context_tokens()),
       vocab_(vocab),
       chunk_(chunk_rows > 0 ? std::min(chunk_rows, rows_) : rows_) {
-  logits_ = Tensor::zeros(ctx.backend, {chunk_, vocab_});
+  logits_ = ctx.activation_buffer({chunk_, vocab_});  // the CE reads them in fp32
   losses_ = Tensor::zeros(ctx.backend, {rows_});
   lse_ = Tensor::zeros(ctx.backend, {rows_});
 }

@@ -36,15 +36,15 @@ void SwigluMlp::forward(const float* x, float* out, bool accumulate) {
   auto& be = ctx_.backend;
   const int64_t N = rows();
   const float* xf = tp_ ? gather_sequence(ctx_, x, "mlp.x", H_) : x;
-  linear_forward(be, xf, store_[fc1_].value.data(), h_.data(), N, H_, 2 * F_);
+  linear_forward(be, xf, store_[fc1_].compute.data(), h_.data(), N, H_, 2 * F_);
   be.swiglu_forward(h_.data(), act_.data(), N, F_);
   if (!tp_) {
-    linear_forward(be, act_.data(), store_[fc2_].value.data(), out, N, F_, H_,
+    linear_forward(be, act_.data(), store_[fc2_].compute.data(), out, N, F_, H_,
                    accumulate ? 1.f : 0.f);
     return;
   }
   Tensor partial = ctx_.scratch("mlp.partial", {N, H_});
-  linear_forward(be, act_.data(), store_[fc2_].value.data(), partial.data(), N, F_, H_);
+  linear_forward(be, act_.data(), store_[fc2_].compute.data(), partial.data(), N, F_, H_);
   if (!accumulate) return reduce_scatter_sequence(ctx_, partial.data(), out, H_);
   Tensor piece = ctx_.scratch("mlp.piece", {ctx_.local_tokens(), H_});
   reduce_scatter_sequence(ctx_, partial.data(), piece.data(), H_);
@@ -57,17 +57,17 @@ void SwigluMlp::backward(const float* dout, const float* x, float* dx, bool accu
   const float* dof =
       tp_ ? gather_sequence(ctx_, dout, "mlp.dout", H_) : dout;
   Tensor dact = ctx_.scratch("mlp.dact", {N, F_}), dh = ctx_.scratch("mlp.dh", {N, 2 * F_});
-  linear_backward(be, dof, act_.data(), store_[fc2_].value.data(), dact.data(),
+  linear_backward(be, dof, act_.data(), store_[fc2_].compute.data(), dact.data(),
                   store_[fc2_].grad.data(), N, F_, H_);
   be.swiglu_backward(dact.data(), h_.data(), dh.data(), N, F_);
   if (!tp_) {
-    linear_backward(be, dh.data(), x, store_[fc1_].value.data(), dx, store_[fc1_].grad.data(), N,
+    linear_backward(be, dh.data(), x, store_[fc1_].compute.data(), dx, store_[fc1_].grad.data(), N,
                     H_, 2 * F_, accumulate);
     return;
   }
   const float* xf = gather_sequence(ctx_, x, "mlp.x", H_);
   Tensor dxf = ctx_.scratch("mlp.dx", {N, H_});
-  linear_backward(be, dh.data(), xf, store_[fc1_].value.data(), dxf.data(),
+  linear_backward(be, dh.data(), xf, store_[fc1_].compute.data(), dxf.data(),
                   store_[fc1_].grad.data(), N, H_, 2 * F_);
   if (!accumulate) return reduce_scatter_sequence(ctx_, dxf.data(), dx, H_);
   Tensor piece = ctx_.scratch("mlp.piece", {ctx_.local_tokens(), H_});

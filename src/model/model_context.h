@@ -104,20 +104,27 @@ struct ModelContext {
   }
 
   // Scratch shared by every module of the model: valid only until the next scratch() call with
-  // the same key, so for buffers that need not survive from forward to backward.
-  Tensor scratch(const std::string& key, std::vector<int64_t> shape_) {
+  // the same key, so for buffers that need not survive from forward to backward. Stored at the
+  // activation type unless `fp32` (statistics, router values: fp32 in every precision).
+  Tensor scratch(const std::string& key, std::vector<int64_t> shape_, bool fp32 = false) {
     Tensor& t = (*scratch_buffers)[key];
     const int64_t n = numel_of(shape_);
-    if (t.numel() < n) t = Tensor::zeros(backend, {n});
+    const DType dt = fp32 ? DType::f32 : activation;
+    if (t.numel() < n || t.dtype() != dt) t = Tensor::zeros(backend, {n}, dt);
     return t.view(0, std::move(shape_));
   }
 
   // An activation saved from forward for backward: this module's own buffer, or, when
   // `recomputed` (training.recompute re-runs the forward in backward), one buffer per key shared
-  // by every layer, since only the layer being recomputed needs it.
-  Tensor saved(const std::string& key, std::vector<int64_t> shape_, bool recomputed) {
-    return recomputed ? scratch("saved." + key, std::move(shape_))
-                      : Tensor::zeros(backend, std::move(shape_));
+  // by every layer, since only the layer being recomputed needs it. Typed as scratch() is.
+  Tensor saved(const std::string& key, std::vector<int64_t> shape_, bool recomputed,
+               bool fp32 = false) {
+    return recomputed ? scratch("saved." + key, std::move(shape_), fp32)
+                      : Tensor::zeros(backend, std::move(shape_), fp32 ? DType::f32 : activation);
+  }
+  // A module's own activation buffer (not shared), at the activation type.
+  Tensor activation_buffer(std::vector<int64_t> shape_) const {
+    return Tensor::zeros(backend, std::move(shape_), activation);
   }
   bool recompute_full() const { return recompute == RecomputeMode::full; }
   bool recompute_attention() const { return recompute != RecomputeMode::none; }
@@ -129,18 +136,23 @@ struct ModelContext {
   std::shared_ptr<std::map<std::string, Tensor>> scratch_buffers =
       std::make_shared<std::map<std::string, Tensor>>();  // public: ModelContext stays an aggregate
 
+  // What activations, activation gradients and exchanged tokens are stored as
+  // (training.precision); parameters' compute copies follow it, masters and gradients are fp32.
+  DType activation = activation_dtype(config.training.precision);
+
   // The same context described by another config (pyramid MoE: a MoE layer's own expert count);
   // `c` must outlive the copy.
   ModelContext with_config(const Config& c) const {
-    return ModelContext{backend, c, shape, groups, recompute, scratch_buffers};
+    return ModelContext{backend, c, shape, groups, recompute, scratch_buffers, activation};
   }
 };
 
 // Buffers whose row count depends on routing (dropless expert inputs) grow to the largest count
 // seen and are then reused: no allocation in the steady state, no fixed worst case up front.
 template <typename T>
-void grow_rows(Backend& be, TensorOf<T>& t, int64_t rows, int64_t cols) {
-  if (t.empty() || t.dim(0) < rows) t = TensorOf<T>::zeros(be, {std::max<int64_t>(rows, 1), cols});
+void grow_rows(Backend& be, TensorOf<T>& t, int64_t rows, int64_t cols, DType dt = DType::f32) {
+  if (t.empty() || t.dim(0) < rows)
+    t = TensorOf<T>::zeros(be, {std::max<int64_t>(rows, 1), cols}, dt);
 }
 
 }  // namespace origami

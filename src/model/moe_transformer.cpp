@@ -89,7 +89,7 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
     }
   }
   if (!allocate_parameters) return;  // specs only: no values, no communicators
-  store_.finalize(backend, seed);
+  store_.finalize(backend, seed, ctx_.activation);
   // GQA with more TP ranks than kv heads: the ranks sharing a kv head sum its gradient over
   // groups.tp_kv, which ProcessGroups::create made with the others.
   check(tp <= m.num_query_groups || groups.tp_kv,
@@ -111,12 +111,12 @@ MoeTransformer::MoeTransformer(Backend& backend, const Config& config, MicroBatc
   for (int64_t r = 0; r < Nc; ++r) pos[size_t(r)] = int32_t(ctx_.position_of(r));
   backend.copy_from_host(positions_.data(), pos.data(), pos.size() * sizeof(int32_t));
   for (Chunk& ch : chunks_)
-    for (int l = ch.begin; l <= ch.end; ++l) ch.residual.push_back(Tensor::zeros(backend, {n, H}));
-  for (Tensor* t : {&dres_a_, &dres_b_}) *t = Tensor::zeros(backend, {n, H});
+    for (int l = ch.begin; l <= ch.end; ++l) ch.residual.push_back(ctx_.activation_buffer({n, H}));
+  for (Tensor* t : {&dres_a_, &dres_b_}) *t = ctx_.activation_buffer({n, H});
   if (has_head) {
-    normed_ = Tensor::zeros(backend, {n, H});
+    normed_ = ctx_.activation_buffer({n, H});
     rstd_ = Tensor::zeros(backend, {n});
-    head_dx_ = Tensor::zeros(backend, {Nc, H});
+    head_dx_ = ctx_.activation_buffer({Nc, H});
     head_ = std::make_unique<LmHeadLoss>(ctx_, vocab_, config.training.logits_chunk_tokens);
   }
 }
@@ -213,7 +213,7 @@ void MoeTransformer::run_chunk(Chunk& ch, const float* input, const RouterLossSc
     // the reduce-scatter sums the shards and leaves this rank its sequence-parallel block.
     float* emb = ctx_.tp_size() > 1 ? ctx_.scratch("embedding.partial", {Nc, H}).data()
                                     : ch.residual[0].data();
-    be.embedding_forward(tokens_.data(), store_[embedding_].value.data(), emb, Nc, H);
+    be.embedding_forward(tokens_.data(), store_[embedding_].compute.data(), emb, Nc, H);
     reduce_scatter_sequence(ctx_, emb, ch.residual[0].data(), H);
   } else {
     be.copy(ch.residual[0].data(), input, size_t(n * H) * sizeof(float));
@@ -230,7 +230,7 @@ void MoeTransformer::run_chunk(Chunk& ch, const float* input, const RouterLossSc
     }
   }
   if (!ch.has_head) return;
-  be.rmsnorm_forward(ch.residual.back().data(), store_[final_norm_].value.data(), normed_.data(),
+  be.rmsnorm_forward(ch.residual.back().data(), store_[final_norm_].compute.data(), normed_.data(),
                      rstd_.data(), n, H, float(m.norm_eps));
   // LM head, column parallel over the vocabulary, and the loss, chunk by chunk; a training
   // pass forms the head's gradient here (dx into head_dx_, which backward continues from).
@@ -240,7 +240,7 @@ void MoeTransformer::run_chunk(Chunk& ch, const float* input, const RouterLossSc
     grad = LmHeadGrad{.scale = *lm_grad_scale,
                       .dx = head_dx_.data(),
                       .dw = store_[lm_head_].grad.data()};
-  const double loss = head_->run(nf, store_[lm_head_].value.data(), targets_.data(),
+  const double loss = head_->run(nf, store_[lm_head_].compute.data(), targets_.data(),
                                  local_targets_, grad);
   if (st) st->lm_loss_sum = loss;
   head_grad_ready_ = grad.has_value();
@@ -292,7 +292,7 @@ void MoeTransformer::backward_chunk(int chunk, const int32_t* tokens, const int3
     Tensor dnormed = ctx_.scratch("final_norm.dy", {n, H});
     reduce_scatter_sequence(ctx_, head_dx_.data(), dnormed.data(), H);
     be.rmsnorm_backward(dnormed.data(), ch.residual.back().data(),
-                        store_[final_norm_].value.data(), rstd_.data(), dy->data(),
+                        store_[final_norm_].compute.data(), rstd_.data(), dy->data(),
                         store_[final_norm_].grad.data(), n, H);
   } else {
     be.copy(dy->data(), output_grad, size_t(n * H) * sizeof(float));
@@ -318,6 +318,8 @@ void MoeTransformer::backward_chunk(int chunk, const int32_t* tokens, const int3
 }
 
 void MoeTransformer::begin_step() {
+  // bf16: the compute copy from the masters the optimizer (or a load, or a re-shard) last wrote.
+  store_.refresh_compute(ctx_.backend);
   for (Chunk& ch : chunks_)
     for (Block& b : ch.blocks)
       if (MoeLayer* m = b.block->moe()) m->begin_step();

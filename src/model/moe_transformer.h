@@ -77,7 +77,8 @@ class MoeTransformer {
   // Global [begin, end) layers of each chunk of this rank.
   std::vector<std::pair<int, int>> chunk_layers() const;
 
-  // Start of an optimizer step (or of an evaluation batch): resets per-step router statistics.
+  // Start of an optimizer step (or of an evaluation batch): refreshes the parameters' compute
+  // copy (bf16) and resets per-step router statistics.
   void begin_step();
   // End of a training step's backward, before the gradient reduction: FSSDP's copies return
   // their gradients to the owners (spRS) and are freed; the step's loads join the plan's

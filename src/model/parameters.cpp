@@ -50,7 +50,7 @@ void init_param_values(const ParamSpec& spec, uint64_t seed, std::vector<float>&
     out[i] = float(spec.init_std * rng.normal(uint64_t(drawn(spec.global_index(i)))));
 }
 
-void ParamStore::finalize(Backend& backend, uint64_t seed) {
+void ParamStore::finalize(Backend& backend, uint64_t seed, DType compute_dtype) {
   dense_count_ = expert_count_ = tp_count_ = tp_kv_count_ = 0;
   for (auto& p : params_) {
     const int64_t n = numel_of(p.spec.local_shape);
@@ -63,6 +63,11 @@ void ParamStore::finalize(Backend& backend, uint64_t seed) {
   }
   values_ = Tensor::zeros(backend, {dense_count_ + expert_count_});
   grads_ = Tensor::zeros(backend, {dense_count_ + expert_count_});
+  // bf16: the copy the model computes with, rounded from the fp32 masters by refresh_compute();
+  // fp32: the masters themselves.
+  compute_ = compute_dtype == DType::f32
+                 ? values_
+                 : Tensor::zeros(backend, {dense_count_ + expert_count_}, compute_dtype);
   // Dense range: TP-replicated first, then kv-replicated, then the rest (one reduction each).
   int64_t tp_off = 0, kv_off = tp_count_, dense_off = tp_count_ + tp_kv_count_,
           expert_off = dense_count_;
@@ -74,10 +79,16 @@ void ParamStore::finalize(Backend& backend, uint64_t seed) {
                                                           : dense_off;
     p.value = values_.view(off, p.spec.local_shape);
     p.grad = grads_.view(off, p.spec.local_shape);
+    p.compute = compute_.view(off, p.spec.local_shape);
     off += p.value.numel();
     init_param_values(p.spec, seed, host);
     backend.copy_from_host(p.value.data(), host.data(), p.value.bytes());
   }
+  refresh_compute(backend);
+}
+
+void ParamStore::refresh_compute(Backend& backend) const {
+  if (compute_.data() != values_.data()) backend.convert(values_.data(), compute_.data(), count());
 }
 
 const Param& ParamStore::find(const std::string& name) const {

@@ -84,8 +84,9 @@ struct ParamSpec {
 
 struct Param {
   ParamSpec spec;
-  Tensor value;  // view into ParamStore's value buffer
-  Tensor grad;   // view into ParamStore's gradient buffer
+  Tensor value;    // view into ParamStore's value buffer: the fp32 master
+  Tensor grad;     // view into ParamStore's gradient buffer: fp32, accumulated over micro-batches
+  Tensor compute;  // what forward and backward read: `value` itself, or its bf16 copy
 };
 
 class ParamStore {
@@ -94,7 +95,13 @@ class ParamStore {
   size_t declare(ParamSpec spec);
   // Allocates the flat buffers (dense params first, then expert) and initialises every value
   // from the counter-based RNG keyed by (seed, name, global index): layout independent.
-  void finalize(Backend& backend, uint64_t seed);
+  // compute_dtype bf16 (training.precision bf16) adds a third flat buffer, the bf16 copy of the
+  // values the model computes with; values and gradients stay fp32 (docs/precision.md).
+  void finalize(Backend& backend, uint64_t seed, DType compute_dtype = DType::f32);
+  // compute = values rounded to the compute type (no-op in fp32): after anything wrote values
+  // (initialisation, the optimizer step, a checkpoint load, an FSSDP re-shard).
+  void refresh_compute(Backend& backend) const;
+  DType compute_dtype() const { return compute_.dtype(); }
 
   Param& operator[](size_t i) { return params_.at(i); }
   const Param& operator[](size_t i) const { return params_.at(i); }
@@ -121,7 +128,7 @@ class ParamStore {
 
  private:
   std::vector<Param> params_;
-  Tensor values_, grads_;
+  Tensor values_, grads_, compute_;
   int64_t dense_count_ = 0, expert_count_ = 0;
   int64_t tp_count_ = 0, tp_kv_count_ = 0;  // leading replica ranges of the dense range
 };

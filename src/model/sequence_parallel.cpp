@@ -21,6 +21,7 @@ void reduce_scatter_sequence(ModelContext& ctx, const float* partial, float* pie
   }
   ctx.groups.tp->reduce_scatter(partial, piece, ctx.local_tokens() * width, CommDType::f32,
                                 ReduceOp::sum);
+  ctx.backend.round_stored(piece, ctx.local_tokens() * width);  // the sum, stored as an activation
 }
 
 }  // namespace origami

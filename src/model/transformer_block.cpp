@@ -33,8 +33,8 @@ TransformerBlock::TransformerBlock(ModelContext& ctx, ParamStore& store, int lay
   ln1_ = ctx.saved("block.ln1", {N, H}, full);
   h_ = ctx.saved("block.h", {N, H}, full);
   ln2_ = ctx.saved("block.ln2", {N, H}, full);
-  rstd1_ = ctx.saved("block.rstd1", {N}, full);
-  rstd2_ = ctx.saved("block.rstd2", {N}, full);
+  rstd1_ = ctx.saved("block.rstd1", {N}, full, /*fp32=*/true);
+  rstd2_ = ctx.saved("block.rstd2", {N}, full, /*fp32=*/true);
 }
 
 void TransformerBlock::forward(const float* x, float* y, const int32_t* positions,
@@ -43,10 +43,10 @@ void TransformerBlock::forward(const float* x, float* y, const int32_t* position
   const int64_t N = ctx_.local_tokens(), H = ctx_.config.model.hidden_size;
   const float eps = float(ctx_.config.model.norm_eps);
   Tensor branch = ctx_.scratch("block.branch", {N, H});  // attention / FFN output
-  be.rmsnorm_forward(x, store_[attn_norm_].value.data(), ln1_.data(), rstd1_.data(), N, H, eps);
+  be.rmsnorm_forward(x, store_[attn_norm_].compute.data(), ln1_.data(), rstd1_.data(), N, H, eps);
   attention_.forward(ln1_.data(), positions, branch.data());
   be.add(x, branch.data(), h_.data(), N * H);
-  be.rmsnorm_forward(h_.data(), store_[ffn_norm_].value.data(), ln2_.data(), rstd2_.data(), N, H,
+  be.rmsnorm_forward(h_.data(), store_[ffn_norm_].compute.data(), ln2_.data(), rstd2_.data(), N, H,
                      eps);
   if (moe_)
     moe_->forward(ln2_.data(), branch.data(), s, pass);
@@ -71,12 +71,12 @@ void TransformerBlock::backward(const float* dy, const float* x, float* dx,
     moe_->backward(dy, ln2_.data(), dln.data());
   else
     mlp_->backward(dy, ln2_.data(), dln.data());
-  be.rmsnorm_backward(dln.data(), h_.data(), store_[ffn_norm_].value.data(), rstd2_.data(),
+  be.rmsnorm_backward(dln.data(), h_.data(), store_[ffn_norm_].compute.data(), rstd2_.data(),
                       dtmp.data(), store_[ffn_norm_].grad.data(), N, H);
   be.add(dy, dtmp.data(), dh.data(), N * H);
   // Attention branch: dx = dh + RMSNorm'(Attention'(dh))
   attention_.backward(dh.data(), ln1_.data(), positions, dln.data());
-  be.rmsnorm_backward(dln.data(), x, store_[attn_norm_].value.data(), rstd1_.data(),
+  be.rmsnorm_backward(dln.data(), x, store_[attn_norm_].compute.data(), rstd1_.data(),
                       dtmp.data(), store_[attn_norm_].grad.data(), N, H);
   be.add(dh.data(), dtmp.data(), dx, N * H);
 }

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/dtype.h"
+
 namespace origami {
 
 inline int64_t numel_of(const std::vector<int64_t>& shape) {
@@ -26,15 +28,18 @@ class TensorOf {
  public:
   TensorOf() = default;
 
-  // Zero-initialised; the allocator must outlive the tensor.
+  // Zero-initialised; the allocator (a Backend) must outlive the tensor. `dtype` is what the
+  // values are stored as (tensor/dtype.h): an fp32 tensor may hold bf16 storage, whose every
+  // value ops keep bf16-representable (the cpu reference), or which a device stores in 2 bytes.
   template <class Alloc>
-  static TensorOf zeros(Alloc& alloc, std::vector<int64_t> shape) {
+  static TensorOf zeros(Alloc& alloc, std::vector<int64_t> shape, DType dtype = DType::f32) {
     TensorOf t;
     t.shape_ = std::move(shape);
     t.numel_ = numel_of(t.shape_);
+    t.dtype_ = dtype;
     size_t bytes = size_t(std::max<int64_t>(t.numel_, 1)) * sizeof(T);
     Alloc* a = &alloc;
-    t.data_ = std::shared_ptr<T>(static_cast<T*>(alloc.allocate(bytes)),
+    t.data_ = std::shared_ptr<T>(static_cast<T*>(alloc.allocate_as(bytes, dtype)),
                                  [a](T* p) { a->deallocate(p); });
     return t;
   }
@@ -44,6 +49,7 @@ class TensorOf {
     TensorOf t;
     t.shape_ = std::move(shape);
     t.numel_ = numel_of(t.shape_);
+    t.dtype_ = dtype_;
     t.data_ = std::shared_ptr<T>(data_, data_.get() + offset);
     return t;
   }
@@ -54,10 +60,12 @@ class TensorOf {
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
   bool empty() const { return !data_; }
+  DType dtype() const { return dtype_; }
 
  private:
   std::vector<int64_t> shape_;
   int64_t numel_ = 0;
+  DType dtype_ = DType::f32;
   std::shared_ptr<T> data_;
 };
 

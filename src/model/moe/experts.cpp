@@ -34,8 +34,8 @@ ExpertWeights GroupedExperts::local_weights() {
   Param& p1 = store_[fc1_];
   Param& p2 = store_[fc2_];
   for (int64_t e = 0; e < E_; ++e) {
-    w.fc1.push_back(p1.value.data() + e * 2 * F_ * H_);
-    w.fc2.push_back(p2.value.data() + e * H_ * F_);
+    w.fc1.push_back(p1.compute.data() + e * 2 * F_ * H_);
+    w.fc2.push_back(p2.compute.data() + e * H_ * F_);
     w.dfc1.push_back(p1.grad.data() + e * 2 * F_ * H_);
     w.dfc2.push_back(p2.grad.data() + e * H_ * F_);
   }
@@ -48,8 +48,8 @@ void GroupedExperts::forward(const ExpertWeights& w, const float* x,
   std::vector<GemmDesc> g1, g2;
   int64_t rows = 0;
   for (int64_t c : counts) rows += c;
-  grow_rows(be, h_, rows, 2 * F_);
-  grow_rows(be, act_, rows, F_);
+  grow_rows(be, h_, rows, 2 * F_, ctx_.activation);
+  grow_rows(be, act_, rows, F_, ctx_.activation);
   int64_t row = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
     const int64_t m = counts[e];
@@ -68,8 +68,8 @@ void GroupedExperts::backward(const ExpertWeights& w, const float* dy, const flo
   std::vector<GemmDesc> dact, dw2s, dxs, dw1s;
   int64_t rows = 0;
   for (int64_t c : counts) rows += c;
-  grow_rows(be, dact_, rows, F_);
-  grow_rows(be, dh_, rows, 2 * F_);
+  grow_rows(be, dact_, rows, F_, ctx_.activation);
+  grow_rows(be, dh_, rows, 2 * F_, ctx_.activation);
   int64_t row = 0;
   for (size_t e = 0; e < counts.size(); ++e) {
     const int64_t m = counts[e];
@@ -113,6 +113,7 @@ void GroupedExperts::spawn_from_first(const DiversifyConfig& d) {
       }
     }
     be.copy_from_host(p.value.data(), host.data(), p.value.bytes());
+    if (p.compute.data() != p.value.data()) be.convert(p.value.data(), p.compute.data(), n);
   }
 }
 

@@ -119,7 +119,7 @@ void FssdpExperts::materialize() {
   auto& be = ctx_.backend;
   const int64_t n = int64_t(copy_of_.size()), per = per_expert();
   if (n > 0) {
-    copies_ = Tensor::zeros(be, {n, per});
+    copies_ = Tensor::zeros(be, {n, per}, ctx_.activation);  // compute copies
     if (copy_grads_.empty()) copy_grads_ = Tensor::zeros(be, {n, per});
   }
   std::vector<std::vector<int64_t>> sends(static_cast<size_t>(D_)), recvs(static_cast<size_t>(D_));
@@ -132,8 +132,8 @@ void FssdpExperts::materialize() {
   exchange(sends, recvs, per,
            [&](int64_t e, float* dst) {
              const size_t j = slot_of(e);
-             be.copy(dst, store_[fc1_[j]].value.data(), size_t(w1) * sizeof(float));
-             be.copy(dst + w1, store_[fc2_[j]].value.data(), size_t(w2) * sizeof(float));
+             be.copy(dst, store_[fc1_[j]].compute.data(), size_t(w1) * sizeof(float));
+             be.copy(dst + w1, store_[fc2_[j]].compute.data(), size_t(w2) * sizeof(float));
            },
            [&](int64_t e, const float* src) {
              be.copy(copies_.data() + copy_of_.at(e) * per, src, size_t(per) * sizeof(float));
@@ -203,8 +203,8 @@ ExpertWeights FssdpExperts::weights() {
       const size_t j = slot_of(e);
       Param& p1 = store_[fc1_[j]];
       Param& p2 = store_[fc2_[j]];
-      w.fc1.push_back(p1.value.data());
-      w.fc2.push_back(p2.value.data());
+      w.fc1.push_back(p1.compute.data());
+      w.fc2.push_back(p2.compute.data());
       w.dfc1.push_back(p1.grad.data());
       w.dfc2.push_back(p2.grad.data());
     } else {

@@ -126,7 +126,7 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
     if (fssdp_) fssdp_->add_load(plan_.routed_counts);
   }
   // experts
-  grow_rows(be, expert_out_, plan_.rows, H);
+  grow_rows(be, expert_out_, plan_.rows, H, ctx_.activation);
   experts_.forward(fssdp_ ? fssdp_->weights() : experts_.local_weights(),
                    dispatcher_.expert_input(plan_), plan_.expert_counts, expert_out_.data());
   if (fssdp_ && moe.fssdp.rematerialize) fssdp_->release();
@@ -160,11 +160,11 @@ void MoeLayer::forward(const float* x, float* out, const RouterLossScales& scale
 void MoeLayer::backward(const float* dout, const float* x, float* dx) {
   auto& be = ctx_.backend;
   const int64_t H = ctx_.config.model.hidden_size;
-  grow_rows(be, dexpert_out_, plan_.rows, H);
-  grow_rows(be, dexpert_in_, plan_.rows, H);
+  grow_rows(be, dexpert_out_, plan_.rows, H, ctx_.activation);
+  grow_rows(be, dexpert_in_, plan_.rows, H, ctx_.activation);
   const float* drouted = dout;  // the gradient of the routed experts' output
   if (residual_) {
-    grow_rows(be, drouted_, ctx_.local_tokens(), H);
+    grow_rows(be, drouted_, ctx_.local_tokens(), H, ctx_.activation);
     residual_->backward_mix(dout, drouted_.data());
     drouted = drouted_.data();
   }

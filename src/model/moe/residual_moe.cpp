@@ -23,10 +23,10 @@ ResidualMoe::ResidualMoe(ModelContext& ctx, ParamStore& store, const std::string
   const bool full = ctx.recompute_full();
   routed_ = ctx.saved("residual_moe.routed", {N, H_}, full);
   dense_ = ctx.saved("residual_moe.dense", {N, H_}, full);
-  logits_ = ctx.saved("residual_moe.logits", {N, 2}, full);
+  logits_ = ctx.saved("residual_moe.logits", {N, 2}, full, /*fp32=*/true);
   // Transient (one layer's backward): shared by every layer.
   dmlp_ = ctx.scratch("residual_moe.dmlp", {N, H_});
-  dlogits_ = ctx.scratch("residual_moe.dlogits", {N, 2});
+  dlogits_ = ctx.scratch("residual_moe.dlogits", {N, 2}, /*fp32=*/true);
 }
 
 namespace {
@@ -43,7 +43,7 @@ void ResidualMoe::forward(const float* x, float* out) {
   const int64_t N = ctx_.local_tokens();
   be.copy(routed_.data(), out, size_t(N * H_) * sizeof(float));
   mlp_.forward(x, dense_.data());
-  linear_forward(be, x, store_[coef_].value.data(), logits_.data(), N, H_, 2);
+  linear_forward(be, x, store_[coef_].compute.data(), logits_.data(), N, H_, 2);
   const auto r = host_copy(be, routed_.data(), N * H_), d = host_copy(be, dense_.data(), N * H_),
              z = host_copy(be, logits_.data(), N * 2);
   std::vector<float> o(size_t(N * H_));
@@ -88,7 +88,7 @@ void ResidualMoe::backward_mix(const float* dout, float* drouted) {
 void ResidualMoe::backward_input(const float* x, float* dx) {
   const int64_t N = ctx_.local_tokens();
   mlp_.backward(dmlp_.data(), x, dx, /*accumulate=*/true);
-  linear_backward(ctx_.backend, dlogits_.data(), x, store_[coef_].value.data(), dx,
+  linear_backward(ctx_.backend, dlogits_.data(), x, store_[coef_].compute.data(), dx,
                   store_[coef_].grad.data(), N, H_, 2, /*accumulate_dx=*/true);
 }
 

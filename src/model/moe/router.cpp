@@ -48,8 +48,8 @@ Router::Router(ModelContext& ctx, ParamStore& store, const std::string& prefix)
   if (recurrent_) {
     u_ = Tensor::zeros(be, {N, D});
     g_ = Tensor::zeros(be, {N, D});
-    dg_ = ctx.scratch("router.dg", {N, D});
-    du_ = ctx.scratch("router.du", {N, D});
+    dg_ = ctx.scratch("router.dg", {N, D}, /*fp32=*/true);
+    du_ = ctx.scratch("router.du", {N, D}, /*fp32=*/true);
   }
   if (moe.router.schedule.kind == "dense_to_sparse") {
     gate_buf_ = Tensor::zeros(be, {N, E_});
@@ -128,14 +128,14 @@ void Router::forward(const float* x) {
   fixed_routing_ = false;
   if (recurrent_) {
     const int64_t D = ctx_.config.moe.router.recurrent_dim;
-    linear_forward(be, x, store_[input_].value.data(), u_.data(), N, H_, D);
+    linear_forward(be, x, store_[input_].compute.data(), u_.data(), N, H_, D);
     gru_->forward(u_.data(), prev_, g_.data());
-    linear_forward(be, g_.data(), store_[weight_].value.data(), logits_.data(), N, D, E_);
+    linear_forward(be, g_.data(), store_[weight_].compute.data(), logits_.data(), N, D, E_);
   } else {
-    linear_forward(be, x, store_[weight_].value.data(), logits_.data(), N, H_, E_);
+    linear_forward(be, x, store_[weight_].compute.data(), logits_.data(), N, H_, E_);
   }
   if (residual_ != ParamStore::npos && prev_)  // MoE++: + W_map z_{l-1}
-    linear_forward(be, prev_, store_[residual_].value.data(), logits_.data(), N, E_, E_, 1.f);
+    linear_forward(be, prev_, store_[residual_].compute.data(), logits_.data(), N, E_, E_, 1.f);
   if (plain()) {
     be.router_forward(logits_.data(), probs_.data(), idx_.data(), weights_.data(), lse_.data(), N,
                       E_, slots_, ctx_.config.moe.router.renormalize);
@@ -174,26 +174,26 @@ void Router::backward(const float* dweights, const float* dprobs, const float* d
     be.fill(dstate_.data(), 0.f, N * E_);
   }
   if (residual_ != ParamStore::npos && prev_) {  // through W_map to the previous logits
-    linear_backward(be, dlogits_.data(), prev_, store_[residual_].value.data(), prev_grad_,
+    linear_backward(be, dlogits_.data(), prev_, store_[residual_].compute.data(), prev_grad_,
                     store_[residual_].grad.data(), N, E_, E_, /*accumulate_dx=*/true);
   }
   if (recurrent_) {
     // logits = W g: dg = dlogits W + the next layer's gradient of g; then the cell and W_in.
     const int64_t D = ctx_.config.moe.router.recurrent_dim;
-    linear_backward(be, dlogits_.data(), g_.data(), store_[weight_].value.data(), dg_.data(),
+    linear_backward(be, dlogits_.data(), g_.data(), store_[weight_].compute.data(), dg_.data(),
                     store_[weight_].grad.data(), N, D, E_);
     be.axpy(1.f, dstate_.data(), dg_.data(), N * D);
     be.fill(dstate_.data(), 0.f, N * D);
     gru_->backward(dg_.data(), u_.data(), prev_, du_.data(), prev_grad_);
-    linear_backward(be, du_.data(), x, store_[input_].value.data(), dx, store_[input_].grad.data(),
+    linear_backward(be, du_.data(), x, store_[input_].compute.data(), dx, store_[input_].grad.data(),
                     N, H_, D, /*accumulate_dx=*/true);
     return;
   }
   if (store_[weight_].spec.frozen) {  // the input still gets its gradient through the gate
-    be.gemm(linear_dx_desc(dlogits_.data(), store_[weight_].value.data(), dx, N, H_, E_, 1.f));
+    be.gemm(linear_dx_desc(dlogits_.data(), store_[weight_].compute.data(), dx, N, H_, E_, 1.f));
     return;
   }
-  linear_backward(be, dlogits_.data(), x, store_[weight_].value.data(), dx,
+  linear_backward(be, dlogits_.data(), x, store_[weight_].compute.data(), dx,
                   store_[weight_].grad.data(), N, H_, E_, /*accumulate_dx=*/true);
 }
 

@@ -40,21 +40,21 @@ RouterGru::RouterGru(ModelContext& ctx, ParamStore& store, int64_t dim)
   auto& be = ctx.backend;
   gi_ = Tensor::zeros(be, {N, 3 * D_});
   gh_ = Tensor::zeros(be, {N, 3 * D_});
-  dgi_ = ctx.scratch("router_gru.dgi", {N, 3 * D_});
-  dgh_ = ctx.scratch("router_gru.dgh", {N, 3 * D_});
+  dgi_ = ctx.scratch("router_gru.dgi", {N, 3 * D_}, /*fp32=*/true);
+  dgh_ = ctx.scratch("router_gru.dgh", {N, 3 * D_}, /*fp32=*/true);
 }
 
 void RouterGru::forward(const float* u, const float* h, float* out) {
   auto& be = ctx_.backend;
   const int64_t N = ctx_.local_tokens(), D = D_;
-  linear_forward(be, u, store_[w_ih_].value.data(), gi_.data(), N, D, 3 * D);
+  linear_forward(be, u, store_[w_ih_].compute.data(), gi_.data(), N, D, 3 * D);
   if (h)
-    linear_forward(be, h, store_[w_hh_].value.data(), gh_.data(), N, D, 3 * D);
+    linear_forward(be, h, store_[w_hh_].compute.data(), gh_.data(), N, D, 3 * D);
   else
     be.fill(gh_.data(), 0.f, N * 3 * D);
   auto gi = host_copy(be, gi_.data(), N * 3 * D), gh = host_copy(be, gh_.data(), N * 3 * D);
-  const auto bi = host_copy(be, store_[b_ih_].value.data(), 3 * D),
-             bh = host_copy(be, store_[b_hh_].value.data(), 3 * D);
+  const auto bi = host_copy(be, store_[b_ih_].compute.data(), 3 * D),
+             bh = host_copy(be, store_[b_hh_].compute.data(), 3 * D);
   const std::vector<float> hp = h ? host_copy(be, h, N * D) : std::vector<float>(size_t(N * D), 0.f);
   std::vector<float> o(size_t(N * D));
 #pragma omp parallel for schedule(static)
@@ -115,13 +115,13 @@ void RouterGru::backward(const float* dout, const float* u, const float* h, floa
   }
   be.copy_from_host(dgi_.data(), dgi.data(), dgi.size() * sizeof(float));
   be.copy_from_host(dgh_.data(), dgh.data(), dgh.size() * sizeof(float));
-  linear_backward(be, dgi_.data(), u, store_[w_ih_].value.data(), du, store_[w_ih_].grad.data(), N,
+  linear_backward(be, dgi_.data(), u, store_[w_ih_].compute.data(), du, store_[w_ih_].grad.data(), N,
                   D, 3 * D);
   if (!h) return;
   auto dhh = host_copy(be, static_cast<const float*>(dh), N * D);
   for (size_t i = 0; i < dhh.size(); ++i) dhh[i] += dhz[i];
   be.copy_from_host(dh, dhh.data(), dhh.size() * sizeof(float));
-  linear_backward(be, dgh_.data(), h, store_[w_hh_].value.data(), dh, store_[w_hh_].grad.data(), N,
+  linear_backward(be, dgh_.data(), h, store_[w_hh_].compute.data(), dh, store_[w_hh_].grad.data(), N,
                   D, 3 * D, /*accumulate_dx=*/true);
 }
 

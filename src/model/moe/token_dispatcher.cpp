@@ -95,7 +95,7 @@ void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t p
     be.copy_from_host(plan.row.data(), row.data(), row.size() * sizeof(int32_t));
   }
   plan.local_rows = total(block);
-  grow_rows(be, permuted_, plan.local_rows, H_);
+  grow_rows(be, permuted_, plan.local_rows, H_, ctx_.activation);
   if (pad_rows > 0) be.fill(permuted_.data(), 0.f, plan.local_rows * H_);
   be.moe_permute(x, plan.row.data(), permuted_.data(), N, k_, H_);
 
@@ -158,9 +158,9 @@ void TokenDispatcher::dispatch(const float* x, const int32_t* experts, int64_t p
 void TokenDispatcher::exchange_forward(const DispatchPlan& plan, const float* local_perm,
                                        float* sorted) {
   auto& be = ctx_.backend;
-  grow_rows(be, recv_, plan.recv_total, H_);
-  grow_rows(be, gathered_, plan.rows, H_);
-  grow_rows(be, sorted_, plan.rows, H_);
+  grow_rows(be, recv_, plan.recv_total, H_, ctx_.activation);
+  grow_rows(be, gathered_, plan.rows, H_, ctx_.activation);
+  grow_rows(be, sorted_, plan.rows, H_, ctx_.activation);
   const Communicator& group = plan.route->group ? *plan.route->group : *ctx_.groups.ep;
   group.alltoallv(local_perm, elements(plan.send_rows), elements(plan.send_displs), recv_.data(),
                   elements(plan.recv_rows), elements(plan.recv_displs), CommDType::f32);
@@ -179,6 +179,7 @@ void TokenDispatcher::exchange_backward(const DispatchPlan& plan, const float* s
   be.moe_permute_backward(sorted, plan.sort_row.data(), gathered_.data(), plan.rows, 1, H_);
   ctx_.groups.etp->reduce_scatterv(gathered_.data(), recv_.data(), elements(plan.etp_rows),
                                    CommDType::f32, ReduceOp::sum);
+  be.round_stored(recv_.data(), plan.etp_rows[size_t(ctx_.etp_rank())] * H_);  // the ETP sum
   const Communicator& group = plan.route->group ? *plan.route->group : *ctx_.groups.ep;
   group.alltoallv(recv_.data(), elements(plan.recv_rows), elements(plan.recv_displs), local_perm,
                   elements(plan.send_rows), elements(plan.send_displs), CommDType::f32);
@@ -191,7 +192,7 @@ const float* TokenDispatcher::expert_input(const DispatchPlan& plan) const {
 
 const float* TokenDispatcher::to_local(const DispatchPlan& plan, const float* rows, Tensor& buf) {
   if (!plan.exchanges) return rows;
-  grow_rows(ctx_.backend, buf, plan.local_rows, H_);
+  grow_rows(ctx_.backend, buf, plan.local_rows, H_, ctx_.activation);
   exchange_backward(plan, rows, buf.data());
   return buf.data();
 }
@@ -209,7 +210,7 @@ void TokenDispatcher::combine_backward(const DispatchPlan& plan, const float* do
   auto& be = ctx_.backend;
   // The expert outputs in this rank's permuted order: y itself, or combine()'s exchanged copy.
   const float* y_perm = plan.exchanges ? y_local_.data() : y;
-  grow_rows(be, scratch_, plan.local_rows, H_);
+  grow_rows(be, scratch_, plan.local_rows, H_, ctx_.activation);
   float* dlocal = plan.exchanges ? scratch_.data() : dy;
   // Padding and dropped rows receive no gradient: clear them first.
   be.fill(dlocal, 0.f, plan.local_rows * H_);

@@ -40,8 +40,8 @@ void ZeroComputeExperts::mix(const std::vector<float>& W, const float* xt, int64
 std::pair<std::vector<float>, std::vector<float>> ZeroComputeExperts::constant_params() const {
   if (kinds_.constant == 0) return {};
   auto& be = ctx_.backend;
-  return {host_copy(be, static_cast<const float*>(store_[weight_].value.data()), kinds_.constant * 2 * H_),
-          host_copy(be, static_cast<const float*>(store_[vector_].value.data()), kinds_.constant * H_)};
+  return {host_copy(be, static_cast<const float*>(store_[weight_].compute.data()), kinds_.constant * 2 * H_),
+          host_copy(be, static_cast<const float*>(store_[vector_].compute.data()), kinds_.constant * H_)};
 }
 
 void ZeroComputeExperts::forward(const float* x, const int32_t* idx, const float* w, float* out) {
