@@ -1,4 +1,5 @@
-// Every term mirrors a buffer of src/model (named in the comments), in fp32 / int32 elements.
+// Every term mirrors a buffer of src/model (named in the comments), counted in elements: those
+// stored at the activation type (2 bytes in bf16) apart from those fp32 / int32 in any precision.
 #include "train/memory_estimate.h"
 
 #include <fmt/format.h>
@@ -80,9 +81,16 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   const int64_t expert = moe.fssdp.enabled
                              ? moe_layers * ceil_div(E / EP, layout.edp()) * 3 * Fe * H
                              : sum_E / EP * 3 * Fe * H;                  // experts fc1, fc2
+  // training.precision bf16: activations, activation gradients, exchanged tokens and the
+  // parameters' compute copy are stored in 2 bytes; masters, gradients, optimizer state,
+  // statistics, router values and losses stay fp32 (docs/precision.md). The cuda backend does
+  // not store bf16 yet (it rounds GEMM and attention operands only): fp32 there.
+  const bool bf16 = t.precision == "bf16" && t.backend != "cuda";
+  const double a = bf16 ? 2.0 : 4.0;  // bytes of an activation-typed element
   MemoryEstimate r;
   r.parameters = dense + expert;
   r.parameter_bytes = r.gradient_bytes = 4.0 * double(dense + expert);
+  if (bf16) r.parameter_bytes += 2.0 * double(dense + expert);  // ParamStore's compute copy
   if (cfg.optimizer.distributed) {
     // DistributedOptimizer: moments of the padded shard, staging of (size + 1) buckets per group.
     const int64_t dense_ranks = layout.dp() * CP;
@@ -96,11 +104,14 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   }
 
   // ---- activations kept per layer (shared by all layers when recomputed) ----
+  // act: elements stored at the activation type; f32: elements fp32 (or int32) in any precision.
   auto per_layer = [&](double elems, bool shared) { return shared ? elems : elems * double(L); };
-  double act = 0.0;
-  act += per_layer(3.0 * n * H + 2.0 * n, full);                        // block: ln1, h, ln2, rstd x2
+  double act = 0.0, f32 = 0.0;
+  act += per_layer(3.0 * n * H, full);                                  // block: ln1, h, ln2
+  f32 += per_layer(2.0 * n, full);                                      //   rstd x2
   act += per_layer(double(Nc) * (nh + 2 * nkv) * hd, full);             // attention q, k, v
-  act += per_layer(double(Nc) * nh * hd + double(Nc) * nh, core);       // attention out, lse
+  act += per_layer(double(Nc) * nh * hd, core);                         // attention out
+  f32 += per_layer(double(Nc) * nh, core);                              //   lse
   const double dense_mlp = double(Nc) * 3 * F;                          // mlp h [.,2F], act [.,F]
   act += full ? (dense_layers > 0 ? dense_mlp : 0.0) : dense_mlp * double(dense_layers);
   // MoE layer (per layer, recomputation or not): router logits, probs, dlogits [n,E], weights,
@@ -110,28 +121,33 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   // Terms in a layer's router rows Er (logits, probs, dlogits, dprobs; the dense-to-sparse gate
   // and noise) are added for all layers at once below, from sum_Er.
   const double per_row = 4.0 * n + (moe.router.schedule.kind == "dense_to_sparse" ? 2.0 * n : 0.0);
-  double moe_layer = 2.0 * n * k + n + 2.0 * n * k + n;                  // weights, idx, lse x2
-  if (moe.residual) moe_layer += 2.0 * n * H + 2.0 * n + n * H;         // routed, dense, logits, drouted
+  double moe_f32 = 2.0 * n * k + n + 2.0 * n * k + n;                   // weights, idx, lse x2
+  double moe_act = 0.0;
+  if (moe.residual) moe_act += 2.0 * n * H + n * H, moe_f32 += 2.0 * n;  // routed, dense, drouted; logits
   const int64_t D = moe.router.kind == "recurrent" ? moe.router.recurrent_dim : 0;
   const int64_t Sx = moe.num_experts == 0 ? 0 : D > 0 ? D : moe.router.gating_residual ? Er : 0;
-  moe_layer += double(n) * Sx + 8.0 * n * D;                            // dstate; u, g, gi, gh
-  moe_layer += 2.0 * n * k;                                              // dispatcher row
-  moe_layer += 3.0 * n * k * H;                                          // permuted, y_local, scratch
-  moe_layer += double(n) * k * H + 2.0 * rows * H + rows;               // recv, gathered, sorted, sort_row
-  moe_layer += 3.0 * rows * H;                                           // expert_out, dexpert_out/in
-  moe_layer += 6.0 * rows * Fe;                                          // experts h, act, dact, dh
-  act += moe_layer * double(moe_layers) + per_row * double(sum_Er) + double(sum_E);  // + counts
+  moe_f32 += double(n) * Sx + 8.0 * n * D;                              // dstate; u, g, gi, gh
+  moe_f32 += 2.0 * n * k;                                               // dispatcher row
+  moe_act += 3.0 * n * k * H;                                           // permuted, y_local, scratch
+  moe_act += double(n) * k * H + 2.0 * rows * H;                        // recv, gathered, sorted
+  moe_f32 += rows;                                                      //   sort_row
+  moe_act += 3.0 * rows * H;                                            // expert_out, dexpert_out/in
+  moe_act += 6.0 * rows * Fe;                                           // experts h, act, dact, dh
+  act += moe_act * double(moe_layers);
+  f32 += moe_f32 * double(moe_layers) + per_row * double(sum_Er) + double(sum_E);  // + counts
   if (S > 0) act += per_layer(double(n) * 3 * S, full) * (full ? 1.0 : double(moe_layers) / double(L));
   if (Fr > 0) act += per_layer(double(n) * 3 * Fr, full) * (full ? 1.0 : double(moe_layers) / double(L));
   // Model: residual stream (L+1) x [n,H], final norm out, two gradient buffers, rstd; one
   // chunk's logits [chunk, V/TP] (their gradient overwrites them), per-token loss and lse; token
   // ids, targets, positions.
   const int64_t chunk = t.logits_chunk_tokens > 0 ? std::min(t.logits_chunk_tokens, Nc) : Nc;
-  act += double(L + v) * n * H + 2.0 * n * H + 3.0 * Nc;  // residuals per chunk, dres x2, ids
-  if (has_head) act += double(n) * H + n + double(chunk) * (V / TP) + 2.0 * Nc;
+  act += double(L + v) * n * H + 2.0 * n * H;  // residuals per chunk, dres x2
+  f32 += 3.0 * Nc;                             // ids, targets, positions
+  if (has_head) act += double(n) * H + double(chunk) * (V / TP), f32 += n + 2.0 * Nc;
   if (PP > 1) {
-    // The executor's boundary buffers [n,H]: inputs and output gradients of the micro-batches in
-    // flight and what is in transit (1F1B: about min(PP - stage, m); interleaved, GPipe more).
+    // The executor's boundary buffers [n,H] (fp32: they carry the router state too): inputs and
+    // output gradients of the micro-batches in flight and what is in transit (1F1B: about
+    // min(PP - stage, m); interleaved, GPipe more).
     const int64_t m_steps = t.global_batch_size / (t.micro_batch_size * layout.dp());
     const ScheduleShape shape{.pp = PP, .v = v, .m = int(m_steps),
                               .kind = pipeline_schedule_kind(cfg)};
@@ -139,13 +155,13 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
                       : moe.router.kind == "recurrent"     ? moe.router.recurrent_dim
                       : moe.router.gating_residual         ? ExpertKinds::of(moe).routed()
                                                            : 0;
-    act += double(PipelineExecutor::peak_buffers(shape, stage)) * n * (H + S);
-    act += 2.0 * n * S * v;  // each chunk's incoming state and its gradient
+    f32 += double(PipelineExecutor::peak_buffers(shape, stage)) * n * (H + S);
+    f32 += 2.0 * n * S * v;  // each chunk's incoming state and its gradient
   }
-  r.activation_bytes = 4.0 * act;
+  r.activation_bytes = a * act + 4.0 * f32;
 
   // ---- scratch shared across layers (ModelContext::scratch), at its largest use ----
-  double scr = 4.0 * n * H;                                              // block branch, dln, dh, dtmp
+  double scr = 4.0 * n * H, scr32 = 0.0;                                 // block branch, dln, dh, dtmp
   if (full) scr += double(n) * H;                                        // block recomputed output
   scr += double(Nc) * nh * hd * 2 + double(Nc) * nkv * hd * 2;          // attention datt, dq, dk, dv
   if (TP > 1) {
@@ -156,13 +172,14 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   if (CP > 1) scr += 2.0 * B * T * nkv * hd + 4.0 * B * T * nkv * hd + double(CP) * Nc * nkv * hd;
   scr += std::max(dense_layers > 0 ? 3.0 * Nc * F : 0.0, S > 0 ? 3.0 * n * S : 0.0);  // mlp dact, dh
   if (has_head) scr += double(Nc) * H + double(n) * H;                   // head dx (owned), final_norm.dy
-  if (moe.fssdp.enabled) {  // copies' weights and gradients: every layer's, or one at a time
+  if (moe.fssdp.enabled) {  // copies' weights (compute type) and gradients (fp32)
     const int64_t slots = moe.fssdp.placement == "ep" ? E / EP - (E / EP) / std::max<int64_t>(layout.edp(), 1)
                                                       : moe.fssdp.max_replicas_per_rank;
-    scr += double((moe.fssdp.rematerialize ? 1 : moe_layers) * slots * 2 * 3 * Fe * H);
+    const double w = double((moe.fssdp.rematerialize ? 1 : moe_layers) * slots * 3 * Fe * H);
+    scr += w, scr32 += w;
   }
-  if (moe.residual && moe_layers > 0) scr += double(n) * H + 2.0 * n;  // residual dmlp, dlogits
-  r.scratch_bytes = 4.0 * scr;
+  if (moe.residual && moe_layers > 0) scr += double(n) * H, scr32 += 2.0 * n;  // dmlp; dlogits
+  r.scratch_bytes = a * scr + 4.0 * scr32;
   return r;
 }
 

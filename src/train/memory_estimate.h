@@ -3,7 +3,8 @@
 // (Megatron's "theoretical memory"), printed at start-up next to what the backend allocated:
 // parameters, gradients and optimizer state from each rank's shards; activations from the
 // buffers each module keeps per layer (or shares under training.recompute) and the scratch the
-// model shares across layers. Dropless expert buffers are sized for a balanced load (N k rows
+// model shares across layers, at training.precision (bf16: activations and the parameters'
+// compute copy in 2 bytes, masters, gradients and optimizer state in 4). Dropless expert buffers are sized for a balanced load (N k rows
 // per rank); an unbalanced router makes them grow past that (they only grow).
 #pragma once
 #include <cstdint>

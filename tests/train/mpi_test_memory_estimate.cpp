@@ -2,6 +2,8 @@
 // allocated: on a mid-size CPU config, after two training steps, the estimate is within 10 % of
 // the allocator's peak on every rank, for several layouts and recomputation modes. Capacity
 // routing keeps the expert buffers at their computed size (dropless ones follow the router).
+// In bf16 the cpu reference counts each bf16 buffer at 2 bytes an element (what a device
+// stores), so the same bound checks the estimate's split into bf16 and fp32 terms.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -22,6 +24,7 @@ struct Case {
   bool zero = false;
   int64_t logits_chunk = 0;  // training.logits_chunk_tokens (0: all 1024 rows, 32 MiB of logits)
   int pp = 1;                // pipeline stages: each rank's estimate is its own stage's
+  bool bf16 = false;         // training.precision bf16: the cpu backend counts bf16 buffers at 2 bytes
 };
 
 const Case kCases[] = {
@@ -36,6 +39,11 @@ const Case kCases[] = {
     {"tp2_dp2_ep4", 4, 2, 1, 4, "selective"},
     {"pp2", 2, 1, 1, 1, "none", false, 0, 2},
     {"pp2_tp2_ep2", 4, 2, 1, 2, "none", false, 0, 2},
+    {"one_rank_bf16", 1, 1, 1, 1, "none", false, 0, 1, true},
+    {"one_rank_full_bf16", 1, 1, 1, 1, "full", false, 0, 1, true},
+    {"tp2_bf16", 2, 2, 1, 1, "selective", false, 100, 1, true},
+    {"cp2_ep2_zero_bf16", 2, 1, 2, 2, "none", true, 0, 1, true},
+    {"pp2_tp2_ep2_bf16", 4, 2, 1, 2, "none", false, 0, 2, true},
 };
 
 Config mid_size(const Case& c) {
@@ -63,6 +71,7 @@ Config mid_size(const Case& c) {
   cfg.parallel.sequence_parallel = c.tp > 1;
   cfg.optimizer.distributed = c.zero;
   cfg.training.logits_chunk_tokens = c.logits_chunk;
+  if (c.bf16) cfg.training.precision = "bf16";
   return cfg;
 }
 
