@@ -159,8 +159,12 @@ void expect_skewed_matches_one_rank(Config par, const Communicator& world, const
     if (s >= 1) EXPECT_GT(a.fssdp_copies, 0.0) << "step " << s + 1 << ": nothing materialised";
     // The owners' gradients after spRS are the whole gradient (ZeRO-1 leaves only each rank's
     // dense shard reduced, so there the losses and norms are the check).
+    // Step 3: two AdamW updates of fp32 drift behind them, hence 1e-4 (as the norm above); at
+    // 1e-5 the 8-rank case missed by 1.5x on this 2-core AMD EPYC machine (OpenBLAS's kernel
+    // choice sets the summation order).
     if (s == 2 && !par.optimizer.distributed)
-      expect_same_gradients(p.model().params(), r.model().params(), label, /*zero_ok=*/true);
+      expect_same_gradients(p.model().params(), r.model().params(), label, /*zero_ok=*/true,
+                            /*rtol=*/1e-4f);
     EXPECT_EQ(p.model().fssdp_copy_bytes(), 0) << "step " << s + 1 << ": copies outlive the step";
   }
   // One optimizer copy of every expert over the whole job.
