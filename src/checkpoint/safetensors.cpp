@@ -411,16 +411,6 @@ StFile read_safetensors_model(const std::string& path) {
   return read_safetensors(path);
 }
 
-uint16_t fp32_to_bf16(float x) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  // Keep NaN a NaN: truncating could clear every mantissa bit left and make it an infinity.
-  if (std::isnan(x)) return uint16_t((bits >> 16) | 0x0040);
-  const uint32_t rounding = 0x7FFF + ((bits >> 16) & 1);  // ties go to the even neighbour
-  return uint16_t((bits + rounding) >> 16);
-}
-
-float bf16_to_fp32(uint16_t x) { return std::bit_cast<float>(uint32_t(x) << 16); }
-
 float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000) << 16;
   const uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
@@ -442,7 +432,7 @@ StTensor encode_tensor(const HostTensor& t, const std::string& dtype) {
   } else if (dtype == "BF16") {
     out.data.resize(t.data.size() * 2);
     for (size_t i = 0; i < t.data.size(); ++i) {
-      const uint16_t v = fp32_to_bf16(t.data[i]);
+      const uint16_t v = bf16_bits(t.data[i]);
       std::memcpy(out.data.data() + 2 * i, &v, 2);
     }
   } else {
@@ -461,7 +451,7 @@ HostTensor decode_tensor(const StTensor& t, const std::string& name) {
     for (size_t i = 0; i < out.data.size(); ++i) {
       uint16_t v;
       std::memcpy(&v, t.data.data() + 2 * i, 2);
-      out.data[i] = bf ? bf16_to_fp32(v) : fp16_to_fp32(v);
+      out.data[i] = bf ? bf16_to_float(v) : fp16_to_fp32(v);
     }
   } else {
     fail("decode_tensor: tensor '{}' has dtype '{}'; parameters must be F32, BF16 or F16", name,

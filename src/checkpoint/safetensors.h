@@ -1,5 +1,5 @@
 // defines: StTensor, StFile, write_safetensors(), read_safetensors(), write_safetensors_sharded(),
-//          read_safetensors_model(), fp32<->bf16 conversion, HostTensor <-> StTensor
+//          read_safetensors_model(), HostTensor <-> StTensor
 // The Hugging Face safetensors format (formats.md §2): u64 LE header length N, N bytes of JSON
 // padded with spaces to a multiple of 8, then the little-endian row-major byte buffer. The reader
 // validates what the reference reader (safetensors/src/tensor.rs) validates, so a file we accept
@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/dtype.h"   // bf16_bits, bf16_to_float
 #include "tensor/tensor.h"  // shape_str
 
 namespace origami {
@@ -64,9 +65,7 @@ std::vector<std::string> write_safetensors_sharded(const std::string& dir,
 // every tensor of those files must be listed. Metadata is the first shard's.
 StFile read_safetensors_model(const std::string& path);
 
-// Round to nearest even; NaN stays a (quiet) NaN of the same sign; overflow rounds to inf.
-uint16_t fp32_to_bf16(float x);
-float bf16_to_fp32(uint16_t x);
+// fp32 <-> bf16: tensor/dtype.h (bf16_bits, round to nearest even; bf16_to_float).
 float fp16_to_fp32(uint16_t x);
 
 // fp32 values -> stored tensor of dtype "F32" or "BF16".

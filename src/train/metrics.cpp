@@ -104,6 +104,7 @@ void MetricsSink::log(const IterationMetrics& m) {
     j["expert_rows_max"] = m.rows_max.value_or(0);
     j["expert_rows_mean"] = m.rows_mean.value_or(0);
   }
+  if (m.bf16_conversions) j["bf16_conversions"] = *m.bf16_conversions;
   if (m.fssdp_bytes) {
     j["fssdp_bytes"] = *m.fssdp_bytes;
     j["fssdp_copies"] = m.fssdp_copies.value_or(0);

@@ -36,6 +36,8 @@ struct IterationMetrics {
   // spAG + spRS bytes and the materialised copies.
   std::optional<double> dispatch_bytes, straggler_ratio, rows_max, rows_mean;
   std::optional<double> fssdp_bytes, fssdp_copies;
+  // training.precision bf16: elements rank 0 converted fp32 -> bf16 in the step (StepResult).
+  std::optional<int64_t> bf16_conversions;
   // Any MoE model: the FFN FLOPs (forward) actually spent per token (train/flops.h); with MoE++'s
   // zero-computation or AdaMoE's null experts, per MoE layer the share of routed (token, slot)s
   // that went to them.

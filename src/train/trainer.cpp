@@ -202,6 +202,7 @@ StepResult Trainer::train_step() {
   const int dp = layout_.dp();
   StepResult r;
   r.lr = learning_rate(cfg_.optimizer, step_, t.train_steps);
+  const int64_t converted_before = be.converted_elements();
 
   // 1. Data: this rank's micro-batches of global batch `step_`.
   load_micro_batches(*train_data_, consumed_samples_);
@@ -282,6 +283,7 @@ StepResult Trainer::train_step() {
 
   ++step_;
   consumed_samples_ += t.global_batch_size;
+  r.bf16_conversions = be.converted_elements() - converted_before;
   // FSSDP re-sharding (every moe.fssdp.reshard_interval steps): owners move with their moments.
   r.experts_moved = model_->reshard_experts(
       step_, [&](const Param& p) { return optimizer_->moments_of(p); });
@@ -398,6 +400,7 @@ std::vector<double> Trainer::train() {
                          .z_loss = r.z_loss, .grad_norm = r.grad_norm,
                          .skipped_iterations = skipped_};
       if (cfg_.moe.capacity_factor) m.dropped_fraction = r.dropped_fraction;
+      if (cfg_.training.precision == "bf16") m.bf16_conversions = r.bf16_conversions;
       if (L > 0 && world_.size() > 1) {
         m.dispatch_bytes = r.dispatch_bytes;
         m.straggler_ratio = r.rows_mean > 0 ? r.rows_max / r.rows_mean : 1.0;

@@ -34,6 +34,10 @@ struct StepResult {
   double dispatch_bytes = 0, fssdp_bytes = 0, fssdp_copies = 0;
   double rows_max = 0, rows_mean = 0;
   int64_t experts_moved = 0;  // FSSDP re-sharding at the end of this step
+  // training.precision bf16: fp32 values this rank converted into bf16 buffers during the step
+  // (Backend::converted_elements): the parameters' compute copy, once; anything more is a
+  // conversion the design does not expect (docs/precision.md).
+  int64_t bf16_conversions = 0;
 };
 
 class Trainer {

@@ -96,7 +96,7 @@ TEST(Safetensors, RoundTripF32Bf16AndMetadata) {
   const HostTensor b = decode_tensor(back.tensors.at("b.weight"), "b.weight");
   const HostTensor b0 = random_tensor({7}, 2);
   for (size_t i = 0; i < b0.data.size(); ++i)
-    EXPECT_EQ(b.data[i], bf16_to_fp32(fp32_to_bf16(b0.data[i])));
+    EXPECT_EQ(b.data[i], bf16_to_float(bf16_bits(b0.data[i])));
 }
 
 TEST(Safetensors, ByteLayout) {
@@ -302,8 +302,8 @@ uint16_t nearest_bf16(float x) {
   const uint16_t lo = uint16_t(bits >> 16), hi = uint16_t(lo + 1);
   if ((bits & 0xFFFF) == 0) return lo;
   // lo truncates toward zero; hi is the next magnitude up (inf when lo is the largest finite).
-  const long double dl = std::fabs((long double)x - bf16_to_fp32(lo));
-  const float fh = bf16_to_fp32(hi);
+  const long double dl = std::fabs((long double)x - bf16_to_float(lo));
+  const float fh = bf16_to_float(hi);
   const long double dh =
       std::isinf(fh) ? std::fabs(std::ldexp((long double)1, 128) - std::fabs((long double)x))
                      : std::fabs((long double)fh - x);
@@ -312,27 +312,27 @@ uint16_t nearest_bf16(float x) {
 }
 
 TEST(Safetensors, Bf16RoundsToNearestEven) {
-  EXPECT_EQ(fp32_to_bf16(1.0f), 0x3F80);
-  EXPECT_EQ(fp32_to_bf16(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // tie, even below
-  EXPECT_EQ(fp32_to_bf16(std::bit_cast<float>(0x3F818000u)), 0x3F82);  // tie, even above
-  EXPECT_EQ(fp32_to_bf16(std::bit_cast<float>(0x3F808001u)), 0x3F81);  // just above the tie
-  EXPECT_EQ(fp32_to_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
-  EXPECT_EQ(fp32_to_bf16(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
+  EXPECT_EQ(bf16_bits(1.0f), 0x3F80);
+  EXPECT_EQ(bf16_bits(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // tie, even below
+  EXPECT_EQ(bf16_bits(std::bit_cast<float>(0x3F818000u)), 0x3F82);  // tie, even above
+  EXPECT_EQ(bf16_bits(std::bit_cast<float>(0x3F808001u)), 0x3F81);  // just above the tie
+  EXPECT_EQ(bf16_bits(-std::numeric_limits<float>::infinity()), 0xFF80);
+  EXPECT_EQ(bf16_bits(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
   // A NaN whose payload is only in the low bits must not truncate to an infinity.
   for (uint32_t nan : {0x7F800001u, 0xFF800001u, 0x7FC00000u}) {
-    const uint16_t b = fp32_to_bf16(std::bit_cast<float>(nan));
-    EXPECT_TRUE(std::isnan(bf16_to_fp32(b))) << std::hex << nan;
+    const uint16_t b = bf16_bits(std::bit_cast<float>(nan));
+    EXPECT_TRUE(std::isnan(bf16_to_float(b))) << std::hex << nan;
     EXPECT_EQ(b >> 15, nan >> 31) << "sign kept";
   }
   std::mt19937 rng(5);
   for (int i = 0; i < 200000; ++i) {
     const float x = std::bit_cast<float>(uint32_t(rng()));
     if (std::isnan(x)) continue;
-    ASSERT_EQ(fp32_to_bf16(x), nearest_bf16(x)) << std::hex << std::bit_cast<uint32_t>(x);
+    ASSERT_EQ(bf16_bits(x), nearest_bf16(x)) << std::hex << std::bit_cast<uint32_t>(x);
   }
   for (uint32_t b = 0; b < 0x10000; ++b) {  // every bf16 survives the trip through fp32
-    if (std::isnan(bf16_to_fp32(uint16_t(b)))) continue;
-    ASSERT_EQ(fp32_to_bf16(bf16_to_fp32(uint16_t(b))), b);
+    if (std::isnan(bf16_to_float(uint16_t(b)))) continue;
+    ASSERT_EQ(bf16_bits(bf16_to_float(uint16_t(b))), b);
   }
 }
 
