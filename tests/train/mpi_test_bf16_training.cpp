@@ -4,11 +4,9 @@
 //  - every layout matches the 1-rank bf16 run: bitwise where it splits layers (PP), the same
 //    step-1 loss and fp32-order gradients where it splits rows (DP, EP, FSSDP), within a stated
 //    bound where it splits a sum (TP/SP, ETP, CP; see Split);
-//  - a resumed bf16 run equals the uninterrupted one bit for bit (checkpoints hold the masters);
+//  - (a resumed bf16 run equals the uninterrupted one bit for bit: mpi_test_checkpoint.cpp);
 //  - the default job's loss curve in bf16 tracks fp32 for 50 steps.
 #include <gtest/gtest.h>
-
-#include <filesystem>
 
 #include "backend/bf16_storage_backend.h"
 #include "base/logging.h"
@@ -19,8 +17,6 @@
 
 namespace origami {
 namespace {
-
-namespace fs = std::filesystem;
 
 Config bf16(Config c) {
   c.training.precision = "bf16";
@@ -223,32 +219,6 @@ TEST_F(Bf16Training, FlipFreeRoutingStaysWithinBf16Rounding) {
     ++ran;
   }
   EXPECT_GT(ran, 0) << "no split-sum layout for " << world->size() << " ranks";
-}
-
-TEST_F(Bf16Training, ResumedRunEqualsUninterruptedBitForBit) {
-  for (bool zero : {false, true}) {
-    SCOPED_TRACE(zero ? "zero1" : "adamw");
-    const std::string name = fmt::format("bf16-resume-{}-{}", world->size(), zero);
-    const std::string dir = std::string(ORIGAMI_BINARY_DIR) + "/test-ckpt/" + name;
-    if (world->rank() == 0) fs::remove_all(dir);
-    world->barrier();
-    Config cfg = bf16(small_config(name));
-    cfg.training.train_steps = 6;
-    cfg.optimizer.distributed = zero;
-    cfg.parallel.expert = world->size();
-    const std::vector<double> straight = Trainer(cfg, *world).train();
-    Config first = cfg;
-    first.training.train_steps = 3;
-    first.checkpoint.dir = dir;
-    first.checkpoint.save_interval = 3;
-    Trainer(first, *world).train();
-    Config second = cfg;
-    second.checkpoint.load = dir;
-    Trainer resumed(second, *world);
-    ASSERT_EQ(resumed.step(), 3);
-    // Exact only if the checkpoint holds the fp32 masters (a rounded copy would change steps 4-6).
-    EXPECT_EQ(resumed.train(), std::vector<double>(straight.begin() + 3, straight.end()));
-  }
 }
 
 // The default job (configs/default.yaml: the shipped Brown corpus, 2 ranks), 50 steps in each
