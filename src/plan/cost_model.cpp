@@ -417,11 +417,11 @@ double makespan_units(const ScheduleShape& shape, int forward, int backward) {
 
 }  // namespace
 
-std::pair<double, int> layout_memory(const Config& cfg, int world) {
+std::pair<double, int> layout_memory(const Config& cfg, int world, double routing_imbalance) {
   const ParallelLayout layout = ParallelLayout::from_config(cfg.parallel, world);
   const int PP = layout.pp();
   std::pair<double, int> out{0.0, 0};
-  if (PP == 1) return {estimate_memory(cfg, layout, 0).total(), 0};
+  if (PP == 1) return {estimate_memory(cfg, layout, 0, routing_imbalance).total(), 0};
   // estimate_memory's pipeline term is peak_buffers(shape, stage) x n x H fp32 values, with the
   // shape's m from the global batch: estimate at m = PP (a short table), then swap the term.
   const auto& t = cfg.training;
@@ -443,7 +443,8 @@ std::pair<double, int> layout_memory(const Config& cfg, int world) {
     if (alike && s > 1 && s < PP - 1 && middle >= 0) {
       base = middle;
     } else {
-      base = estimate_memory(short_cfg, layout, s).total() - row_bytes * cached_peak_buffers(brief, s);
+      base = estimate_memory(short_cfg, layout, s, routing_imbalance).total() -
+             row_bytes * cached_peak_buffers(brief, s);
       if (s == 1) middle = base;
     }
     const double bytes = base + row_bytes * cached_peak_buffers(real, s);
@@ -489,7 +490,8 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
       fwd = f, bwd = b, worst_stage = s;
     }
   }
-  std::tie(out.memory_bytes, out.memory_stage) = layout_memory(cfg, world);
+  std::tie(out.memory_bytes, out.memory_stage) =
+      layout_memory(cfg, world, options.routing_imbalance);
   double pipeline_s = double(m) * worst;
   if (PP > 1) {
     const double f = fwd.compute_s + fwd.comm_s, b = bwd.compute_s + bwd.comm_s;

@@ -46,7 +46,8 @@ struct StepPrediction {
 
 struct CostOptions {
   // Routed tokens of the busiest expert-parallel rank over the mean (1 = a perfectly balanced
-  // router): scales the expert GEMMs and the dispatcher's all-to-all on the critical path.
+  // router): scales the expert GEMMs and the dispatcher's all-to-all on the critical path, and
+  // the dropless expert buffers in the memory check.
   double routing_imbalance = 1.0;
 };
 
@@ -57,7 +58,7 @@ bool group_spans_nodes(const std::vector<int>& members, int ranks_per_node);
 // estimate_memory() of the largest stage: {bytes, stage}. Equal to calling it for every stage
 // (a unit test checks), but its pipeline term is computed once per schedule shape, since building
 // every rank's schedule table for it dominates a 512-rank search.
-std::pair<double, int> layout_memory(const Config& cfg, int world);
+std::pair<double, int> layout_memory(const Config& cfg, int world, double routing_imbalance = 1.0);
 
 // `cfg` already carries the layout (apply_layout); `world` ranks.
 StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& cluster,

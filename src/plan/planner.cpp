@@ -40,7 +40,7 @@ Plan make_plan(const Config& base, int world, const ClusterSpec& cluster,
     Config cfg = base;
     set_layout(cfg, l);
     // Memory first: the cost model is not needed for a layout that cannot start.
-    const auto [bytes, stage] = layout_memory(cfg, world);
+    const auto [bytes, stage] = layout_memory(cfg, world, options.routing_imbalance);
     if (bytes > plan.device_bytes)
       plan.too_large.push_back({l, bytes, stage});
     else

@@ -20,7 +20,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage) {
+MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage,
+                               double routing_imbalance) {
   const auto& m = cfg.model;
   const auto& moe = cfg.moe;
   const auto& t = cfg.training;
@@ -117,7 +118,15 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   // MoE layer (per layer, recomputation or not): router logits, probs, dlogits [n,E], weights,
   // idx [n,k], lse; the layer's dispatch idx, dweights [n,k], dprobs [n,E], dlse; shared expert
   // h, act (shared under full recompute); dispatcher and experts for a balanced load.
-  const double rows = double(n) * k * ETP;                              // expert rows per rank
+  // Expert rows per rank, on the busiest EP rank: a balanced router sends it n k ETP rows; a
+  // dropless one sends `routing_imbalance` times that (its buffers grow to the most they held);
+  // capacity buffers stop at the capacity factor (padded: exactly there).
+  const double cf = moe.capacity_factor.value_or(0.0);
+  const double load = !moe.capacity_factor ? routing_imbalance
+                      : moe.pad_to_capacity ? cf
+                                            : std::min(routing_imbalance, cf);
+  const double recv_rows = double(n) * k * load;                        // from EP, before ETP
+  const double rows = recv_rows * ETP;                                  // after the ETP gather
   // Terms in a layer's router rows Er (logits, probs, dlogits, dprobs; the dense-to-sparse gate
   // and noise) are added for all layers at once below, from sum_Er.
   const double per_row = 4.0 * n + (moe.router.schedule.kind == "dense_to_sparse" ? 2.0 * n : 0.0);
@@ -129,7 +138,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   moe_f32 += double(n) * Sx + 8.0 * n * D;                              // dstate; u, g, gi, gh
   moe_f32 += 2.0 * n * k;                                               // dispatcher row
   moe_act += 3.0 * n * k * H;                                           // permuted, y_local, scratch
-  moe_act += double(n) * k * H + 2.0 * rows * H;                        // recv, gathered, sorted
+  moe_act += recv_rows * H + 2.0 * rows * H;                            // recv, gathered, sorted
   moe_f32 += rows;                                                      //   sort_row
   moe_act += 3.0 * rows * H;                                            // expert_out, dexpert_out/in
   moe_act += 6.0 * rows * Fe;                                           // experts h, act, dact, dh

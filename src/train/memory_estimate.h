@@ -4,8 +4,9 @@
 // parameters, gradients and optimizer state from each rank's shards; activations from the
 // buffers each module keeps per layer (or shares under training.recompute) and the scratch the
 // model shares across layers, at training.precision (bf16: activations and the parameters'
-// compute copy in 2 bytes, masters, gradients and optimizer state in 4). Dropless expert buffers are sized for a balanced load (N k rows
-// per rank); an unbalanced router makes them grow past that (they only grow).
+// compute copy in 2 bytes, masters, gradients and optimizer state in 4). Dropless expert
+// buffers are sized for the busiest EP rank's load: routing_imbalance times a balanced N k rows
+// (they only grow, so the most a rank ever held).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -31,7 +32,10 @@ struct MemoryEstimate {
 // holds the same amount, up to ZeRO's padded last shard). Under pipeline parallelism `stage`
 // (0..PP-1) picks the stage: its chunks' layers, the embedding on the first, the head on the
 // last (a tied copy there), and the pipeline's boundary buffers for its in-flight micro-batches.
-MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage = 0);
+// routing_imbalance: the busiest EP rank's routed rows over the mean (origami-plan
+// --imbalance); dropless expert buffers are sized for that rank, 1 = a balanced router.
+MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage = 0,
+                               double routing_imbalance = 1.0);
 // One log line: "parameters 1.2 MiB (300.0 k) + gradients ... = total".
 std::string describe_memory(const MemoryEstimate& m);
 

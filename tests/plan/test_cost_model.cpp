@@ -109,5 +109,26 @@ TEST(CostModel, PipelineBubbleFromTheSchedule) {
   EXPECT_DOUBLE_EQ(p2p->bytes, 8 * 2 * 128.0 * 128 * 4);
 }
 
+// --imbalance sizes the busiest EP rank's dropless expert buffers too: the memory check grows by
+// exactly the extra rows' bytes (recv [r,H], gathered and sorted [r,H] x ETP, sort_row, the
+// experts' outputs and gradients [r,H] x 3 and h/act/dact/dh [r, 6 F_e] per MoE layer, for
+// r = (imbalance - 1) n k more rows), and not at all for padded capacity buffers.
+TEST(CostModel, ImbalanceGrowsTheDroplessExpertBuffers) {
+  const Config cfg = apply_layout(test::tiny_config(), tp2_ep2());
+  CostOptions skewed;
+  skewed.routing_imbalance = 1.5;
+  const double balanced = predict_step(cfg, 4, test::test_cluster()).memory_bytes;
+  const double more = predict_step(cfg, 4, test::test_cluster(), skewed).memory_bytes;
+  // n = 256 rows, k = 2, H = 128, F_e = 256, 4 MoE layers, ETP 1; fp32.
+  const double r = 0.5 * 256 * 2;
+  const double per_layer = r * 128 * (1 + 2 + 3) + r + r * 6 * 256;
+  EXPECT_DOUBLE_EQ(more - balanced, 4.0 * 4 * per_layer);
+  Config padded = cfg;
+  padded.moe.capacity_factor = 1.0;
+  padded.moe.pad_to_capacity = true;
+  EXPECT_DOUBLE_EQ(predict_step(padded, 4, test::test_cluster(), skewed).memory_bytes,
+                   predict_step(padded, 4, test::test_cluster()).memory_bytes);
+}
+
 }  // namespace
 }  // namespace origami

@@ -103,5 +103,37 @@ TEST(MemoryEstimate, MatchesTheAllocatorPeakWithinTenPercent) {
   EXPECT_GT(ran, 0);
 }
 
+// Dropless routing: the expert buffers follow the router's load and only grow, so the busiest
+// EP rank holds more than a balanced router would send it. Given the imbalance the run measured
+// (its straggler ratio: the most expert rows a rank computed over the mean, the worst step),
+// the estimate covers that rank; without it, it comes in under on that rank.
+TEST(MemoryEstimate, DroplessBuffersFollowTheMeasuredImbalance) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  if (world->size() != 4) GTEST_SKIP() << "an EP4 layout";
+  Case c{"ep4_dropless", 4, 1, 1, 4, "none"};
+  Config cfg = mid_size(c);
+  cfg.moe.capacity_factor.reset();
+  cfg.moe.pad_to_capacity = false;
+  validate(cfg, world->size());
+  Trainer trainer(cfg, *world);
+  double imbalance = 1.0;
+  for (int s = 0; s < 3; ++s) {
+    const StepResult r = trainer.train_step();
+    imbalance = std::max(imbalance, r.rows_max / r.rows_mean);
+  }
+  const auto stage = trainer.layout().coord(world->rank()).stage;
+  const double balanced = estimate_memory(cfg, trainer.layout(), stage).total();
+  const double skewed = estimate_memory(cfg, trainer.layout(), stage, imbalance).total();
+  const double peak = world->allreduce_scalar(double(trainer.backend().peak_bytes()), ReduceOp::max);
+  if (world->rank() == 0)
+    std::printf("ep4_dropless: imbalance %.2f, estimate %.2f MiB balanced, %.2f MiB at the "
+                "imbalance, busiest rank's peak %.2f MiB\n",
+                imbalance, balanced / (1 << 20), skewed / (1 << 20), peak / (1 << 20));
+  EXPECT_GT(imbalance, 1.0);  // a fresh router is not balanced
+  EXPECT_GT(skewed, balanced);
+  EXPECT_NEAR(skewed / peak, 1.0, 0.10);
+}
+
 }  // namespace
 }  // namespace origami
