@@ -67,9 +67,11 @@ void Bf16StorageBackend::store_permuted(float* x, const int32_t* row, int64_t N,
                                         int64_t dim) {
   if (!x || stored_dtype(x) != DType::bf16) return;
   // Host backends only (checked in make_backend): row is readable here.
-  for (int64_t i = 0; i < N * k; ++i)
-    if (row[i] >= 0) bf16_round_inplace(x + int64_t(row[i]) * dim, dim);
-  rounded_ += N * k * dim;
+  for (int64_t i = 0; i < N * k; ++i) {
+    if (row[i] < 0) continue;
+    bf16_round_inplace(x + int64_t(row[i]) * dim, dim);
+    rounded_ += dim;
+  }
 }
 
 void Bf16StorageBackend::round_stored(float* x, int64_t n) { store(x, n); }
