@@ -90,6 +90,8 @@ class Backend {
   // (nearest, ties to even) and compute in fp32 inside. A backend that stores everything in fp32
   // (training.precision fp32) ignores the type.
   virtual void* allocate_as(size_t bytes, DType dtype) { return allocate(bytes); }
+  // The type a buffer allocated as `requested` holds here (f32 where the type is ignored).
+  virtual DType storage_for(DType requested) const { return DType::f32; }
   // The type the values at p are stored as: bf16 if p lies in an allocate_as(bf16) buffer.
   virtual DType stored_dtype(const void* p) const { return DType::f32; }
   // x[0..n) was written by something other than an op of this backend (a collective's sum over

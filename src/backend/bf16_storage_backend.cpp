@@ -10,6 +10,9 @@ namespace origami {
 
 Bf16StorageBackend::Bf16StorageBackend(std::unique_ptr<Backend> inner) : b_(std::move(inner)) {
   check(b_ != nullptr, "Bf16StorageBackend: no backend to wrap");
+  // store() and store_permuted() read and round the values on the host.
+  check(b_->device_stream() == nullptr,
+        "training.precision bf16 with storage rounding needs a host backend, not '{}'", b_->name());
 }
 
 void* Bf16StorageBackend::allocate_as(size_t bytes, DType t) {
@@ -66,7 +69,7 @@ void Bf16StorageBackend::store_rows(float* x, int64_t rows, int64_t cols, int64_
 void Bf16StorageBackend::store_permuted(float* x, const int32_t* row, int64_t N, int64_t k,
                                         int64_t dim) {
   if (!x || stored_dtype(x) != DType::bf16) return;
-  // Host backends only (checked in make_backend): row is readable here.
+  // A host backend (checked in the constructor): row is readable here.
   for (int64_t i = 0; i < N * k; ++i) {
     if (row[i] < 0) continue;
     bf16_round_inplace(x + int64_t(row[i]) * dim, dim);

@@ -27,6 +27,7 @@ class Bf16StorageBackend final : public Backend {
   void* allocate_as(size_t bytes, DType t) override;
   void deallocate(void* p) override;
   DType stored_dtype(const void* p) const override;
+  DType storage_for(DType requested) const override { return requested; }
   void round_stored(float* x, int64_t n) override;
   void convert(const float* src, float* dst, int64_t n) override;
   int64_t converted_elements() const override { return converted_; }

@@ -30,6 +30,7 @@ class ProfilingBackend final : public Backend {
   void deallocate(void* p) override { b_.deallocate(p); }
   void* allocate_as(size_t bytes, DType t) override { return b_.allocate_as(bytes, t); }
   DType stored_dtype(const void* p) const override { return b_.stored_dtype(p); }
+  DType storage_for(DType t) const override { return b_.storage_for(t); }
   void round_stored(float* x, int64_t n) override { b_.round_stored(x, n); }
   void convert(const float* src, float* dst, int64_t n) override;
   int64_t converted_elements() const override { return b_.converted_elements(); }

@@ -137,8 +137,9 @@ struct ModelContext {
       std::make_shared<std::map<std::string, Tensor>>();  // public: ModelContext stays an aggregate
 
   // What activations, activation gradients and exchanged tokens are stored as
-  // (training.precision); parameters' compute copies follow it, masters and gradients are fp32.
-  DType activation = activation_dtype(config.training.precision);
+  // (training.precision, where the backend stores that type: cuda keeps fp32 today);
+  // parameters' compute copies follow it, masters and gradients are fp32.
+  DType activation = backend.storage_for(activation_dtype(config.training.precision));
 
   // The same context described by another config (pyramid MoE: a MoE layer's own expert count);
   // `c` must outlive the copy.

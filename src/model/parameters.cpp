@@ -66,11 +66,9 @@ void ParamStore::finalize(Backend& backend, uint64_t seed, DType compute_dtype) 
   // bf16: the copy the model computes with, rounded from the fp32 masters by refresh_compute();
   // fp32, or a backend that stores every buffer in fp32 (cuda today: its GEMMs keep their own
   // bf16 weight copies), the masters themselves.
-  compute_ = values_;
-  if (compute_dtype != DType::f32) {
-    Tensor c = Tensor::zeros(backend, {dense_count_ + expert_count_}, compute_dtype);
-    if (backend.stored_dtype(c.data()) == compute_dtype) compute_ = c;
-  }
+  compute_ = backend.storage_for(compute_dtype) == DType::f32
+                 ? values_
+                 : Tensor::zeros(backend, {dense_count_ + expert_count_}, compute_dtype);
   // Dense range: TP-replicated first, then kv-replicated, then the rest (one reduction each).
   int64_t tp_off = 0, kv_off = tp_count_, dense_off = tp_count_ + tp_kv_count_,
           expert_off = dense_count_;

@@ -1,4 +1,5 @@
-// defines: DType, dtype_name(), dtype_bytes(), bf16_bits(), bf16_round(), bf16_round_inplace()
+// defines: DType, dtype_name(), bf16_bits(), bf16_to_float(), bf16_round(), bf16_round_inplace(),
+//          activation_dtype()
 // Storage types. Every value Origami computes with is fp32 inside an op; what differs between
 // training.precision fp32 and bf16 is what a tensor STORES between ops. A bf16 store rounds the
 // op's fp32 result to the nearest bfloat16 (ties to even), exactly what __float2bfloat16_rn does
@@ -13,7 +14,6 @@ namespace origami {
 enum class DType { f32, bf16 };
 
 inline const char* dtype_name(DType t) { return t == DType::bf16 ? "bf16" : "fp32"; }
-inline size_t dtype_bytes(DType t) { return t == DType::bf16 ? 2 : 4; }
 
 // The upper 16 bits of the nearest bfloat16 to x (round to nearest, ties to even). NaN stays a
 // quiet NaN with its sign (adding the rounding bias could carry a NaN's payload into the exponent

@@ -42,6 +42,17 @@ inline void expect_same_gradients(const ParamStore& par, const ParamStore& ref, 
   }
 }
 
+// The parallel sizes of a layout-table row (sequence parallelism whenever TP > 1, as the
+// equivalence tests run it).
+inline void set_parallel(Config& c, int tp, int cp, int pp, int ep, int etp) {
+  c.parallel.tensor = tp;
+  c.parallel.sequence_parallel = tp > 1;
+  c.parallel.context = cp;
+  c.parallel.pipeline = pp;
+  c.parallel.expert = ep;
+  c.parallel.expert_tensor = etp;
+}
+
 struct LayoutCheck {
   bool zero_ok = false;       // parameters may have no gradient (see expect_same_gradients)
   bool same_buffers = false;  // the model's buffers (the expert bias) must match bit for bit

@@ -11,6 +11,7 @@
 #include "backend/bf16_storage_backend.h"
 #include "base/logging.h"
 #include "comm/communicator.h"
+#include "layout_equivalence.h"
 #include "tensor/dtype.h"
 #include "train/trainer.h"
 #include "train_test_config.h"
@@ -125,12 +126,7 @@ const Layout kLayouts[] = {
 
 Config layout_config(const Layout& l, const std::string& run) {
   Config par = bf16(small_config(run));
-  par.parallel.tensor = l.tp;
-  par.parallel.sequence_parallel = l.tp > 1;
-  par.parallel.context = l.cp;
-  par.parallel.pipeline = l.pp;
-  par.parallel.expert = l.ep;
-  par.parallel.expert_tensor = l.etp;
+  set_parallel(par, l.tp, l.cp, l.pp, l.ep, l.etp);
   par.moe.fssdp.enabled = l.fssdp;
   par.optimizer.distributed = l.zero;
   return par;

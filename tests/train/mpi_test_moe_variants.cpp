@@ -85,12 +85,7 @@ TEST(MoeVariants, EveryLayoutMatchesTheSingleRankRun) {
     for (const Layout& l : kLayouts) {
       if (l.world != world->size()) continue;
       Config par = variant_config(v, l.name), ref = variant_config(v, std::string(l.name) + "-ref");
-      par.parallel.tensor = l.tp;
-      par.parallel.sequence_parallel = l.tp > 1;
-      par.parallel.context = l.cp;
-      par.parallel.pipeline = l.pp;
-      par.parallel.expert = l.ep;
-      par.parallel.expert_tensor = l.etp;
+      set_parallel(par, l.tp, l.cp, l.pp, l.ep, l.etp);
       par.training.recompute = l.recompute;
       if (l.fssdp && !par.moe.num_experts_per_layer.empty()) continue;  // refused (config test)
       par.moe.fssdp.enabled = l.fssdp;
