@@ -29,6 +29,9 @@ StTensorMap fixture_tensors() {
   m["position_ids"] = ids;
   StTensor empty{"F16", {0, 3}, {}};
   m["empty"] = empty;
+  // An empty F32 tensor goes through encode_tensor's and decode_tensor's memcpy paths (a 2026-12-06
+  // finding: memcpy from a null data() even for 0 bytes).
+  m["empty_f32"] = encode_tensor(HostTensor{{2, 0}, {}}, "F32");
   return m;
 }
 

@@ -428,7 +428,8 @@ StTensor encode_tensor(const HostTensor& t, const std::string& dtype) {
   StTensor out{dtype, t.shape, {}};
   if (dtype == "F32") {
     out.data.resize(t.data.size() * 4);
-    std::memcpy(out.data.data(), t.data.data(), out.data.size());
+    // An empty tensor has null data(); memcpy's arguments must not be null even for 0 bytes.
+    if (!out.data.empty()) std::memcpy(out.data.data(), t.data.data(), out.data.size());
   } else if (dtype == "BF16") {
     out.data.resize(t.data.size() * 2);
     for (size_t i = 0; i < t.data.size(); ++i) {
@@ -445,7 +446,8 @@ HostTensor decode_tensor(const StTensor& t, const std::string& name) {
   check_consistent(name, t, "decode_tensor");
   HostTensor out{t.shape, std::vector<float>(size_t(numel(t.shape)))};
   if (t.dtype == "F32") {
-    std::memcpy(out.data.data(), t.data.data(), t.data.size());
+    // Empty tensors (a 0 in the shape) have null data(); see encode_tensor.
+    if (!t.data.empty()) std::memcpy(out.data.data(), t.data.data(), t.data.size());
   } else if (t.dtype == "BF16" || t.dtype == "F16") {
     const bool bf = t.dtype == "BF16";
     for (size_t i = 0; i < out.data.size(); ++i) {
