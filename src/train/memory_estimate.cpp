@@ -93,13 +93,18 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   r.parameter_bytes = r.gradient_bytes = 4.0 * double(dense + expert);
   if (bf16) r.parameter_bytes += 2.0 * double(dense + expert);  // ParamStore's compute copy
   if (cfg.optimizer.distributed) {
-    // DistributedOptimizer: moments of the padded shard, staging of (size + 1) buckets per group.
+    // DistributedOptimizer: each group's moments over its padded shard; one pair of staging
+    // buffers shared by the groups, sized for the widest (size x bucket) and the longest bucket
+    // of those that communicate (a group of one rank needs none).
     const int64_t dense_ranks = layout.dp() * CP;
     const int64_t expert_ranks = moe.fssdp.enabled ? 1 : layout.edp();  // FSSDP: whole on the owner
+    int64_t wide = 0, narrow = 0;
     for (auto [count, ranks] : {std::pair{dense, dense_ranks}, std::pair{expert, expert_ranks}}) {
-      const int64_t cap = ceil_div(count, ranks);
-      r.optimizer_bytes += 4.0 * double(2 * cap + (ranks + 1) * std::min<int64_t>(1 << 20, cap));
+      const int64_t cap = ceil_div(count, ranks), bucket = std::min<int64_t>(1 << 20, cap);
+      r.optimizer_bytes += 4.0 * double(2 * cap);
+      if (ranks > 1) wide = std::max(wide, bucket * ranks), narrow = std::max(narrow, bucket);
     }
+    r.optimizer_bytes += 4.0 * double(wide + narrow);
   } else {
     r.optimizer_bytes = 8.0 * double(dense + expert);  // AdamW exp_avg, exp_avg_sq
   }
