@@ -98,6 +98,7 @@ void MetricsSink::log(const IterationMetrics& m) {
     j["pipeline_bubble_theory"] = m.pipeline_bubble_theory.value_or(0.0);
     j["pipeline_peak_mib"] = m.pipeline_peak_mib;
   }
+  if (m.peak_mib_max) j["peak_mib_max"] = *m.peak_mib_max;
   if (m.dispatch_bytes) {
     j["dispatch_bytes"] = *m.dispatch_bytes;
     j["straggler_ratio"] = m.straggler_ratio.value_or(1.0);

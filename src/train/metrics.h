@@ -30,6 +30,9 @@ struct IterationMetrics {
   // receives over compute time) beside the schedule's theory (p-1)/(v m).
   std::vector<double> pipeline_bubble;
   std::vector<double> pipeline_peak_mib;  // each stage's allocator peak (its in-stage rank 0's)
+  // The largest allocator peak of any rank so far (MiB; several ranks only): the busiest EP rank
+  // under a skewed router, which rank 0's own log line may not be.
+  std::optional<double> peak_mib_max;
   std::optional<double> pipeline_bubble_theory;
   // MoE exchange (any MoE model): all-to-all bytes summed over ranks; rows the experts computed
   // per rank, max and mean, and their ratio (the straggler ratio, 1 = even). FSSDP adds its

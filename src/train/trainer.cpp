@@ -410,6 +410,9 @@ std::vector<double> Trainer::train() {
           m.fssdp_copies = r.fssdp_copies;
         }
       }
+      if (world_.size() > 1)
+        m.peak_mib_max = world_.allreduce_scalar(double(backend_->peak_bytes()) / double(1 << 20),
+                                                 ReduceOp::max);
       if (layout_.pp() > 1) {  // every stage's measured bubble and peak: one gather over PP
         const double mine[2] = {r.pipeline_bubble, double(backend_->peak_bytes()) / double(1 << 20)};
         std::vector<double> all(size_t(2 * layout_.pp()));

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # origami-plan end to end on a tiny job (H 32, 2 layers, 4 experts, seq 32, batch 8) for 8 ranks:
 # the top choice's overlay trains 2 steps under launch/train.sh, and so does the last-ranked
-# layout (1 step: everything the planner accepts starts). Bad inputs exit 1 naming what to change.
+# layout (1 step: everything the planner accepts starts); for both, the planner's memory figure is
+# within 10 % of the largest allocator peak of any rank (metrics.jsonl's peak_mib_max). Bad inputs
+# exit 1 naming what to change.
 # usage: plan_cli.sh SOURCE_DIR BUILD_DIR MPIRUN...   (launch/train.sh brings its own mpirun)
 set -euo pipefail
 src=$1; build=$2; shift 2
@@ -28,6 +30,19 @@ sets=(); for a in $last; do sets+=(--set "$a"); done
 launch/train.sh default -n 8 -- "${common[@]}" "${sets[@]}" --set training.train_steps=1 \
   --set "logging.dir=$work/run-last" > "$work/train-last.log" 2>&1 ||
   { echo "last-ranked layout failed: $last"; cat "$work/train-last.log"; exit 1; }
+
+# memory_within_10_percent PLAN_ROW RUN_DIR: the row's memory_mib (CSV field 14) against the run.
+memory_within_10_percent() {
+  local planned peak
+  planned=$(echo "$1" | awk -F, '{print $14}')
+  peak=$(tail -1 "$2/metrics.jsonl" | grep -o '"peak_mib_max":[0-9.eE+-]*' | cut -d: -f2)
+  [ -n "$peak" ] || { echo "no peak_mib_max in $2/metrics.jsonl"; exit 1; }
+  awk -v p="$planned" -v m="$peak" 'BEGIN { r = p / m; exit !(r > 0.9 && r < 1.1) }' ||
+    { echo "planned $planned MiB against a peak of $peak MiB ($2)"; exit 1; }
+  echo "memory: planned $planned MiB, largest peak $peak MiB"
+}
+memory_within_10_percent "$(sed -n 2p "$work/plan.csv")" "$work/run-best"
+memory_within_10_percent "$(tail -1 "$work/plan.csv")" "$work/run-last"
 
 expect_error() {  # expect_error TEXT CMD...: exit 1 and TEXT in stderr
   local text=$1; shift
