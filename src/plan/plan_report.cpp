@@ -118,16 +118,19 @@ std::string overlay_text(const Layout& l) {
 std::string plan_csv(const Plan& plan) {
   std::string out =
       "rank,tp,cp,pp,v,ep,etp,dp,edp,zero,recompute,micro_batch_size,micro_batches,memory_mib,"
-      "step_ms,compute_ms,comm_ms,bubble_ms,tokens_per_s,overlay\n";
+      "step_ms,compute_ms,comm_ms,bubble_ms,tokens_per_s,collectives,overlay\n";
   for (size_t i = 0; i < plan.ranked.size(); ++i) {
     const auto& [l, p] = plan.ranked[i];
     std::string overlay;
     for (const auto& a : layout_assignments(l)) overlay += (overlay.empty() ? "" : " ") + a;
+    int64_t collectives = 0;  // per step, every group's calls (the terms --explain lists)
+    for (const auto& t : p.terms) collectives += t.calls;
     out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.4f},{:.4f},{:.4f},"
-                       "{:.1f},{}\n",
+                       "{:.1f},{},{}\n",
                        i + 1, l.tp, l.cp, l.pp, l.v, l.ep, l.etp, l.dp, l.edp, int(l.zero),
                        l.recompute, l.micro_batch_size, l.micro_batches, mib(p.memory_bytes),
-                       p.step_ms, p.compute_ms, p.comm_ms, p.bubble_ms, p.tokens_per_s, overlay);
+                       p.step_ms, p.compute_ms, p.comm_ms, p.bubble_ms, p.tokens_per_s, collectives,
+                       overlay);
   }
   return out;
 }
