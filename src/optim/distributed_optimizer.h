@@ -20,10 +20,12 @@ class DistributedOptimizer final : public Optimizer {
   // reduce-scattered over (they may be the same object); the TP and expert-shard groups enter
   // the replica reduction and the norm as for AdamW. The store must be finalized; it and the
   // groups must outlive this. bucket_elements bounds the elements each rank receives per
-  // collective call (staging memory is about (group size + 1) x bucket_elements floats,
-  // allocated here once).
+  // collective call: one pair of staging buffers, shared by both groups, holds the widest
+  // group's size x bucket and one bucket (allocated here once; estimate_memory counts them).
+  static constexpr int64_t kDefaultBucketElements = 1 << 20;
   DistributedOptimizer(Backend& be, ParamStore& store, const OptimizerConfig& cfg,
-                       const GradientGroups& groups, int64_t bucket_elements = 1 << 20);
+                       const GradientGroups& groups,
+                       int64_t bucket_elements = kDefaultBucketElements);
 
   // Optimizer: TP replicas, then reduce_scatter_gradients(); the norm from the shards; clip
   // and update_shards(); the moments gathered / scattered for checkpoints.

@@ -9,6 +9,7 @@
 #include "base/logging.h"
 #include "model/moe/expert_kinds.h"
 #include "model/moe_transformer.h"
+#include "optim/distributed_optimizer.h"
 #include "pipeline/schedule.h"
 #include "train/pipeline_executor.h"
 #include "pipeline/stage_layers.h"
@@ -100,7 +101,8 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
     const int64_t expert_ranks = moe.fssdp.enabled ? 1 : layout.edp();  // FSSDP: whole on the owner
     int64_t wide = 0, narrow = 0;
     for (auto [count, ranks] : {std::pair{dense, dense_ranks}, std::pair{expert, expert_ranks}}) {
-      const int64_t cap = ceil_div(count, ranks), bucket = std::min<int64_t>(1 << 20, cap);
+      const int64_t cap = ceil_div(count, ranks);
+      const int64_t bucket = std::min(DistributedOptimizer::kDefaultBucketElements, cap);
       r.optimizer_bytes += 4.0 * double(2 * cap);
       if (ranks > 1) wide = std::max(wide, bucket * ranks), narrow = std::max(narrow, bucket);
     }

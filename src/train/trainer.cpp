@@ -410,11 +410,10 @@ std::vector<double> Trainer::train() {
           m.fssdp_copies = r.fssdp_copies;
         }
       }
-      if (world_.size() > 1)
-        m.peak_mib_max = world_.allreduce_scalar(double(backend_->peak_bytes()) / double(1 << 20),
-                                                 ReduceOp::max);
+      const double peak_mib = double(backend_->peak_bytes()) / double(1 << 20);
+      if (world_.size() > 1) m.peak_mib_max = world_.allreduce_scalar(peak_mib, ReduceOp::max);
       if (layout_.pp() > 1) {  // every stage's measured bubble and peak: one gather over PP
-        const double mine[2] = {r.pipeline_bubble, double(backend_->peak_bytes()) / double(1 << 20)};
+        const double mine[2] = {r.pipeline_bubble, peak_mib};
         std::vector<double> all(size_t(2 * layout_.pp()));
         groups_.pp->allgather(mine, all.data(), 2, CommDType::f64);
         for (int s = 0; s < layout_.pp(); ++s) {

@@ -117,14 +117,13 @@ def main():
             sys.exit(1)
         metrics = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
         ms = statistics.median(m["ms_per_iter"] for m in metrics if m["iteration"] > 1)
-        peaks = [mib(x) for x in re.findall(r"after iteration \d+: peak ([\d.]+ \w+) allocated", p.stdout)]
-        peak = max(peaks) if peaks else 0.0
-        stage_peaks = [max(m.get("pipeline_peak_mib", [0])) for m in metrics]
-        # Every rank's largest peak (the busiest EP rank's under a skewed router), and the
-        # straggler ratio it came from (the most expert rows a rank computed over the mean).
-        all_peaks = [m.get("peak_mib_max", 0) for m in metrics]
+        # Every rank's largest peak (the busiest EP rank's under a skewed router; a 1-rank world
+        # has only its own log line), and the straggler ratio (the most expert rows a rank
+        # computed over the mean).
+        peaks = [m["peak_mib_max"] for m in metrics if "peak_mib_max" in m] or \
+            [mib(x) for x in re.findall(r"after iteration \d+: peak ([\d.]+ \w+) allocated", p.stdout)]
         imbalance = max([1.0] + [m.get("straggler_ratio", 1.0) for m in metrics])
-        return ms, max([peak] + stage_peaks + all_peaks), load, imbalance
+        return ms, max(peaks, default=0.0), load, imbalance
 
     # Every layout once in plan order, then again in reverse (--repeats 2): the lower median
     # counts, so a burst of someone else's work on the machine hits one run, not the figure.
