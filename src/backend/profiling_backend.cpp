@@ -6,8 +6,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 
 namespace origami {
+namespace {
+
+double thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return 1e3 * double(ts.tv_sec) + 1e-6 * double(ts.tv_nsec);
+}
+
+}  // namespace
 
 template <typename F>
 auto ProfilingBackend::timed(const char* op, F&& f) {
@@ -17,14 +27,16 @@ auto ProfilingBackend::timed(const char* op, F&& f) {
     ProfilingBackend* self;
     const char* op;
     std::chrono::steady_clock::time_point t0;
+    double cpu0;
     ~Stop() {
       self->b_.synchronize();
       OpTime& t = self->times_[op];
       t.op = op;
       ++t.calls;
       t.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      t.cpu_ms += thread_cpu_ms() - cpu0;
     }
-  } stop{this, op, t0};
+  } stop{this, op, t0, thread_cpu_ms()};
   return f();
 }
 

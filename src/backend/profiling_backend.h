@@ -6,6 +6,7 @@
 // throughput.
 #pragma once
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,12 +17,16 @@ namespace origami {
 struct OpTime {
   std::string op;
   int64_t calls = 0;
-  double ms = 0;
+  double ms = 0;      // wall time, the device waited for around each call
+  double cpu_ms = 0;  // the calling thread's CPU time: on a CPU backend with ranks that share
+                      // cores, the op's own work; ms - cpu_ms is time it was not scheduled
 };
 
 class ProfilingBackend final : public Backend {
  public:
   explicit ProfilingBackend(Backend& inner) : b_(inner) {}
+  // Owns what it times (the trainer's backend under logging.profile).
+  explicit ProfilingBackend(std::unique_ptr<Backend> owned) : owned_(std::move(owned)), b_(*owned_) {}
   std::string name() const override { return b_.name(); }
   std::vector<OpTime> report() const;  // by total time, largest first
   void reset() { times_.clear(); }
@@ -82,6 +87,7 @@ class ProfilingBackend final : public Backend {
  private:
   template <typename F>
   auto timed(const char* op, F&& f);
+  std::unique_ptr<Backend> owned_;
   Backend& b_;
   std::map<std::string, OpTime> times_;
 };

@@ -223,6 +223,9 @@ struct LoggingConfig {
   // Expert-specialisation report every N iterations and at the end (0 = never): each layer's
   // expert-selection frequency on each data.blend dataset, to <dir>/expert_report.{json,csv}.
   int64_t expert_report_interval = 0;
+  // Per-op and per-group times of every logged step, all ranks, to <dir>/profile.jsonl
+  // (train/step_profile.h). Synchronises around every op: for attribution, not throughput.
+  bool profile = false;
   friend bool operator==(const LoggingConfig&, const LoggingConfig&) = default;
 };
 

@@ -388,6 +388,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(enum_field, logging.level, {"trace", "debug", "info", "warn", "error"}),
       ORIGAMI_KEY(int_field, logging.expert_load_interval, non_negative),
       ORIGAMI_KEY(int_field, logging.expert_report_interval, non_negative),
+      ORIGAMI_KEY(bool_field, logging.profile),
   };
 }
 #undef ORIGAMI_KEY

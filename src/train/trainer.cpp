@@ -28,14 +28,30 @@
 #include "pipeline/stage_layers.h"
 
 namespace origami {
+namespace {
+
+// logging.profile: every op of the run timed (train/step_profile.h).
+std::unique_ptr<Backend> profiled(std::unique_ptr<Backend> backend, bool profile) {
+  if (!profile) return backend;
+  return std::make_unique<ProfilingBackend>(std::move(backend));
+}
+
+}  // namespace
 
 Trainer::Trainer(const Config& cfg, const Communicator& world)
     : cfg_(cfg),
       world_(world),
       layout_(ParallelLayout::from_config(cfg.parallel, world.size())),
-      backend_(make_backend(cfg.training.backend, node_local_rank(), cfg.training.precision)),
+      backend_(profiled(make_backend(cfg.training.backend, node_local_rank(), cfg.training.precision),
+                        cfg.logging.profile)),
       device_world_(wrap_for_backend(world, *backend_)),
-      groups_(ProcessGroups::create(device_world_ ? *device_world_ : world, layout_,
+      timed_world_(cfg.logging.profile ? std::make_unique<TimedCommunicator>(
+                                             device_world_ ? *device_world_ : world, comm_times_)
+                                       : nullptr),
+      groups_(ProcessGroups::create(timed_world_    ? *timed_world_
+                                    : device_world_ ? *device_world_
+                                                    : world,
+                                    layout_,
                                     cfg.model.num_query_groups)) {
   const auto& t = cfg_.training;
   validate(cfg_, world.size());  // apps validate earlier; programmatic users get the same checks
@@ -54,6 +70,9 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
     std::ofstream(run_dir + "/config.yaml") << to_yaml(cfg_);
   }
   metrics_ = std::make_unique<MetricsSink>(run_dir);
+  if (cfg_.logging.profile)
+    profile_ = std::make_unique<StepProfile>(static_cast<ProfilingBackend&>(*backend_), comm_times_,
+                                             world_, run_dir);
   run_dir_ = run_dir;
   spdlog::info("parallel layout over {} ranks: {}", world_.size(), layout_.describe());
   log_placement(world_, layout_);  // which groups span nodes (train/placement_report.h)
@@ -381,6 +400,7 @@ std::vector<double> Trainer::train() {
                t.train_steps, t.global_batch_size, t.seq_length, flops_per_step / 1e9);
   while (step_ < t.train_steps) {
     watchdog_set_step(step_ + 1);  // what a hung collective reports (comm/collective_watchdog.h)
+    if (profile_) profile_->begin_step();
     const auto start = std::chrono::steady_clock::now();
     StepResult r = train_step();
     const double secs =
@@ -391,6 +411,7 @@ std::vector<double> Trainer::train() {
                    format_bytes(double(backend_->peak_bytes())),
                    format_bytes(estimate_memory(cfg_, layout_, layout_.coord(world_.rank()).stage).total()));
     if (step_ % cfg_.logging.interval == 0 || step_ == t.train_steps) {
+      if (profile_) profile_->end_step(step_, secs);
       IterationMetrics m{.iteration = step_, .train_steps = t.train_steps,
                          .consumed_samples = consumed_samples_,
                          .global_batch = t.global_batch_size, .ms_per_iter = 1e3 * secs,

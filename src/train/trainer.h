@@ -18,6 +18,7 @@
 #include "train/pipeline_executor.h"
 #include "train/expert_report.h"
 #include "train/metrics.h"
+#include "train/step_profile.h"
 
 namespace origami {
 
@@ -70,6 +71,9 @@ class Trainer {
   // The world as the model and optimizer see it: staged through host memory for a device
   // backend (null for cpu, where world_ is used directly).
   std::unique_ptr<Communicator> device_world_;
+  // logging.profile: the world the groups split from, timing every collective (else null).
+  std::shared_ptr<CommTimes> comm_times_ = std::make_shared<CommTimes>();
+  std::unique_ptr<Communicator> timed_world_;
   ProcessGroups groups_;
   std::unique_ptr<SampleSource> train_data_, valid_data_;
   std::vector<std::unique_ptr<SampleSource>> report_data_;  // one per blend entry
@@ -77,6 +81,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optimizer_;  // AdamW, or ZeRO-1 (optimizer.distributed)
   std::unique_ptr<PipelineExecutor> pipeline_;
   std::unique_ptr<MetricsSink> metrics_;
+  std::unique_ptr<StepProfile> profile_;  // logging.profile
   std::string run_dir_;  // rank 0 only
   int32_t eod_id_ = -1;
   int64_t step_ = 0, consumed_samples_ = 0, skipped_ = 0;

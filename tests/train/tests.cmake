@@ -32,6 +32,8 @@ origami_mpi_test(train expert_parallel 2 "ExpertParallel.*:Capacity.*")
 origami_mpi_test(train expert_parallel 4 "ExpertParallel.*:Capacity.*")
 origami_mpi_test(train expert_parallel 8 "ExpertParallel.*")
 origami_mpi_test(train expert_report 2 "ExpertReport.*")
+# logging.profile: per-op and per-group times, training unchanged (tests/train/mpi_test_step_profile.cpp).
+origami_mpi_test(train step_profile 4 "StepProfile.*")
 # Checkpoints: bitwise resume, loading into other layouts, refusal of bad checkpoints.
 origami_mpi_test(train checkpoint 2 "Checkpoint*")
 origami_mpi_test(train checkpoint 4 "Checkpoint*")
