@@ -35,10 +35,14 @@ struct ComputeSpec {
   double op_overhead_us = 0;    // fixed cost of each op (a kernel launch, a CPU op's setup)
   // Cost of each collective beyond its transfer, by group size ([size, microseconds], linear in
   // log2 of the size between points): on ranks that share cores, a collective waits until every
-  // member is scheduled, which back-to-back collectives never show. Empty = none.
+  // member is scheduled, which back-to-back collectives never show, and the waiting ranks burn
+  // CPU the others could have used. Empty = none.
   std::vector<std::pair<double, double>> collective_sync_us;
   // Ranks of a node sharing this many cores (an oversubscribed CPU run); 0 = a device per rank.
-  // Measured rates already include the sharing; the planner only reports it.
+  // With sharing, the rates above are one rank's own CPU time (measured with every rank running,
+  // so cache and memory contention are in them), and a rank's compute takes ranks_per_node /
+  // shared_cores times as long in wall time: `origami-train` with logging.profile showed every
+  // core kept busy, with ranks that wait on a collective handing theirs to the others.
   int shared_cores = 0;
 };
 

@@ -92,10 +92,16 @@ double collective_seconds(Collective c, double bytes, const GroupInfo& g, const 
 struct Pass {
   double compute_s = 0;
   double comm_s = 0;
+  std::map<std::string, double> work_s;  // compute_s by kind (kComputeKinds)
   std::map<std::pair<std::string, std::string>, CommTerm> terms;
+  void work(const char* kind, double seconds) {
+    compute_s += seconds;
+    work_s[kind] += seconds;
+  }
   void add(const Pass& o, double times) {
     compute_s += times * o.compute_s;
     comm_s += times * o.comm_s;
+    for (const auto& [kind, seconds] : o.work_s) work_s[kind] += times * seconds;
     for (const auto& [key, t] : o.terms) {
       CommTerm& mine = terms[key];
       if (mine.group.empty()) {  // first time: the term's description, no traffic yet
@@ -129,6 +135,9 @@ class StageModel {
     F = double(m.ffn_hidden_size) / TP;
     S = double(cfg.moe.shared_expert_ffn_hidden_size);
     act_bytes = cl.bytes_per_element;
+    const int on_node = std::min(layout.world(), cl.ranks_per_node);
+    const int cores = cl.compute.shared_cores;
+    share_ = cores > 0 && on_node > cores ? double(on_node) / cores : 1.0;
     for (Group g : {Group::tp, Group::cp, Group::ep, Group::etp, Group::dp_cp, Group::edp,
                     Group::pp, Group::embedding}) {
       const auto members = layout.group(g, 0);
@@ -157,23 +166,28 @@ class StageModel {
     term.ms += 1e3 * s;
     p.comm_s += s;
   }
+  // Every compute term is a rank's own time (CPU time on shared cores) times share_: the wall
+  // time it takes when ranks_per_node ranks share shared_cores cores (1 on a device per rank).
   double gemm(double m, double n, double kk, double calls = 1) const {
-    return calls * gemm_seconds(cl_.compute, 2 * m * n * kk);
+    return share_ * calls * gemm_seconds(cl_.compute, 2 * m * n * kk);
   }
-  double memory(double elements) const { return 4 * elements / (cl_.compute.memory_gbps * 1e9); }
-  double ops(double count) const { return count * cl_.compute.op_overhead_us * 1e-6; }
+  double memory(double elements) const {
+    return share_ * 4 * elements / (cl_.compute.memory_gbps * 1e9);
+  }
+  double ops(double count) const { return share_ * count * cl_.compute.op_overhead_us * 1e-6; }
   double attention_core(double flops, bool backward) const {
     const auto& c = cl_.compute;
     const double fwd = c.attention_gflops > 0 ? flops / (c.attention_gflops * 1e9)
                                               : gemm_seconds(c, flops);
-    if (!backward) return fwd;
-    return c.attention_backward_gflops > 0 ? flops / (c.attention_backward_gflops * 1e9)
-                                           : 2.5 * fwd;  // probabilities recomputed, 2 GEMMs more
+    if (!backward) return share_ * fwd;
+    return share_ * (c.attention_backward_gflops > 0
+                         ? flops / (c.attention_backward_gflops * 1e9)
+                         : 2.5 * fwd);  // probabilities recomputed, 2 GEMMs more
   }
   // Per-element ops, forward and backward together (half each way): measured ns, or the bytes
   // they move (cross-entropy 4 floats per logit, SwiGLU 6 per output, AdamW 7 per parameter).
   double per_element(double ns, double elements, double floats) const {
-    return ns > 0 ? ns * 1e-9 * elements : memory(floats * elements);
+    return ns > 0 ? share_ * ns * 1e-9 * elements : memory(floats * elements);
   }
 
   // Attention sub-block (attention.cpp): TP gather of the input, q k v, RoPE, the causal core
@@ -185,11 +199,11 @@ class StageModel {
     const double x_bytes = Nc * H * act_bytes, kv_bytes = CP * Nc * nkv * hd * act_bytes;
     const double core_flops = 2 * Nc * T * nh * hd;  // 4 Nc (T/2) nh hd: causal
     const double g = backward ? 2 : 1;
-    p.compute_s += gemm(Nc, (nh + 2 * nkv) * hd, H, g) + gemm(Nc, H, nh * hd, g);
-    p.compute_s += attention_core(core_flops, backward);
-    if (core_recompute) p.compute_s += attention_core(core_flops, false);
-    p.compute_s += memory(g * (2 * Nc * (nh + nkv) * hd + 10 * n * H));
-    p.compute_s += ops(backward ? 16 : 10);
+    p.work("gemm", gemm(Nc, (nh + 2 * nkv) * hd, H, g) + gemm(Nc, H, nh * hd, g));
+    p.work("attention", attention_core(core_flops, backward));
+    if (core_recompute) p.work("attention", attention_core(core_flops, false));
+    p.work("elementwise", memory(g * (2 * Nc * (nh + nkv) * hd + 10 * n * H)));
+    p.work("elementwise", ops(backward ? 16 : 10));
     const std::string tp_what = "attention input all-gather, output reduce-scatter";
     if (!backward) {
       comm(p, Group::tp, "tp", tp_what, Collective::all_gather, x_bytes);
@@ -214,12 +228,13 @@ class StageModel {
     Pass p;
     const double imb = opt_.routing_imbalance, g = backward ? 2 : 1;
     const double rows = n * k * ETP * imb, local = std::max(E / EP, 1.0);
-    p.compute_s += gemm(n, E, H, g);
-    p.compute_s += gemm(rows / local, 2 * Fe, H, g * local) + gemm(rows / local, H, Fe, g * local);
-    if (S > 0) p.compute_s += gemm(n, 2 * S, H, g) + gemm(n, H, S, g);
-    p.compute_s += memory(g * (4 * n * E + 4 * n * k * H + rows * H));
-    p.compute_s += per_element(cl_.compute.swiglu_ns, rows * Fe, 6) / 2;
-    p.compute_s += ops(backward ? 14 : 10);
+    p.work("gemm", gemm(n, E, H, g));
+    p.work("experts",
+           gemm(rows / local, 2 * Fe, H, g * local) + gemm(rows / local, H, Fe, g * local));
+    if (S > 0) p.work("gemm", gemm(n, 2 * S, H, g) + gemm(n, H, S, g));
+    p.work("elementwise", memory(g * (4 * n * E + 4 * n * k * H + rows * H)));
+    p.work("swiglu", per_element(cl_.compute.swiglu_ns, rows * Fe, 6) / 2);
+    p.work("elementwise", ops(backward ? 14 : 10));
     const double send = n * k * H * act_bytes * imb;
     const std::string a2a = "dispatcher all-to-all (tokens out and back; counts first)";
     comm(p, Group::ep, "ep", a2a, Collective::all_to_all, send, 2);
@@ -234,8 +249,9 @@ class StageModel {
   Pass dense_mlp(bool backward) const {
     Pass p;
     const double g = backward ? 2 : 1;
-    p.compute_s += gemm(Nc, 2 * F, H, g) + gemm(Nc, H, F, g);
-    p.compute_s += per_element(cl_.compute.swiglu_ns, Nc * F, 6) / 2 + ops(backward ? 6 : 4);
+    p.work("gemm", gemm(Nc, 2 * F, H, g) + gemm(Nc, H, F, g));
+    p.work("swiglu", per_element(cl_.compute.swiglu_ns, Nc * F, 6) / 2);
+    p.work("elementwise", ops(backward ? 6 : 4));
     const std::string what = "mlp input all-gather, output reduce-scatter";
     const double x_bytes = Nc * H * act_bytes;
     comm(p, Group::tp, "tp", what, Collective::all_gather, x_bytes, backward ? 2 : 1);
@@ -260,7 +276,7 @@ class StageModel {
     Pass p;
     const double x_bytes = Nc * H * act_bytes;
     if (first) {
-      p.compute_s += memory(2 * n * H) + ops(2);
+      p.work("elementwise", memory(2 * n * H) + ops(2));
       comm(p, Group::tp, "tp", "embedding reduce-scatter / LM head all-gather",
            backward ? Collective::all_gather : Collective::reduce_scatter, x_bytes);
     }
@@ -270,11 +286,11 @@ class StageModel {
                                  ? std::min(double(cfg_.training.logits_chunk_tokens), Nc)
                                  : Nc;
         const double chunks = std::ceil(Nc / chunk);
-        p.compute_s += gemm(chunk, V / TP, H, 3 * chunks);
-        p.compute_s += per_element(cl_.compute.cross_entropy_ns, Nc * V / TP, 4);
-        p.compute_s += ops(6 * chunks);
+        p.work("gemm", gemm(chunk, V / TP, H, 3 * chunks));
+        p.work("cross_entropy", per_element(cl_.compute.cross_entropy_ns, Nc * V / TP, 4));
+        p.work("elementwise", ops(6 * chunks));
       }
-      p.compute_s += memory(4 * n * H) + ops(2);
+      p.work("elementwise", memory(4 * n * H) + ops(2));
       comm(p, Group::tp, "tp", "embedding reduce-scatter / LM head all-gather",
            backward ? Collective::reduce_scatter : Collective::all_gather, x_bytes);
     }
@@ -356,7 +372,7 @@ class StageModel {
                                     expert / groups_.at(Group::edp).size
                               : dense + expert;
     *opt_s = per_element(cl_.compute.adamw_ns, shard, 7) + memory(2 * (dense + expert)) + ops(8);
-    p.compute_s += *opt_s;
+    p.work("optimizer", *opt_s);
     return p;
   }
 
@@ -367,6 +383,7 @@ class StageModel {
   const CostOptions& opt_;
   std::map<Group, GroupInfo> groups_;
   double TP, CP, EP, ETP, H, V, hd, nh, nkv, T, Nc, n, E, k, Fe, F, S, act_bytes;
+  double share_ = 1;  // wall seconds per second of a rank's own compute (shared cores)
 };
 
 // PipelineExecutor::peak_buffers, once per (shape, stage).
@@ -471,8 +488,8 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
 
   // On a device per rank the slowest stage sets every stage's pace (the dry run takes one cost
   // for all). On ranks that share cores (an oversubscribed CPU node) the cores go where the work
-  // is: a light stage's idle ranks yield to a heavy stage's, so the mean stage's work is what
-  // the step costs, bounded below by the critical path run that many times faster.
+  // is: a light stage's idle ranks yield to a heavy stage's (logging.profile shows every core
+  // busy), so the mean stage's work is what the step costs, within the bounds below.
   const int cores = cluster.compute.shared_cores;
   const int on_node = std::min(world, cluster.ranks_per_node);
   const bool shared = cores > 0 && on_node > cores;
@@ -499,10 +516,21 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
     pipeline_s = makespan_units(shape, fu, 64 - fu) * (f + b) / v;
   }
   if (shared) {
+    // The cores do the mean stage's work. Two things can take longer: the slowest stage's own
+    // work, which its ranks run at most `speedup` times faster than with every rank busy, and
+    // the schedule's dependency chain at the mean stage's costs, equally sped up (with one
+    // micro-batch the stages run one after another: PP x the mean, over PP when the ranks of one
+    // stage can have all the cores).
     fwd = sum_f, bwd = sum_b;
-    const double mean = double(m) * (fwd.compute_s + fwd.comm_s + bwd.compute_s + bwd.comm_s);
+    const double f = fwd.compute_s + fwd.comm_s, b = bwd.compute_s + bwd.comm_s;
+    const double mean = double(m) * (f + b);
     const double speedup = std::min(double(PP), double(on_node) / cores);
-    pipeline_s = std::max(mean, pipeline_s / speedup);
+    double chain = mean;
+    if (PP > 1) {
+      const int fu = std::clamp(int(std::lround(64 * f / (f + b))), 1, 63);
+      chain = makespan_units(shape, fu, 64 - fu) * (f + b) / v;
+    }
+    pipeline_s = std::max({mean, chain / speedup, double(m) * worst / speedup});
   }
   const double busy = double(m) * (fwd.compute_s + fwd.comm_s + bwd.compute_s + bwd.comm_s);
   double opt_s = 0;
@@ -513,6 +541,8 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   all.add(bwd, double(m));
   all.add(upd, 1);
   out.compute_ms = 1e3 * all.compute_s;
+  for (const char* kind : kComputeKinds)
+    out.compute_terms_ms.emplace_back(kind, all.work_s.count(kind) ? 1e3 * all.work_s.at(kind) : 0.0);
   out.comm_ms = 1e3 * all.comm_s;
   out.bubble_ms = 1e3 * std::max(0.0, pipeline_s - busy);
   out.optimizer_ms = 1e3 * opt_s;

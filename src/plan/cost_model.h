@@ -42,7 +42,21 @@ struct StepPrediction {
   double replay_share = 0;  // backward passes that replay their chunk's forward (PP > 1), the
                             // most on any pipeline rank
   std::vector<CommTerm> terms;
+  // compute_ms by kind, in kComputeKinds order (ms per step).
+  std::vector<std::pair<std::string, double>> compute_terms_ms;
 };
+
+// What the compute terms are made of, each named for the ProfilingBackend ops it predicts (so a
+// logging.profile run can be held against it: tools/plan/rank_check.py):
+//   gemm: projections, router, dense MLP, shared expert, LM head ("gemm");
+//   experts: the routed experts' GEMMs ("gemm_batched (experts)");
+//   attention: the causal core, forward, backward, recomputed ("attention_*");
+//   swiglu, cross_entropy: their per-element ops ("swiglu_*", "cross_entropy_*");
+//   optimizer: AdamW, gradient zeroing and norm ("adamw", "fill", "sum_squares", "scale");
+//   elementwise: norms, RoPE, residuals, permutes, copies and each op's fixed cost (the rest).
+inline constexpr const char* kComputeKinds[] = {"gemm",          "experts",     "attention",
+                                                "swiglu",        "cross_entropy", "optimizer",
+                                                "elementwise"};
 
 struct CostOptions {
   // Routed tokens of the busiest expert-parallel rank over the mean (1 = a perfectly balanced

@@ -59,6 +59,10 @@ std::string explain_layout(const Config& base, const Plan& plan, const RankedLay
                      "communication {:.2f} + pipeline bubble {:.2f}; {:.0f} tokens/s\n",
                      p.step_ms, p.compute_ms, p.optimizer_ms, p.comm_ms, p.bubble_ms,
                      p.tokens_per_s);
+  out += "  compute per step, one rank of the slowest stage:";
+  for (const auto& [kind, ms] : p.compute_terms_ms)
+    if (ms > 0) out += fmt::format(" {} {:.2f}", kind, ms);
+  out += " ms\n";
   if (l.pp > 1)
     out += fmt::format("  pipeline: {} micro-batches x {} chunks; up to {:.0f}% of a stage's backward "
                        "passes replay their forward (another micro-batch's forward ran in "
@@ -118,7 +122,9 @@ std::string overlay_text(const Layout& l) {
 std::string plan_csv(const Plan& plan) {
   std::string out =
       "rank,tp,cp,pp,v,ep,etp,dp,edp,zero,recompute,micro_batch_size,micro_batches,memory_mib,"
-      "step_ms,compute_ms,comm_ms,bubble_ms,tokens_per_s,collectives,overlay\n";
+      "step_ms,compute_ms,comm_ms,bubble_ms,tokens_per_s,collectives";
+  for (const char* kind : kComputeKinds) out += fmt::format(",{}_ms", kind);
+  out += ",overlay\n";
   for (size_t i = 0; i < plan.ranked.size(); ++i) {
     const auto& [l, p] = plan.ranked[i];
     std::string overlay;
@@ -126,11 +132,12 @@ std::string plan_csv(const Plan& plan) {
     int64_t collectives = 0;  // per step, every group's calls (the terms --explain lists)
     for (const auto& t : p.terms) collectives += t.calls;
     out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.4f},{:.4f},{:.4f},"
-                       "{:.1f},{},{}\n",
+                       "{:.1f},{}",
                        i + 1, l.tp, l.cp, l.pp, l.v, l.ep, l.etp, l.dp, l.edp, int(l.zero),
                        l.recompute, l.micro_batch_size, l.micro_batches, mib(p.memory_bytes),
-                       p.step_ms, p.compute_ms, p.comm_ms, p.bubble_ms, p.tokens_per_s, collectives,
-                       overlay);
+                       p.step_ms, p.compute_ms, p.comm_ms, p.bubble_ms, p.tokens_per_s, collectives);
+    for (const auto& [kind, ms] : p.compute_terms_ms) out += fmt::format(",{:.4f}", ms);
+    out += "," + overlay + "\n";
   }
   return out;
 }

@@ -132,3 +132,43 @@ TEST(CostModel, ImbalanceGrowsTheDroplessExpertBuffers) {
 
 }  // namespace
 }  // namespace origami
+
+namespace origami {
+namespace {
+
+// The compute kinds add up to compute_ms, and with 4 ranks on 2 shared cores each rank's compute
+// (a rank's own CPU time in the cluster file) takes twice as long; communication does not change.
+TEST(CostModel, ComputeKindsAddUpAndSharedCoresStretchThem) {
+  const Config cfg = apply_layout(test::tiny_config(), tp2_ep2());
+  const StepPrediction own = predict_step(cfg, 4, test::test_cluster());
+  double sum = 0;
+  for (const auto& [kind, ms] : own.compute_terms_ms) sum += ms;
+  EXPECT_NEAR(sum, own.compute_ms, 1e-9 * own.compute_ms);
+  ASSERT_EQ(own.compute_terms_ms.size(), std::size(kComputeKinds));
+  EXPECT_GT(own.compute_terms_ms[1].second, 0.0);  // experts
+  ClusterSpec shared = test::test_cluster();
+  shared.compute.shared_cores = 2;
+  const StepPrediction p = predict_step(cfg, 4, shared);
+  EXPECT_NEAR(p.compute_ms, 2 * own.compute_ms, 1e-9 * own.compute_ms);
+  EXPECT_NEAR(p.comm_ms, own.comm_ms, 1e-9 * own.comm_ms);
+  for (size_t i = 0; i < p.compute_terms_ms.size(); ++i)
+    EXPECT_NEAR(p.compute_terms_ms[i].second, 2 * own.compute_terms_ms[i].second, 1e-9);
+}
+
+// On shared cores a pipeline with one micro-batch runs its stages one after another, each with
+// all the cores: the step is the mean stage's work, with no bubble, where a device per rank
+// idles PP - 1 of every PP stage-times.
+TEST(CostModel, OneMicroBatchPipelineOnSharedCoresHasNoBubble) {
+  Layout pp4{.pp = 4, .micro_batch_size = 16, .dp = 1, .edp = 1, .micro_batches = 1};
+  const Config cfg = apply_layout(test::tiny_config(), pp4);
+  const StepPrediction own = predict_step(cfg, 4, test::test_cluster());
+  EXPECT_GT(own.bubble_ms, 0.5 * own.step_ms);
+  ClusterSpec shared = test::test_cluster();
+  shared.compute.shared_cores = 1;  // 4 ranks on 1 core: one stage's rank can have it all
+  const StepPrediction p = predict_step(cfg, 4, shared);
+  EXPECT_NEAR(p.bubble_ms, 0.0, 1e-9);
+  EXPECT_NEAR(p.step_ms, p.compute_ms + p.comm_ms, 1e-9 * p.step_ms);
+}
+
+}  // namespace
+}  // namespace origami
