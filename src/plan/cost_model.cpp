@@ -109,7 +109,7 @@ struct Pass {
         mine.bytes = 0, mine.calls = 0, mine.ms = 0;
       }
       mine.bytes += times * t.bytes;
-      mine.calls += int64_t(std::llround(times * double(t.calls)));
+      mine.calls += times * t.calls;
       mine.ms += times * t.ms;
     }
   }
@@ -162,7 +162,7 @@ class StageModel {
     term.spans_nodes = info.spans;
     term.bandwidth_gbps = (info.spans ? cl_.inter_node : cl_.intra_node).bandwidth_gbps;
     term.bytes += sent * count;
-    term.calls += int64_t(count);
+    term.calls += count;
     term.ms += 1e3 * s;
     p.comm_s += s;
   }

@@ -25,7 +25,8 @@ struct CommTerm {
   int group_size = 1;
   bool spans_nodes = false;
   double bytes = 0;        // bytes this rank sends per step (the collective's algorithmic share)
-  int64_t calls = 0;       // collectives per step
+  double calls = 0;        // collectives per step (where ranks share cores: the mean stage's,
+                           // which a pipeline makes fractional)
   double bandwidth_gbps = 0;
   double ms = 0;           // time per step on the critical path
 };

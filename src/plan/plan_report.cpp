@@ -75,7 +75,7 @@ std::string explain_layout(const Config& base, const Plan& plan, const RankedLay
   out += fmt::format("    {:<14} {:>5} {:<7} {:>10} {:>8} {:>10} {:>9}  {}\n", "group", "size",
                      "link", "GB/s", "calls", "sent", "ms", "what");
   for (const CommTerm& t : p.terms)
-    out += fmt::format("    {:<14} {:>5} {:<7} {:>10.1f} {:>8} {:>10} {:>9.3f}  {}\n", t.group,
+    out += fmt::format("    {:<14} {:>5} {:<7} {:>10.1f} {:>8.4g} {:>10} {:>9.3f}  {}\n", t.group,
                        t.group_size, t.spans_nodes ? "inter" : "intra", t.bandwidth_gbps,
                        t.calls, human_bytes(t.bytes), t.ms, t.what);
   // The groups the layout keeps in one node or spreads, from the rank order.
@@ -129,10 +129,10 @@ std::string plan_csv(const Plan& plan) {
     const auto& [l, p] = plan.ranked[i];
     std::string overlay;
     for (const auto& a : layout_assignments(l)) overlay += (overlay.empty() ? "" : " ") + a;
-    int64_t collectives = 0;  // per step, every group's calls (the terms --explain lists)
+    double collectives = 0;  // per step, every group's calls (the terms --explain lists)
     for (const auto& t : p.terms) collectives += t.calls;
     out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3f},{:.4f},{:.4f},{:.4f},{:.4f},"
-                       "{:.1f},{}",
+                       "{:.1f},{:.2f}",
                        i + 1, l.tp, l.cp, l.pp, l.v, l.ep, l.etp, l.dp, l.edp, int(l.zero),
                        l.recompute, l.micro_batch_size, l.micro_batches, mib(p.memory_bytes),
                        p.step_ms, p.compute_ms, p.comm_ms, p.bubble_ms, p.tokens_per_s, collectives);
