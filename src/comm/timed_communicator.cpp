@@ -2,15 +2,28 @@
 #include "comm/timed_communicator.h"
 
 #include <chrono>
+#include <ctime>
 
 namespace origami {
 
+namespace {
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+}  // namespace
+
 template <typename F> void TimedCommunicator::timed(F&& f) const {
   const auto t0 = std::chrono::steady_clock::now();
+  const double cpu0 = thread_cpu_seconds();
   f();
   CommTimes::Entry& e = times_->by_group[inner_.name()];
   ++e.calls;
   e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  e.cpu_seconds += thread_cpu_seconds() - cpu0;
 }
 
 std::unique_ptr<Communicator> TimedCommunicator::split(int color, int key,

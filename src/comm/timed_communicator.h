@@ -18,6 +18,7 @@ struct CommTimes {
   struct Entry {
     int64_t calls = 0;
     double seconds = 0;
+    double cpu_seconds = 0;  // the calling thread's CPU time in them: polling while waiting
   };
   std::map<std::string, Entry> by_group;  // keyed by Communicator::name()
   void reset() { by_group.clear(); }

@@ -37,7 +37,7 @@ void StepProfile::begin_step() {
 void StepProfile::end_step(int64_t iteration, double step_seconds) {
   nlohmann::json mine{{"rank", world_.rank()}, {"step_ms", 1e3 * step_seconds},
                       {"cpu_ms", 1e3 * (process_cpu_seconds() - cpu_start_s_)}};
-  double compute = 0, compute_cpu = 0, comm = 0;
+  double compute = 0, compute_cpu = 0, comm = 0, comm_cpu = 0;
   nlohmann::json ops = nlohmann::json::object(), groups = nlohmann::json::object();
   for (const OpTime& t : backend_.report()) {
     ops[t.op] = {{"ms", t.ms}, {"cpu_ms", t.cpu_ms}, {"calls", t.calls}};
@@ -45,12 +45,14 @@ void StepProfile::end_step(int64_t iteration, double step_seconds) {
     compute_cpu += t.cpu_ms;
   }
   for (const auto& [name, e] : times_->by_group) {
-    groups[name] = {{"ms", 1e3 * e.seconds}, {"calls", e.calls}};
+    groups[name] = {{"ms", 1e3 * e.seconds}, {"cpu_ms", 1e3 * e.cpu_seconds}, {"calls", e.calls}};
     comm += 1e3 * e.seconds;
+    comm_cpu += 1e3 * e.cpu_seconds;
   }
   mine["compute_ms"] = compute;
   mine["compute_cpu_ms"] = compute_cpu;
   mine["comm_ms"] = comm;
+  mine["comm_cpu_ms"] = comm_cpu;
   mine["ops"] = std::move(ops);
   mine["comm"] = std::move(groups);
 

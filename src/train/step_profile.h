@@ -5,15 +5,17 @@
 // one gather brings every rank's figures to rank 0, which appends a line to
 // <logging.dir>/profile.jsonl:
 //   {"iteration": 5, "ranks": [{"rank": 0, "step_ms": ..., "compute_ms": ..., "comm_ms": ...,
-//     "compute_cpu_ms": ..., "cpu_ms": ...,
-//     "ops": {"gemm": {"ms": .., "cpu_ms": .., "calls": ..}, ...}, "comm": {"tp": {"ms": .., "calls": ..}}}]}
-// compute_ms is the sum of the ops (compute_cpu_ms their CPU time, see OpTime); step_ms - compute_ms - comm_ms is host work outside both
-// (data, bookkeeping) and, on a shared CPU, time the rank was not scheduled between calls.
-// cpu_ms is the CPU time the rank's process used in the step: on ranks that share cores, the
-// sum over ranks against step_ms x cores says whether the cores were kept busy, and cpu_ms
-// against compute_ms + comm_ms how much of a rank's wall time it was not running at all.
+//     "compute_cpu_ms": ..., "comm_cpu_ms": ..., "cpu_ms": ...,
+//     "ops": {"gemm": {"ms": .., "cpu_ms": .., "calls": ..}, ...},
+//     "comm": {"tp": {"ms": .., "cpu_ms": .., "calls": ..}}}]}
+// compute_ms is the sum of the ops (compute_cpu_ms their CPU time, see OpTime); comm_cpu_ms is
+// the CPU time inside collectives (copies, and polling while waiting). step_ms - compute_ms -
+// comm_ms is host work outside both (data, bookkeeping) and, on a shared CPU, time the rank was
+// not scheduled between calls. cpu_ms is the CPU time the rank's process used in the step: on
+// ranks that share cores, the sum over ranks against step_ms x cores says whether the cores were
+// kept busy.
 // Synchronising after every op removes overlap: this attributes time, it does not measure
-// throughput (tools/plan/rank_check.py compares it with origami-plan's terms).
+// throughput (tools/plan/profile_vs_plan.py holds it against origami-plan's terms).
 #pragma once
 #include <fstream>
 #include <memory>

@@ -48,6 +48,9 @@ TEST(StepProfile, RecordsEveryRankWithoutChangingTraining) {
         EXPECT_GT(rank["ops"]["gemm"]["calls"].get<int64_t>(), 0);
         EXPECT_GT(rank["compute_ms"].get<double>(), 0);
         EXPECT_GT(rank["cpu_ms"].get<double>(), 0);
+        // The calling thread's CPU time inside an op or a collective never exceeds its wall time.
+        EXPECT_LE(rank["compute_cpu_ms"].get<double>(), rank["compute_ms"].get<double>() + 0.1);
+        EXPECT_LE(rank["comm_cpu_ms"].get<double>(), rank["comm_ms"].get<double>() + 0.1);
         // Ops and collectives do not nest on the CPU backend: both fit in the step.
         EXPECT_LE(rank["compute_ms"].get<double>() + rank["comm_ms"].get<double>(),
                   rank["step_ms"].get<double>() * 1.001);
