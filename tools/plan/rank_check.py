@@ -11,7 +11,8 @@ peak_mib_max) with the planner's memory figure given the routing imbalance the l
   nice -n -10 tools/plan/rank_check.py --calibrate --label default-gbs32 --layouts 10 --steps 4 \
       -- configs/default.yaml --set training.global_batch_size=32
 Everything after -- is the config and its --set overrides, given to both tools. Every layout
-runs twice (--repeats), the second pass in reverse order; the lower median counts. On a shared
+runs twice (--repeats), the second pass in reverse order; the lower median counts, and the
+passes' own agreement (Spearman between passes) is printed: no prediction orders better. On a shared
 machine, run it under nice -n -10 (docs/planning.md says why).
 """
 import argparse, csv, datetime, json, os, re, statistics, subprocess, sys, tempfile, time
@@ -167,6 +168,12 @@ def main():
               f"{100 * e:.1f}% | {float(r['step_ms']):.1f} | {r['measured_ms']:.1f} |")
     print(f"\nSpearman rank correlation (predicted vs measured ms/step): {rho:.3f}")
     print(f"memory error: max {100 * max(errs):.1f}%, mean {100 * statistics.mean(errs):.1f}%")
+    # How far the measurement itself can be trusted: how well two passes order the layouts alike.
+    # The prediction cannot be held to a better order than the passes agree on.
+    if args.repeats > 1 and len(results) > 2:
+        pairs = [f"{a + 1}-{b + 1} {spearman([measured[i][a][0] for i in picks], [measured[i][b][0] for i in picks]):.2f}"
+                 for a in range(args.repeats) for b in range(a + 1, args.repeats)]
+        print(f"passes against each other (Spearman): {', '.join(pairs)}")
 
 
 if __name__ == "__main__":
