@@ -6,18 +6,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
+
+#include "base/cpu_clock.h"
 
 namespace origami {
-namespace {
-
-double thread_cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return 1e3 * double(ts.tv_sec) + 1e-6 * double(ts.tv_nsec);
-}
-
-}  // namespace
 
 template <typename F>
 auto ProfilingBackend::timed(const char* op, F&& f) {
@@ -34,9 +26,9 @@ auto ProfilingBackend::timed(const char* op, F&& f) {
       t.op = op;
       ++t.calls;
       t.ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      t.cpu_ms += thread_cpu_ms() - cpu0;
+      t.cpu_ms += 1e3 * (thread_cpu_seconds() - cpu0);
     }
-  } stop{this, op, t0, thread_cpu_ms()};
+  } stop{this, op, t0, thread_cpu_seconds()};
   return f();
 }
 

@@ -2,19 +2,10 @@
 #include "comm/timed_communicator.h"
 
 #include <chrono>
-#include <ctime>
+
+#include "base/cpu_clock.h"
 
 namespace origami {
-
-namespace {
-
-double thread_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-}  // namespace
 
 template <typename F> void TimedCommunicator::timed(F&& f) const {
   const auto t0 = std::chrono::steady_clock::now();

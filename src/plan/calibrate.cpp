@@ -38,7 +38,6 @@ double op_ms(const ProfilingBackend& p, const std::string& op, bool cpu_time) {
   fail("calibration: ProfilingBackend recorded no '{}'", op);
 }
 
-
 // Runs `op` again and again for `seconds` of wall time after a barrier, so every rank measures
 // while all the others run too (a fixed repetition count would let fast ranks finish early and
 // hand their cores to the slow ones). Returns seconds per call, from ProfilingBackend's total

@@ -219,6 +219,11 @@ double collective_sync_us(const ComputeSpec& c, int size) {
   return t[i - 1].second + (t[i].second - t[i - 1].second) * (x - x0) / (x1 - x0);
 }
 
+double ranks_per_core(const ClusterSpec& c, int world) {
+  const int on_node = std::min(world, c.ranks_per_node), cores = c.compute.shared_cores;
+  return cores > 0 && on_node > cores ? double(on_node) / cores : 1.0;
+}
+
 double gemm_seconds(const ComputeSpec& c, double flops) {
   if (flops <= 0) return 0;
   if (c.gemm_table.empty()) return flops / (c.peak_tflops * 1e12 * c.efficiency);

@@ -66,6 +66,9 @@ std::string cluster_spec_yaml(const ClusterSpec& spec);
 
 // Microseconds of compute.collective_sync_us for a group of `size` ranks (0 when empty).
 double collective_sync_us(const ComputeSpec& c, int size);
+// Wall seconds per second of one rank's own compute on a node of `world` ranks: the node's ranks
+// over compute.shared_cores where they outnumber the cores, else 1 (a device per rank).
+double ranks_per_core(const ClusterSpec& c, int world);
 // Seconds of one GEMM of `flops` floating-point operations on this compute spec.
 double gemm_seconds(const ComputeSpec& c, double flops);
 

@@ -135,9 +135,7 @@ class StageModel {
     F = double(m.ffn_hidden_size) / TP;
     S = double(cfg.moe.shared_expert_ffn_hidden_size);
     act_bytes = cl.bytes_per_element;
-    const int on_node = std::min(layout.world(), cl.ranks_per_node);
-    const int cores = cl.compute.shared_cores;
-    share_ = cores > 0 && on_node > cores ? double(on_node) / cores : 1.0;
+    share_ = ranks_per_core(cl, layout.world());
     for (Group g : {Group::tp, Group::cp, Group::ep, Group::etp, Group::dp_cp, Group::edp,
                     Group::pp, Group::embedding}) {
       const auto members = layout.group(g, 0);
@@ -490,9 +488,13 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   // for all). On ranks that share cores (an oversubscribed CPU node) the cores go where the work
   // is: a light stage's idle ranks yield to a heavy stage's (logging.profile shows every core
   // busy), so the mean stage's work is what the step costs, within the bounds below.
-  const int cores = cluster.compute.shared_cores;
-  const int on_node = std::min(world, cluster.ranks_per_node);
-  const bool shared = cores > 0 && on_node > cores;
+  const double stretch = ranks_per_core(cluster, world);
+  const bool shared = stretch > 1;
+  // The schedule's dry run (schedule_sim.h) at forward and backward costs f and b per chunk.
+  const auto makespan = [&](double f, double b) {
+    const int fu = std::clamp(int(std::lround(64 * f / (f + b))), 1, 63);
+    return makespan_units(shape, fu, 64 - fu) * (f + b) / v;
+  };
   double worst = -1;
   Pass fwd, bwd, sum_f, sum_b;
   int worst_stage = 0;
@@ -510,11 +512,8 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
   std::tie(out.memory_bytes, out.memory_stage) =
       layout_memory(cfg, world, options.routing_imbalance);
   double pipeline_s = double(m) * worst;
-  if (PP > 1) {
-    const double f = fwd.compute_s + fwd.comm_s, b = bwd.compute_s + bwd.comm_s;
-    const int fu = std::clamp(int(std::lround(64 * f / (f + b))), 1, 63);
-    pipeline_s = makespan_units(shape, fu, 64 - fu) * (f + b) / v;
-  }
+  if (PP > 1)
+    pipeline_s = makespan(fwd.compute_s + fwd.comm_s, bwd.compute_s + bwd.comm_s);
   if (shared) {
     // The cores do the mean stage's work. Two things can take longer: the slowest stage's own
     // work, which its ranks run at most `speedup` times faster than with every rank busy, and
@@ -524,12 +523,8 @@ StepPrediction predict_step(const Config& cfg, int world, const ClusterSpec& clu
     fwd = sum_f, bwd = sum_b;
     const double f = fwd.compute_s + fwd.comm_s, b = bwd.compute_s + bwd.comm_s;
     const double mean = double(m) * (f + b);
-    const double speedup = std::min(double(PP), double(on_node) / cores);
-    double chain = mean;
-    if (PP > 1) {
-      const int fu = std::clamp(int(std::lround(64 * f / (f + b))), 1, 63);
-      chain = makespan_units(shape, fu, 64 - fu) * (f + b) / v;
-    }
+    const double speedup = std::min(double(PP), stretch);
+    const double chain = PP > 1 ? makespan(f, b) : mean;
     pipeline_s = std::max({mean, chain / speedup, double(m) * worst / speedup});
   }
   const double busy = double(m) * (fwd.compute_s + fwd.comm_s + bwd.compute_s + bwd.comm_s);

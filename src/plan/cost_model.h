@@ -48,7 +48,7 @@ struct StepPrediction {
 };
 
 // What the compute terms are made of, each named for the ProfilingBackend ops it predicts (so a
-// logging.profile run can be held against it: tools/plan/rank_check.py):
+// logging.profile run can be held against it: tools/plan/profile_vs_plan.py):
 //   gemm: projections, router, dense MLP, shared expert, LM head ("gemm");
 //   experts: the routed experts' GEMMs ("gemm_batched (experts)");
 //   attention: the causal core, forward, backward, recomputed ("attention_*");

@@ -3,21 +3,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include <ctime>
 #include <vector>
 
+#include "base/cpu_clock.h"
 #include "base/error.h"
 
 namespace origami {
-namespace {
-
-double process_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-}  // namespace
 
 StepProfile::StepProfile(ProfilingBackend& backend, std::shared_ptr<CommTimes> times,
                          const Communicator& world, const std::string& run_dir)

@@ -19,10 +19,8 @@ import yaml
 
 here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Which compute kind each ProfilingBackend op belongs to (the list in src/plan/cost_model.h).
-KINDS = ["gemm", "experts", "attention", "swiglu", "cross_entropy", "optimizer", "elementwise"]
-
-
+# Which compute kind each ProfilingBackend op belongs to (kComputeKinds in src/plan/cost_model.h;
+# the kinds themselves are read from the CSV's <kind>_ms columns).
 def kind_of(op):
     if op == "gemm":
         return "gemm"
@@ -73,18 +71,20 @@ def main():
                         "--cluster", args.cluster, "--imbalance", str(args.imbalance),
                         "--csv", plan_csv, "--overlay", os.path.join(tmp, "x.overlay"), "--top", "0"],
                        check=True, stdout=subprocess.DEVNULL)
-        rows = [r for r in csv.DictReader(open(plan_csv))
-                if all(str(r[k]) == str(v) for k, v in want.items())]
+        reader = csv.DictReader(open(plan_csv))
+        rows = [r for r in reader if all(str(r[k]) == str(v) for k, v in want.items())]
+    totals = ("step_ms", "compute_ms", "comm_ms", "bubble_ms")
+    kinds = [c[:-3] for c in reader.fieldnames if c.endswith("_ms") and c not in totals]
     if not rows:
         sys.exit(f"origami-plan did not rank the run's layout {want}")
     row = rows[0]
 
-    measured = {k: [] for k in KINDS}
+    measured = {k: [] for k in kinds}
     for r in ranks:
-        per = dict.fromkeys(KINDS, 0.0)
+        per = dict.fromkeys(kinds, 0.0)
         for op, t in r["ops"].items():
             per[kind_of(op)] += stretch * t[clock]
-        for k in KINDS:
+        for k in kinds:
             measured[k].append(per[k])
     print(f"{args.run_dir}: plan rank {row['rank']}, iteration {step['iteration']}, {world} ranks"
           + (f", op CPU time x {stretch:g} (ranks per core)" if stretch > 1 else ", op wall time"))
@@ -95,9 +95,9 @@ def main():
         ratio = f"{mean / predicted:6.2f}" if predicted > 0 else "     -"
         print(f"{name:16s} {mean:14.1f} {max(values):9.1f} {predicted:10.1f} {ratio}")
 
-    for k in KINDS:
+    for k in kinds:
         line(k, measured[k], float(row[k + "_ms"]))
-    line("compute", [sum(measured[k][i] for k in KINDS) for i in range(world)], float(row["compute_ms"]))
+    line("compute", [sum(measured[k][i] for k in kinds) for i in range(world)], float(row["compute_ms"]))
     line("communication", [r["comm_ms"] for r in ranks], float(row["comm_ms"]))
     line("step", [r["step_ms"] for r in ranks], float(row["step_ms"]))
     if stretch > 1:
