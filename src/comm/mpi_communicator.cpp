@@ -5,7 +5,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstddef>
 
 #include "base/error.h"
 #include "comm/collective_watchdog.h"
@@ -67,7 +69,90 @@ std::vector<int> to_ints(std::span<const int64_t> v, int size, const char* what,
   return out;
 }
 
+// Open MPI 4.1's reduce-scatter moves a large buffer in pairwise exchanges that, over shared
+// memory with ranks sharing cores, run at a tenth of an all-to-all's pace: 48 MB over 8 ranks on
+// a 2-core VM took 0.83-1.06 s as MPI_Reduce_scatter and 0.47 s as MPI_Allreduce, but 62-91 ms
+// as MPI_Alltoall plus a local sum (2026-12-07, docs/performance.md). Sums of floats from these
+// sizes of buffer up take the all-to-all (the all-reduce adds an all-gather, so it gains only
+// from a few MiB); smaller ones, and max/min, stay with MPI's own.
+constexpr int64_t kReduceScatterByAlltoallBytes = int64_t(1) << 20;
+constexpr int64_t kAllreduceByAlltoallBytes = int64_t(4) << 20;
+
+int64_t element_bytes(CommDType t) {
+  switch (t) {
+    case CommDType::f32:
+    case CommDType::i32:
+      return 4;
+    case CommDType::f64:
+    case CommDType::i64:
+      return 8;
+    case CommDType::u8:
+      return 1;
+  }
+  fail("unknown CommDType {}", int(t));
+}
+
+// out = blocks[0] + blocks[1] + ... in that order (so the result does not depend on which
+// algorithm MPI would have picked), one block at a time so the adds vectorise.
+template <typename T>
+void sum_blocks(const std::byte* raw, int64_t n, int parts, void* out_raw) {
+  const T* blocks = reinterpret_cast<const T*>(raw);
+  T* out = static_cast<T*>(out_raw);
+  std::copy(blocks, blocks + n, out);
+  for (int j = 1; j < parts; ++j) {
+    const T* b = blocks + int64_t(j) * n;
+    for (int64_t i = 0; i < n; ++i) out[i] += b[i];
+  }
+}
+
 }  // namespace
+
+bool MpiCommunicator::sums_by_alltoall(int64_t buffer_elements, CommDType t, ReduceOp op,
+                                       int64_t min_bytes) const {
+  return size_ > 1 && op == ReduceOp::sum && (t == CommDType::f32 || t == CommDType::f64) &&
+         buffer_elements * element_bytes(t) >= min_bytes;
+}
+
+std::byte* MpiCommunicator::scratch_bytes(size_t bytes) const {
+  // Kept between calls: a fresh buffer of this size costs its page faults on every call, which
+  // on the 2-core VM took longer than the exchange itself (a 48 MB all-to-all: 0.65-0.83 s into
+  // new memory, 30-60 ms into memory already touched).
+  if (scratch_.size() < bytes) scratch_.resize(bytes);
+  return scratch_.data();
+}
+
+void MpiCommunicator::alltoall_sum(const void* send, std::span<const int64_t> counts, void* recv,
+                                   CommDType t) const {
+  const int64_t mine = counts[size_t(rank_)];
+  std::vector<int64_t> send_displs(size_t(size_), 0), recv_counts(size_t(size_), mine),
+      recv_displs(static_cast<size_t>(size_));
+  for (int j = 1; j < size_; ++j)
+    send_displs[size_t(j)] = send_displs[size_t(j - 1)] + counts[size_t(j - 1)];
+  for (int j = 0; j < size_; ++j) recv_displs[size_t(j)] = j * mine;
+  std::byte* blocks = scratch_bytes(size_t(size_ * mine * element_bytes(t)));
+  alltoallv(send, counts, send_displs, blocks, recv_counts, recv_displs, t);
+  if (t == CommDType::f32)
+    sum_blocks<float>(blocks, mine, size_, recv);
+  else
+    sum_blocks<double>(blocks, mine, size_, recv);
+}
+
+void MpiCommunicator::allreduce_by_alltoall(const void* send, void* recv, int64_t count,
+                                            CommDType t) const {
+  const auto n = static_cast<size_t>(size_);
+  std::vector<int64_t> counts(n), displs(n, 0);
+  for (int j = 0; j < size_; ++j) counts[size_t(j)] = count / size_ + (j < count % size_ ? 1 : 0);
+  for (int j = 1; j < size_; ++j) displs[size_t(j)] = displs[size_t(j - 1)] + counts[size_t(j - 1)];
+  // This rank's summed part goes straight to its place in recv: the all-to-all has read `send`
+  // (which may be recv) by then, and the all-gather then fills the rest in place.
+  std::byte* mine = static_cast<std::byte*>(recv) + displs[size_t(rank_)] * element_bytes(t);
+  alltoall_sum(send, counts, mine, t);
+  const auto c = to_ints(counts, size_, "counts", "allreduce", name_);
+  const auto d = to_ints(displs, size_, "displs", "allreduce", name_);
+  mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, c.data(), d.data(),
+                           mpi_type(t), comm_),
+            "MPI_Allgatherv", name_);
+}
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name)
     : comm_(comm), name_(std::move(name)) {
@@ -112,6 +197,10 @@ void MpiCommunicator::allreduce(const void* send, void* recv, int64_t count, Com
                                 ReduceOp op) const {
   CollectiveGuard guard("MPI_Allreduce", name_, world_ranks_);
   const int n = to_int(count, "count", "allreduce", name_);
+  if (sums_by_alltoall(count, t, op, kAllreduceByAlltoallBytes)) {
+    allreduce_by_alltoall(send, recv, count, t);
+    return;
+  }
   mpi_check(
       MPI_Allreduce(send == recv ? MPI_IN_PLACE : send, recv, n, mpi_type(t), mpi_op(op), comm_),
       "MPI_Allreduce", name_);
@@ -156,6 +245,11 @@ void MpiCommunicator::reduce_scatter(const void* send, void* recv, int64_t recv_
   CollectiveGuard guard("MPI_Reduce_scatter_block", name_, world_ranks_);
   const int n = to_int(recv_count, "recv_count", "reduce_scatter", name_);
   to_int(recv_count * size_, "recv_count x size", "reduce_scatter", name_);
+  if (sums_by_alltoall(recv_count * size_, t, op, kReduceScatterByAlltoallBytes)) {
+    const std::vector<int64_t> counts(size_t(size_), recv_count);
+    alltoall_sum(send, counts, recv, t);
+    return;
+  }
   mpi_check(MPI_Reduce_scatter_block(send, recv, n, mpi_type(t), mpi_op(op), comm_),
             "MPI_Reduce_scatter_block", name_);
 }
@@ -165,6 +259,12 @@ void MpiCommunicator::reduce_scatterv(const void* send, void* recv,
                                       ReduceOp op) const {
   CollectiveGuard guard("MPI_Reduce_scatter", name_, world_ranks_);
   auto rc = to_ints(recv_counts, size_, "recv_counts", "reduce_scatterv", name_);
+  int64_t total = 0;
+  for (int64_t c : recv_counts) total += c;
+  if (sums_by_alltoall(total, t, op, kReduceScatterByAlltoallBytes)) {
+    alltoall_sum(send, recv_counts, recv, t);
+    return;
+  }
   mpi_check(MPI_Reduce_scatter(send, recv, rc.data(), mpi_type(t), mpi_op(op), comm_),
             "MPI_Reduce_scatter", name_);
 }

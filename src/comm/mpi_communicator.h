@@ -6,6 +6,9 @@
 #pragma once
 #include <mpi.h>
 
+#include <cstddef>
+#include <vector>
+
 #include "comm/communicator.h"
 
 namespace origami {
@@ -47,10 +50,22 @@ class MpiCommunicator final : public Communicator {
   void recv(void* buf, int64_t count, CommDType t, int src, int tag) const override;
 
  private:
+  // A large float sum (reduce-scatter, all-reduce) as an all-to-all and a local sum: see the .cpp.
+  bool sums_by_alltoall(int64_t buffer_elements, CommDType t, ReduceOp op,
+                        int64_t min_bytes) const;
+  // `send` holds size() blocks, block j of counts[j] elements; `recv` gets the sum over ranks of
+  // block rank(), added in rank order.
+  void alltoall_sum(const void* send, std::span<const int64_t> counts, void* recv,
+                    CommDType t) const;
+  // The all-reduce as alltoall_sum into this rank's part of recv, then an all-gather in place.
+  void allreduce_by_alltoall(const void* send, void* recv, int64_t count, CommDType t) const;
+  std::byte* scratch_bytes(size_t bytes) const;
+
   MPI_Comm comm_;
   std::string name_;
   int rank_ = 0, size_ = 1;
   std::vector<int> world_ranks_;
+  mutable std::vector<std::byte> scratch_;  // alltoall_sum's blocks, kept (see scratch_bytes)
 };
 
 }  // namespace origami

@@ -128,6 +128,45 @@ TEST_F(Collectives, ReduceScatterUnevenBlocks) {
   EXPECT_EQ(recv[counts[rank]], -1.f) << "wrote past its block";
 }
 
+// Float reduce-scatters of 1 MiB and more, and all-reduces of 4 MiB and more, go through an
+// all-to-all and a local sum (mpi_communicator.cpp); these sizes take that path. Small integers
+// keep every sum exact in any order.
+TEST_F(Collectives, LargeFloatSumsAreExact) {
+  const int64_t k = int64_t(1) << 18;  // elements per rank's block: 1 MiB of floats
+  std::vector<float> send(size_t(size * k));
+  for (int64_t i = 0; i < size * k; ++i) send[size_t(i)] = float(rank + i % 7);
+  const auto expect = [&](int64_t i) { return float(size * (size - 1) / 2 + size * (i % 7)); };
+
+  std::vector<float> block(size_t(k), -1.f);
+  world->reduce_scatter(send.data(), block.data(), k, CommDType::f32, ReduceOp::sum);
+  for (int64_t j = 0; j < k; ++j) ASSERT_EQ(block[size_t(j)], expect(rank * k + j)) << j;
+
+  // Uneven blocks (one empty), in f64.
+  std::vector<int64_t> counts(static_cast<size_t>(size));
+  int64_t total = 0;
+  for (int q = 0; q < size; ++q) total += counts[size_t(q)] = q == 1 ? 0 : k + q;
+  std::vector<double> dsend(static_cast<size_t>(total));
+  std::vector<double> dblock(size_t(counts[size_t(rank)]) + 1, -1.0);
+  for (int64_t i = 0; i < total; ++i) dsend[size_t(i)] = double(rank + i % 7);
+  world->reduce_scatterv(dsend.data(), dblock.data(), counts, CommDType::f64, ReduceOp::sum);
+  int64_t first = 0;
+  for (int q = 0; q < rank; ++q) first += counts[size_t(q)];
+  for (int64_t j = 0; j < counts[size_t(rank)]; ++j)
+    ASSERT_EQ(dblock[size_t(j)], double(expect(first + j))) << j;
+  EXPECT_EQ(dblock.back(), -1.0) << "wrote past its block";
+
+  // All-reduce, out of place and in place: 5 MiB, not a multiple of the group size.
+  const int64_t n = 5 * k + 5;
+  std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n), -1.f);
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = float(rank + i % 7);
+  world->allreduce(x.data(), y.data(), n, CommDType::f32, ReduceOp::sum);
+  world->allreduce<float>(x);
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(y[size_t(i)], expect(i)) << i;
+    ASSERT_EQ(x[size_t(i)], expect(i)) << i;
+  }
+}
+
 TEST_F(Collectives, Alltoall) {
   const int k = 2;
   std::vector<int32_t> send(size * k), recv(size * k, -1);
