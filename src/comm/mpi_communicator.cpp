@@ -71,10 +71,10 @@ std::vector<int> to_ints(std::span<const int64_t> v, int size, const char* what,
 
 // Open MPI 4.1's reduce-scatter moves a large buffer in pairwise exchanges that, over shared
 // memory with ranks sharing cores, run at a tenth of an all-to-all's pace: 48 MB over 8 ranks on
-// a 2-core VM took 0.83-1.06 s as MPI_Reduce_scatter and 0.47 s as MPI_Allreduce, but 62-91 ms
-// as MPI_Alltoall plus a local sum (2026-12-07, docs/performance.md). Sums of floats from these
-// sizes of buffer up take the all-to-all (the all-reduce adds an all-gather, so it gains only
-// from a few MiB); smaller ones, and max/min, stay with MPI's own.
+// a 2-core VM took 0.83-1.3 s as MPI_Reduce_scatter and 0.47-0.64 s as MPI_Allreduce, but
+// 33-91 ms as an all-to-all plus a local sum (2026-12-07, docs/performance.md). Sums of floats
+// from these sizes of buffer up take the all-to-all (the all-reduce adds an all-gather, so it
+// gains only from a few MiB); smaller ones, and max/min, stay with MPI's own.
 constexpr int64_t kReduceScatterByAlltoallBytes = int64_t(1) << 20;
 constexpr int64_t kAllreduceByAlltoallBytes = int64_t(4) << 20;
 
