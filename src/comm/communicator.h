@@ -20,6 +20,15 @@ template <> constexpr CommDType comm_dtype_of<double>() { return CommDType::f64;
 template <> constexpr CommDType comm_dtype_of<int32_t>() { return CommDType::i32; }
 template <> constexpr CommDType comm_dtype_of<int64_t>() { return CommDType::i64; }
 template <> constexpr CommDType comm_dtype_of<uint8_t>() { return CommDType::u8; }
+// Bytes of one element.
+constexpr int64_t comm_dtype_bytes(CommDType t) {
+  switch (t) {
+    case CommDType::f32: case CommDType::i32: return 4;
+    case CommDType::f64: case CommDType::i64: return 8;
+    case CommDType::u8: return 1;
+  }
+  return 1;
+}
 
 class Communicator {
  public:

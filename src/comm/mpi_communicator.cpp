@@ -78,20 +78,6 @@ std::vector<int> to_ints(std::span<const int64_t> v, int size, const char* what,
 constexpr int64_t kReduceScatterByAlltoallBytes = int64_t(1) << 20;
 constexpr int64_t kAllreduceByAlltoallBytes = int64_t(4) << 20;
 
-int64_t element_bytes(CommDType t) {
-  switch (t) {
-    case CommDType::f32:
-    case CommDType::i32:
-      return 4;
-    case CommDType::f64:
-    case CommDType::i64:
-      return 8;
-    case CommDType::u8:
-      return 1;
-  }
-  fail("unknown CommDType {}", int(t));
-}
-
 // out = blocks[0] + blocks[1] + ... in that order (so the result does not depend on which
 // algorithm MPI would have picked), one block at a time so the adds vectorise.
 template <typename T>
@@ -110,7 +96,7 @@ void sum_blocks(const std::byte* raw, int64_t n, int parts, void* out_raw) {
 bool MpiCommunicator::sums_by_alltoall(int64_t buffer_elements, CommDType t, ReduceOp op,
                                        int64_t min_bytes) const {
   return size_ > 1 && op == ReduceOp::sum && (t == CommDType::f32 || t == CommDType::f64) &&
-         buffer_elements * element_bytes(t) >= min_bytes;
+         buffer_elements * comm_dtype_bytes(t) >= min_bytes;
 }
 
 std::byte* MpiCommunicator::scratch_bytes(size_t bytes) const {
@@ -129,7 +115,7 @@ void MpiCommunicator::alltoall_sum(const void* send, std::span<const int64_t> co
   for (int j = 1; j < size_; ++j)
     send_displs[size_t(j)] = send_displs[size_t(j - 1)] + counts[size_t(j - 1)];
   for (int j = 0; j < size_; ++j) recv_displs[size_t(j)] = j * mine;
-  std::byte* blocks = scratch_bytes(size_t(size_ * mine * element_bytes(t)));
+  std::byte* blocks = scratch_bytes(size_t(size_ * mine * comm_dtype_bytes(t)));
   alltoallv(send, counts, send_displs, blocks, recv_counts, recv_displs, t);
   if (t == CommDType::f32)
     sum_blocks<float>(blocks, mine, size_, recv);
@@ -145,7 +131,7 @@ void MpiCommunicator::allreduce_by_alltoall(const void* send, void* recv, int64_
   for (int j = 1; j < size_; ++j) displs[size_t(j)] = displs[size_t(j - 1)] + counts[size_t(j - 1)];
   // This rank's summed part goes straight to its place in recv: the all-to-all has read `send`
   // (which may be recv) by then, and the all-gather then fills the rest in place.
-  std::byte* mine = static_cast<std::byte*>(recv) + displs[size_t(rank_)] * element_bytes(t);
+  std::byte* mine = static_cast<std::byte*>(recv) + displs[size_t(rank_)] * comm_dtype_bytes(t);
   alltoall_sum(send, counts, mine, t);
   const auto c = to_ints(counts, size_, "counts", "allreduce", name_);
   const auto d = to_ints(displs, size_, "displs", "allreduce", name_);

@@ -23,14 +23,6 @@
 namespace origami {
 
 namespace {
-size_t dtype_bytes(CommDType t) {
-  switch (t) {
-    case CommDType::f32: case CommDType::i32: return 4;
-    case CommDType::f64: case CommDType::i64: return 8;
-    case CommDType::u8: return 1;
-  }
-  return 1;
-}
 int64_t total(std::span<const int64_t> counts, std::span<const int64_t> displs) {
   int64_t n = 0;
   for (size_t i = 0; i < counts.size(); ++i) n = std::max(n, displs[i] + counts[i]);
@@ -41,7 +33,9 @@ int64_t total(std::span<const int64_t> counts, std::span<const int64_t> displs) 
 class Staged {
  public:
   Staged(Backend& be, const void* p, int64_t count, CommDType t, bool copy_in)
-      : be_(be), p_(const_cast<void*>(p)), bytes_(size_t(std::max<int64_t>(count, 0)) * dtype_bytes(t)) {
+      : be_(be),
+        p_(const_cast<void*>(p)),
+        bytes_(size_t(std::max<int64_t>(count, 0) * comm_dtype_bytes(t))) {
     device_ = p && be.is_device_memory(p);
     if (!device_) return;
     host_.resize(bytes_);
