@@ -112,11 +112,16 @@ int main(int argc, char** argv) {
     std::fputs(rejected_table(plan, 3).c_str(), stdout);
     const RankedLayout& best = plan.ranked.front();
     if (explain) std::fputs(explain_layout(base, plan, best, cluster).c_str(), stdout);
-    write_file(overlay_path, overlay_text(best.layout));
+    const auto assignments = plan_assignments(base, best.layout, options);
+    write_file(overlay_path, overlay_text(assignments));
     std::printf("best: %s -> %s\n  train it: launch/train.sh %s -n %d -- $(cat %s)\n",
                 describe_layout(best.layout).c_str(), overlay_path.c_str(), config_path.c_str(),
                 world, overlay_path.c_str());
-    if (!config_out.empty()) write_file(config_out, to_yaml(apply_layout(base, best.layout)));
+    if (!config_out.empty()) {
+      Config planned = base;
+      for (const auto& a : assignments) apply_override(planned, a);
+      write_file(config_out, to_yaml(planned));
+    }
     if (!csv_path.empty()) write_file(csv_path, plan_csv(plan));
   } catch (const Error& e) {
     std::fprintf(stderr, "origami-plan: error: %s\n", e.what());

@@ -122,6 +122,10 @@ struct MoeConfig {
   std::string drop_policy = "probs";   // probs: keep each expert's C highest-probability slots;
                                        // position: keep the first C in token order
   bool pad_to_capacity = false;        // pad every expert's rows to C (static expert shapes)
+  // Routing-sized expert buffers are allocated at start-up for this routing imbalance (the
+  // busiest EP rank's rows over a balanced N k) and grow past it only if routing needs more: a
+  // fresh router's rising highs then do not reallocate them step after step (expert_rows.h).
+  double dropless_reserve = 1.0;
   ZeroComputeConfig zero_compute_experts;
   // AdaMoE: router rows of experts that output nothing and cost nothing (last in the router);
   // the weights renormalise over the true experts selected, the balance loss counts all rows.

@@ -291,6 +291,7 @@ std::vector<ConfigField> build_schema() {
       ORIGAMI_KEY(optional_number_field, moe.capacity_factor, positive),
       ORIGAMI_KEY(enum_field, moe.drop_policy, {"probs", "position"}),
       ORIGAMI_KEY(bool_field, moe.pad_to_capacity),
+      ORIGAMI_KEY(number_field, moe.dropless_reserve, at_least(1)),
       ORIGAMI_KEY(enum_field, moe.router.score, {"softmax", "sigmoid"}),
       ORIGAMI_KEY(bool_field, moe.router.pre_softmax),
       ORIGAMI_KEY(bool_field, moe.router.renormalize),

@@ -113,9 +113,9 @@ std::string explain_layout(const Config& base, const Plan& plan, const RankedLay
   return out;
 }
 
-std::string overlay_text(const Layout& l) {
+std::string overlay_text(const std::vector<std::string>& assignments) {
   std::string out;
-  for (const auto& a : layout_assignments(l)) out += "--set " + a + "\n";
+  for (const auto& a : assignments) out += "--set " + a + "\n";
   return out;
 }
 

@@ -17,7 +17,8 @@ std::string rejected_table(const Plan& plan, size_t top);
 // choice is what it is.
 std::string explain_layout(const Config& base, const Plan& plan, const RankedLayout& r,
                            const ClusterSpec& cluster);
-std::string overlay_text(const Layout& l);
+// `assignments` (plan_assignments()) as --set lines, one a line.
+std::string overlay_text(const std::vector<std::string>& assignments);
 // Every ranked layout, one CSV row: rank, the layout's fields, memory and the prediction.
 std::string plan_csv(const Plan& plan);
 

@@ -13,6 +13,16 @@
 
 namespace origami {
 
+std::vector<std::string> plan_assignments(const Config& base, const Layout& l,
+                                          const CostOptions& options) {
+  std::vector<std::string> out = layout_assignments(l);
+  const auto& moe = base.moe;
+  if (moe.num_experts > 0 && !moe.capacity_factor &&
+      options.routing_imbalance > moe.dropless_reserve)
+    out.push_back(fmt::format("moe.dropless_reserve={}", options.routing_imbalance));
+  return out;
+}
+
 Plan make_plan(const Config& base, int world, const ClusterSpec& cluster,
                const CostOptions& options) {
   Plan plan;

@@ -3,6 +3,7 @@
 // every stage, the largest) against the device, and the survivors ranked by predicted step time
 // (cost_model.h). Errors name what to change when nothing is left.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "config/config.h"
@@ -35,5 +36,12 @@ struct Plan {
 // or when none fits the device (with the smallest one's excess).
 Plan make_plan(const Config& base, int world, const ClusterSpec& cluster,
                const CostOptions& options = {});
+
+// The config keys origami-plan writes for a layout: its parallel keys, and, for a dropless MoE
+// planned at an --imbalance above the config's moe.dropless_reserve, that reserve. The trainer
+// then allocates at start-up the expert buffers the memory check counted, so a layout that does
+// not fit fails there, not on the step where the router first gets that skewed.
+std::vector<std::string> plan_assignments(const Config& base, const Layout& l,
+                                          const CostOptions& options = {});
 
 }  // namespace origami

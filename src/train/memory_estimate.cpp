@@ -8,6 +8,7 @@
 
 #include "base/logging.h"
 #include "model/moe/expert_kinds.h"
+#include "model/moe/expert_rows.h"
 #include "model/moe_transformer.h"
 #include "optim/distributed_optimizer.h"
 #include "pipeline/schedule.h"
@@ -49,14 +50,15 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   const bool full = t.recompute == "full", core = t.recompute != "none";
   int64_t moe_layers = 0;
   // Pyramid MoE: the stage's MoE layers' router rows and experts per EP rank, summed (each term
-  // below that scales with a layer's expert count uses these sums).
-  int64_t sum_Er = 0, sum_E = 0;
+  // below that scales with a layer's expert count uses these sums), and its largest expert count.
+  int64_t sum_Er = 0, sum_E = 0, max_E = 0;
   for (int l : layers) {
     if (!MoeTransformer::is_moe_layer(cfg, l)) continue;
     int moe_index = 0;
     for (int j = 0; j < l; ++j) moe_index += MoeTransformer::is_moe_layer(cfg, j);
     sum_Er += ExpertKinds::of(moe, moe_index).routed();
     sum_E += moe.experts_at(moe_index);
+    max_E = std::max(max_E, moe.experts_at(moe_index));
     ++moe_layers;
   }
   const int64_t dense_layers = L - moe_layers;
@@ -125,15 +127,12 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   // MoE layer (per layer, recomputation or not): router logits, probs, dlogits [n,E], weights,
   // idx [n,k], lse; the layer's dispatch idx, dweights [n,k], dprobs [n,E], dlse; shared expert
   // h, act (shared under full recompute); dispatcher and experts for a balanced load.
-  // Expert rows per rank, on the busiest EP rank: a balanced router sends it n k ETP rows; a
-  // dropless one sends `routing_imbalance` times that (its buffers grow to the most they held);
-  // capacity buffers stop at the capacity factor (padded: exactly there).
-  const double cf = moe.capacity_factor.value_or(0.0);
-  const double load = !moe.capacity_factor ? routing_imbalance
-                      : moe.pad_to_capacity ? cf
-                                            : std::min(routing_imbalance, cf);
-  const double recv_rows = double(n) * k * load;                        // from EP, before ETP
-  const double rows = recv_rows * ETP;                                  // after the ETP gather
+  // Expert rows on the busiest EP rank: what the MoE layer reserves at start-up or the stated
+  // imbalance, whichever is more (expert_rows.h; the stage's largest expert count bounds it).
+  const ExpertRows er = expert_rows(moe, n, max_E, int(EP), int(ETP), routing_imbalance);
+  const double local_rows = double(er.local);                          // sent, padded or not
+  const double recv_rows = double(er.received);                        // from EP, before ETP
+  const double rows = double(er.computed);                             // after the ETP gather
   // Terms in a layer's router rows Er (logits, probs, dlogits, dprobs; the dense-to-sparse gate
   // and noise) are added for all layers at once below, from sum_Er.
   const double per_row = 4.0 * n + (moe.router.schedule.kind == "dense_to_sparse" ? 2.0 * n : 0.0);
@@ -144,7 +143,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   const int64_t Sx = moe.num_experts == 0 ? 0 : D > 0 ? D : moe.router.gating_residual ? Er : 0;
   moe_f32 += double(n) * Sx + 8.0 * n * D;                              // dstate; u, g, gi, gh
   moe_f32 += 2.0 * n * k;                                               // dispatcher row
-  moe_act += 3.0 * n * k * H;                                           // permuted, y_local, scratch
+  moe_act += 3.0 * local_rows * H;                                      // permuted, y_local, scratch
   moe_act += recv_rows * H + 2.0 * rows * H;                            // recv, gathered, sorted
   moe_f32 += rows;                                                      //   sort_row
   moe_act += 3.0 * rows * H;                                            // expert_out, dexpert_out/in

@@ -6,7 +6,8 @@
 // model shares across layers, at training.precision (bf16: activations and the parameters'
 // compute copy in 2 bytes, masters, gradients and optimizer state in 4). Dropless expert
 // buffers are sized for the busiest EP rank's load: routing_imbalance times a balanced N k rows
-// (they only grow, so the most a rank ever held).
+// (they only grow, so the most a rank ever held), or moe.dropless_reserve if that is more (they
+// start there), never more than the EP group can send the rank (expert_rows.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -33,7 +34,8 @@ struct MemoryEstimate {
 // (0..PP-1) picks the stage: its chunks' layers, the embedding on the first, the head on the
 // last (a tied copy there), and the pipeline's boundary buffers for its in-flight micro-batches.
 // routing_imbalance: the busiest EP rank's routed rows over the mean (origami-plan
-// --imbalance); dropless expert buffers are sized for that rank, 1 = a balanced router.
+// --imbalance); dropless expert buffers are sized for that rank (at least the config's reserve),
+// 1 = a balanced router.
 MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, int stage = 0,
                                double routing_imbalance = 1.0);
 // One log line: "parameters 1.2 MiB (300.0 k) + gradients ... = total".

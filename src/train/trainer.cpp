@@ -183,8 +183,9 @@ Trainer::Trainer(const Config& cfg, const Communicator& world)
   spdlog::info("memory per rank computed from the layout: {}",
                describe_memory(estimate_memory(cfg_, layout_, layout_.coord(world_.rank()).stage)));
   spdlog::info("memory on this rank: {} allocated at start-up (parameters, gradients, Adam "
-               "moments, activations kept for backward; scratch and routing-sized buffers follow "
-               "in the first step)",
+               "moments, activations kept for backward, expert buffers at moe.dropless_reserve; "
+               "scratch follows in the first step, expert buffers grow past the reserve if "
+               "routing needs it)",
                format_bytes(double(backend_->peak_bytes())));
   tokens_.assign(size_t(micro_batches_), std::vector<int32_t>(size_t(t.micro_batch_size * t.seq_length)));
   targets_ = tokens_;

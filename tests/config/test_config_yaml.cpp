@@ -33,6 +33,7 @@ Config everything_changed() {
            .shared_expert_ffn_hidden_size = 32,
            .layer_freq = 2,
            .capacity_factor = 1.25,
+           .dropless_reserve = 2.5,
            .router = {.score = "softmax",
                       .renormalize = false,
                       .freeze = true,

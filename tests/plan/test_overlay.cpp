@@ -6,6 +6,7 @@
 
 #include "plan/layout_space.h"
 #include "plan/plan_report.h"
+#include "plan/planner.h"
 #include "plan_test_config.h"
 
 namespace origami {
@@ -17,7 +18,7 @@ TEST(Overlay, SetLinesRoundTripThroughTheLoader) {
   ASSERT_GT(space.valid.size(), 100u);
   for (size_t i = 0; i < space.valid.size(); i += 37) {
     const Layout& l = space.valid[i];
-    std::istringstream lines(overlay_text(l));
+    std::istringstream lines(overlay_text(plan_assignments(base, l)));
     Config cfg = base;
     std::string flag, assignment;
     while (lines >> flag >> assignment) {

@@ -71,6 +71,35 @@ TEST(Planner, FastMemoryEqualsEstimateMemoryForEveryLayout) {
   EXPECT_GT(deep_checked, 50);
 }
 
+// Planned at --imbalance 1.6, a dropless layout's overlay reserves that: the config it makes
+// has the trainer's start-up estimate (a balanced router, the reserve as floor) equal to the
+// memory the planner checked for every EP layout. A capacity config gets no reserve line.
+TEST(Planner, TheOverlayReservesWhatTheMemoryCheckCounted) {
+  const Config base = test::tiny_config();  // dropless, 8 experts top-2
+  const CostOptions skewed{.routing_imbalance = 1.6};
+  const Plan plan = make_plan(base, 8, test::test_cluster(), skewed);
+  int ep_layouts = 0;
+  for (size_t i = 0; i < plan.ranked.size(); i += 5) {
+    const auto& [l, p] = plan.ranked[i];
+    Config cfg = base;
+    for (const auto& a : plan_assignments(base, l, skewed)) apply_override(cfg, a);
+    EXPECT_DOUBLE_EQ(cfg.moe.dropless_reserve, 1.6);
+    const ParallelLayout layout = ParallelLayout::from_config(cfg.parallel, 8);
+    double at_startup = 0;
+    for (int s = 0; s < l.pp; ++s)
+      at_startup = std::max(at_startup, estimate_memory(cfg, layout, s).total());
+    EXPECT_DOUBLE_EQ(at_startup, p.memory_bytes) << describe_layout(l);
+    ep_layouts += l.ep > 1;
+  }
+  EXPECT_GT(ep_layouts, 0);
+  Config capped = base;
+  capped.moe.capacity_factor = 1.5;
+  EXPECT_EQ(plan_assignments(capped, plan.ranked[0].layout, skewed),
+            layout_assignments(plan.ranked[0].layout));
+  EXPECT_EQ(plan_assignments(base, plan.ranked[0].layout),  // balanced: nothing to reserve
+            layout_assignments(plan.ranked[0].layout));
+}
+
 TEST(Planner, AWorldNoLayoutFits) {
   // 7 ranks: TP, CP, EP and PP must be 1 (4 heads, 8 experts, 4 layers), DP 7 does not divide
   // the global batch of 16.

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <memory>
+#include <utility>
 
 #include "base/logging.h"
 #include "comm/communicator.h"
@@ -133,6 +135,55 @@ TEST(MemoryEstimate, DroplessBuffersFollowTheMeasuredImbalance) {
   EXPECT_GT(imbalance, 1.0);  // a fresh router is not balanced
   EXPECT_GT(skewed, balanced);
   EXPECT_NEAR(skewed / peak, 1.0, 0.10);
+}
+
+// moe.dropless_reserve allocates the routing-sized buffers when the model is built: raising it
+// adds at start-up exactly what the estimate adds for it, and at the EP bound (every slot that
+// can reach a rank) the buffers never grow, so the peak after the first step is the peak for good
+// and the estimate (which takes the reserve over a balanced router) covers it.
+TEST(MemoryEstimate, DroplessReserveIsAllocatedAtStartUp) {
+  spdlog::set_level(spdlog::level::warn);
+  auto world = make_mpi_world();
+  if (world->size() != 4) GTEST_SKIP() << "an EP4 layout";
+  Case c{"ep4_reserve", 4, 1, 1, 4, "none"};
+  Config cfg = mid_size(c);
+  cfg.moe.capacity_factor.reset();
+  cfg.moe.pad_to_capacity = false;
+  validate(cfg, world->size());
+  auto startup = [&](double reserve) {
+    Config r = cfg;
+    r.moe.dropless_reserve = reserve;
+    auto trainer = std::make_unique<Trainer>(r, *world);
+    const double bytes = world->allreduce_scalar(double(trainer->backend().peak_bytes()), ReduceOp::max);
+    return std::pair{std::move(trainer), bytes};
+  };
+  // EP4 with 8 experts, top-2: a rank's two experts can take every slot, 4 x balanced at most.
+  const double bound = 4.0;
+  auto [balanced_run, at_one] = startup(1.0);
+  balanced_run.reset();
+  auto [trainer, at_bound] = startup(bound);
+  const auto stage = trainer->layout().coord(world->rank()).stage;
+  Config reserved = cfg;
+  reserved.moe.dropless_reserve = bound;
+  const double est_one = estimate_memory(cfg, trainer->layout(), stage).total();
+  const double est_bound = estimate_memory(reserved, trainer->layout(), stage).total();
+  EXPECT_GT(at_bound - at_one, 0.0);
+  EXPECT_NEAR((at_bound - at_one) / (est_bound - est_one), 1.0, 0.01);
+  // Past the bound the reserve changes nothing.
+  Config beyond = reserved;
+  beyond.moe.dropless_reserve = 2 * bound;
+  EXPECT_DOUBLE_EQ(estimate_memory(beyond, trainer->layout(), stage).total(), est_bound);
+
+  double after_first = 0.0, imbalance = 1.0;
+  for (int s = 0; s < 3; ++s) {
+    const StepResult r = trainer->train_step();
+    imbalance = std::max(imbalance, r.rows_max / r.rows_mean);
+    const double peak = world->allreduce_scalar(double(trainer->backend().peak_bytes()), ReduceOp::max);
+    if (s == 0) after_first = peak;
+    else EXPECT_EQ(peak, after_first) << "step " << s + 1 << " grew a buffer";
+  }
+  EXPECT_GT(imbalance, 1.0);  // the router did move rows around: there was something to absorb
+  EXPECT_NEAR(est_bound / after_first, 1.0, 0.10);
 }
 
 // ZeRO-1 changes only persistent state (each group's moments over its shard, one pair of staging

@@ -42,6 +42,14 @@ ExpertWeights GroupedExperts::local_weights() {
   return w;
 }
 
+void GroupedExperts::reserve(int64_t rows) {
+  auto& be = ctx_.backend;
+  grow_rows(be, h_, rows, 2 * F_, ctx_.activation);
+  grow_rows(be, act_, rows, F_, ctx_.activation);
+  grow_rows(be, dact_, rows, F_, ctx_.activation);
+  grow_rows(be, dh_, rows, 2 * F_, ctx_.activation);
+}
+
 void GroupedExperts::forward(const ExpertWeights& w, const float* x,
                              const std::vector<int64_t>& counts, float* y) {
   auto& be = ctx_.backend;

@@ -30,6 +30,9 @@ class GroupedExperts {
   // dy [M,H] -> dx [M,H] (overwritten); weight grads accumulated.
   void backward(const ExpertWeights& w, const float* dy, const float* x,
                 const std::vector<int64_t>& counts, float* dx);
+  // Allocates the activation buffers now for `rows` computed rows (moe.dropless_reserve); they
+  // still grow if a micro-batch brings more.
+  void reserve(int64_t rows);
   // Expert parallelism: this rank's E / EP experts (declared by the constructor).
   ExpertWeights local_weights();
   int64_t local_experts() const { return E_; }

@@ -45,6 +45,17 @@ MoeLayer::MoeLayer(ModelContext& ctx, ParamStore& store, const std::string& pref
   dweights_ = Tensor::zeros(be, {N, k});
   dprobs_ = Tensor::zeros(be, {N, E});
   dlse_ = Tensor::zeros(be, {N});
+  // The routing-sized buffers at their start-up reserve (moe.dropless_reserve): their memory
+  // shows at start-up, and a fresh router's rising highs up to it reallocate nothing.
+  const ExpertRows rows = expert_rows(moe, N, moe.num_experts, ctx.ep_size(), ctx.etp_size(),
+                                      /*imbalance=*/1.0);
+  const Communicator* route_group = moe.fssdp.enabled ? ctx.groups.fssdp : ctx.groups.ep;
+  const bool exchanges = ctx.etp_size() > 1 || (route_group && route_group->size() > 1);
+  dispatcher_.reserve(rows, exchanges);
+  if (exchanges) grow_rows(be, plan_.sort_row, rows.computed, 1);
+  experts_.reserve(rows.computed);
+  for (Tensor* t : {&expert_out_, &dexpert_out_, &dexpert_in_})
+    grow_rows(be, *t, rows.computed, ctx.config.model.hidden_size, ctx.activation);
   own_losses_ = TensorOf<double>::zeros(be, {2});  // until the model hands out its own
   replay_losses_ = TensorOf<double>::zeros(be, {2});
   losses_ = own_losses_.data();

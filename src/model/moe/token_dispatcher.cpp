@@ -35,6 +35,17 @@ TokenDispatcher::TokenDispatcher(ModelContext& ctx) : ctx_(ctx) {
   for (int64_t e = 0; e < per_rank; ++e) ep_route_.resident.push_back(ctx.ep_rank() * per_rank + e);
 }
 
+void TokenDispatcher::reserve(const ExpertRows& rows, bool exchanges) {
+  auto& be = ctx_.backend;
+  grow_rows(be, permuted_, rows.local, H_, ctx_.activation);
+  if (!exchanges) return;
+  grow_rows(be, y_local_, rows.local, H_, ctx_.activation);
+  grow_rows(be, scratch_, rows.local, H_, ctx_.activation);
+  grow_rows(be, recv_, rows.received, H_, ctx_.activation);
+  grow_rows(be, gathered_, rows.computed, H_, ctx_.activation);
+  grow_rows(be, sorted_, rows.computed, H_, ctx_.activation);
+}
+
 std::vector<int64_t> TokenDispatcher::elements(const std::vector<int64_t>& rows) const {
   std::vector<int64_t> out(rows);
   for (auto& x : out) x *= H_;

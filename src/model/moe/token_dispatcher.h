@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "model/model_context.h"
+#include "model/moe/expert_rows.h"
 #include "tensor/tensor.h"
 
 namespace origami {
@@ -78,6 +79,9 @@ class TokenDispatcher {
   // dx_experts [plan.rows, H] (grad of expert_input(), partial over ETP) -> dx [N,H]
   // (overwritten).
   void dispatch_backward(const DispatchPlan& plan, const float* dx_experts, float* dx);
+  // Allocates the row buffers now for `rows` (moe.dropless_reserve); they still grow if a
+  // micro-batch needs more. `exchanges`: rows will travel (the exchange's buffers too).
+  void reserve(const ExpertRows& rows, bool exchanges);
 
  private:
   // local_perm rows -> all-to-all over EP -> all-gather over ETP -> sorted by local expert.
