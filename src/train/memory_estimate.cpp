@@ -143,7 +143,7 @@ MemoryEstimate estimate_memory(const Config& cfg, const ParallelLayout& layout, 
   const int64_t Sx = moe.num_experts == 0 ? 0 : D > 0 ? D : moe.router.gating_residual ? Er : 0;
   moe_f32 += double(n) * Sx + 8.0 * n * D;                              // dstate; u, g, gi, gh
   moe_f32 += 2.0 * n * k;                                               // dispatcher row
-  moe_act += 3.0 * local_rows * H;                                      // permuted, y_local, scratch
+  moe_act += 3.0 * local_rows * H;                                    // permuted, y_local, scratch
   moe_act += recv_rows * H + 2.0 * rows * H;                            // recv, gathered, sorted
   moe_f32 += rows;                                                      //   sort_row
   moe_act += 3.0 * rows * H;                                            // expert_out, dexpert_out/in

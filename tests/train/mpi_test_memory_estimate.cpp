@@ -150,12 +150,14 @@ TEST(MemoryEstimate, DroplessReserveIsAllocatedAtStartUp) {
   cfg.moe.capacity_factor.reset();
   cfg.moe.pad_to_capacity = false;
   validate(cfg, world->size());
+  auto peak_of = [&](Trainer& t) {  // the busiest rank's
+    return world->allreduce_scalar(double(t.backend().peak_bytes()), ReduceOp::max);
+  };
   auto startup = [&](double reserve) {
     Config r = cfg;
     r.moe.dropless_reserve = reserve;
     auto trainer = std::make_unique<Trainer>(r, *world);
-    const double bytes = world->allreduce_scalar(double(trainer->backend().peak_bytes()), ReduceOp::max);
-    return std::pair{std::move(trainer), bytes};
+    return std::pair{std::move(trainer), peak_of(*trainer)};
   };
   // EP4 with 8 experts, top-2: a rank's two experts can take every slot, 4 x balanced at most.
   const double bound = 4.0;
@@ -178,7 +180,7 @@ TEST(MemoryEstimate, DroplessReserveIsAllocatedAtStartUp) {
   for (int s = 0; s < 3; ++s) {
     const StepResult r = trainer->train_step();
     imbalance = std::max(imbalance, r.rows_max / r.rows_mean);
-    const double peak = world->allreduce_scalar(double(trainer->backend().peak_bytes()), ReduceOp::max);
+    const double peak = peak_of(*trainer);
     if (s == 0) after_first = peak;
     else EXPECT_EQ(peak, after_first) << "step " << s + 1 << " grew a buffer";
   }
