@@ -105,6 +105,15 @@ TEST(MemoryEstimate, MatchesTheAllocatorPeakWithinTenPercent) {
   EXPECT_GT(ran, 0);
 }
 
+// mid_size() on EP4 with dropless routing (the buffers follow the router), validated for 4 ranks.
+Config ep4_dropless(const char* name) {
+  Config cfg = mid_size(Case{name, 4, 1, 1, 4, "none"});
+  cfg.moe.capacity_factor.reset();
+  cfg.moe.pad_to_capacity = false;
+  validate(cfg, 4);
+  return cfg;
+}
+
 // Dropless routing: the expert buffers follow the router's load and only grow, so the busiest
 // EP rank holds more than a balanced router would send it. Given the imbalance the run measured
 // (its straggler ratio: the most expert rows a rank computed over the mean, the worst step),
@@ -113,11 +122,7 @@ TEST(MemoryEstimate, DroplessBuffersFollowTheMeasuredImbalance) {
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world();
   if (world->size() != 4) GTEST_SKIP() << "an EP4 layout";
-  Case c{"ep4_dropless", 4, 1, 1, 4, "none"};
-  Config cfg = mid_size(c);
-  cfg.moe.capacity_factor.reset();
-  cfg.moe.pad_to_capacity = false;
-  validate(cfg, world->size());
+  const Config cfg = ep4_dropless("ep4_dropless");
   Trainer trainer(cfg, *world);
   double imbalance = 1.0;
   for (int s = 0; s < 3; ++s) {
@@ -145,11 +150,7 @@ TEST(MemoryEstimate, DroplessReserveIsAllocatedAtStartUp) {
   spdlog::set_level(spdlog::level::warn);
   auto world = make_mpi_world();
   if (world->size() != 4) GTEST_SKIP() << "an EP4 layout";
-  Case c{"ep4_reserve", 4, 1, 1, 4, "none"};
-  Config cfg = mid_size(c);
-  cfg.moe.capacity_factor.reset();
-  cfg.moe.pad_to_capacity = false;
-  validate(cfg, world->size());
+  const Config cfg = ep4_dropless("ep4_reserve");
   auto peak_of = [&](Trainer& t) {  // the busiest rank's
     return world->allreduce_scalar(double(t.backend().peak_bytes()), ReduceOp::max);
   };
@@ -157,7 +158,8 @@ TEST(MemoryEstimate, DroplessReserveIsAllocatedAtStartUp) {
     Config r = cfg;
     r.moe.dropless_reserve = reserve;
     auto trainer = std::make_unique<Trainer>(r, *world);
-    return std::pair{std::move(trainer), peak_of(*trainer)};
+    const double bytes = peak_of(*trainer);
+    return std::pair{std::move(trainer), bytes};
   };
   // EP4 with 8 experts, top-2: a rank's two experts can take every slot, 4 x balanced at most.
   const double bound = 4.0;

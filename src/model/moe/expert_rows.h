@@ -19,7 +19,7 @@ struct ExpertRows {
 // `imbalance`: the busiest EP rank's received rows over a balanced n k. Dropless buffers only
 // grow, and start at the reserve, so they hold max(imbalance, moe.dropless_reserve) x n k rows,
 // but never more than every slot of the EP group's tokens that can reach this rank's E / EP
-// experts (n EP min(k, E / EP); FSSDP places experts by load, so there no such bound). Capacity
+// experts (n EP min(k, E / EP); FSSDP places experts by load, so it has no such bound). Capacity
 // buffers stop at the capacity factor; padded ones hold exactly E C.
 ExpertRows expert_rows(const MoeConfig& moe, int64_t n, int64_t num_experts, int ep, int etp,
                        double imbalance);
